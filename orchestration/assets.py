@@ -1,0 +1,554 @@
+"""The pipeline's assets, one per DuckDB table, and the checks that run inside them.
+
+Each step writes to the run's staging copy of the warehouse (see warehouse/store.py); the run's last
+step publishes it atomically, unless a blocking check failed. Checks run inside the step that
+produces their table, against the staging copy, so they judge exactly what is about to be published.
+"""
+
+
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PipesSubprocessClient,
+    RunsFilter,
+    TableColumn,
+    TableSchema,
+    asset,
+    multi_asset,
+)
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+from flink_jobs.window_average import output_files
+from orchestration.settings import REPO_ROOT, PipelineSettings
+from warehouse import reconcile, schema, thresholds
+from warehouse.ingest import InputFileError, read_transactions
+from warehouse.store import WarehouseStore
+
+GROUP = "replay"
+OWNERS = ["team:data-engineering"]
+# Tables in the order a full run writes them; the run's last selected one publishes the warehouse.
+PIPELINE_ORDER = ("transactions", "rejected_rows", "window_averages", "late_events", "anomaly_thresholds")
+PREVIEW_ROWS = 10
+
+
+def column_schema(table: str) -> TableSchema:
+    return TableSchema(columns=[TableColumn(name, sql_type) for name, sql_type in schema.TABLES[table]])
+
+
+def _spec(name: str, description: str, kinds: set[str], deps: Sequence[str] = ()) -> AssetSpec:
+    return AssetSpec(
+        name,
+        description=description,
+        group_name=GROUP,
+        kinds=kinds,
+        owners=OWNERS,
+        deps=list(deps),
+        metadata={"dagster/column_schema": column_schema(name), "table": name},
+    )
+
+
+# --- run-scoped warehouse helpers ------------------------------------------------------------
+
+
+def _settings_or_fail(pipeline: PipelineSettings) -> PipelineSettings:
+    problems = pipeline.problems()
+    if problems:
+        raise Failure(description="Invalid configuration: " + "; ".join(problems) + ".")
+    return pipeline
+
+
+def _open_store(context: AssetExecutionContext, pipeline: PipelineSettings) -> WarehouseStore:
+    """The warehouse store; the run's first step also clears leftovers of finished runs."""
+    store = WarehouseStore(pipeline.warehouse_path)
+    if not store.staging_path(context.run.run_id).exists():
+        active = {
+            run.run_id
+            for run in context.instance.get_runs(filters=RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)))
+        }
+        removed = store.discard_all_except(active | {context.run.run_id})
+        if removed:
+            context.log.info(f"Removed staging leftovers of finished runs: {', '.join(removed)}")
+    return store
+
+
+def _publishes_here(context: AssetExecutionContext) -> bool:
+    """True when this step materializes the last table of the run's selection."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    selected = {key.to_user_string() for key in (run.asset_selection or ())} & set(PIPELINE_ORDER)
+    if not selected:
+        selected = set(PIPELINE_ORDER)
+    last = max(selected, key=PIPELINE_ORDER.index)
+    return AssetKey(last) in context.selected_asset_keys
+
+
+def _finish(
+    context: AssetExecutionContext, store: WarehouseStore, checks: Iterable[AssetCheckResult]
+) -> dict[str, object]:
+    """Publish the staged warehouse if this is the run's last step and no blocking check failed."""
+    blocking_failures = [
+        c.check_name for c in checks if not c.passed and c.severity == AssetCheckSeverity.ERROR
+    ]
+    if blocking_failures:
+        context.log.error(
+            f"Blocking check(s) failed: {', '.join(blocking_failures)}. The published warehouse "
+            f"{store.path} keeps its previous contents."
+        )
+        store.discard(context.run.run_id)
+        return {"published": False}
+    if not _publishes_here(context):
+        return {"published": False}
+    published = store.publish(context.run.run_id)
+    context.log.info(f"Published warehouse {published}")
+    return {"published": True, "warehouse": MetadataValue.path(str(published))}
+
+
+def _preview(df: pd.DataFrame) -> MetadataValue:
+    if df.empty:
+        return MetadataValue.md("_no rows_")
+    return MetadataValue.md(df.head(PREVIEW_ROWS).to_markdown(index=False))
+
+
+def _fetch_df(con, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
+    return con.execute(sql, list(params)).fetchdf()
+
+
+# --- transactions + rejected_rows -----------------------------------------------------------
+
+
+@multi_asset(
+    name="ingest_transactions",
+    specs=[
+        _spec(
+            "transactions",
+            "Valid rows of the source CSV: key, UTC event time (TIMESTAMPTZ and epoch ms) and amount.",
+            {"pandas", "duckdb"},
+        ),
+        _spec(
+            "rejected_rows",
+            "Rows of the source CSV that failed validation, with the raw text and the reason.",
+            {"pandas", "duckdb"},
+        ),
+    ],
+    check_specs=[
+        AssetCheckSpec(
+            "every_row_accounted_for",
+            asset="transactions",
+            blocking=True,
+            description="Every data row of the file is in transactions or rejected_rows, exactly once.",
+        )
+    ],
+)
+def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
+    """Read the CSV with pandas, validate it and normalize timestamps to UTC epoch milliseconds."""
+    pipeline = _settings_or_fail(pipeline)
+    started = time.monotonic()
+    source = pipeline.source_path
+    source_file = str(source)
+    store = _open_store(context, pipeline)
+    records = 0
+    with store.connect_staging(context.run.run_id) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM transactions WHERE source_file = ?", [source_file])
+        con.execute("DELETE FROM rejected_rows WHERE source_file = ?", [source_file])
+        try:
+            for chunk in read_transactions(
+                source, key_column=pipeline.key_column, timezone=pipeline.source_timezone
+            ):
+                con.register("chunk_valid", chunk.valid)
+                con.execute(
+                    "INSERT INTO transactions SELECT ?, source_row, line, transaction_id, key, "
+                    "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, amount "
+                    "FROM chunk_valid ORDER BY source_row",
+                    [source_file],
+                )
+                con.register("chunk_rejected", chunk.rejected)
+                con.execute(
+                    "INSERT INTO rejected_rows SELECT ?, source_row, line, raw, reason "
+                    "FROM chunk_rejected ORDER BY source_row",
+                    [source_file],
+                )
+                con.unregister("chunk_valid")
+                con.unregister("chunk_rejected")
+                records += len(chunk.valid) + len(chunk.rejected)
+                context.log.info(f"Ingested {records:,} rows of {source.name} ({time.monotonic() - started:.1f} s)")
+        except InputFileError as error:
+            con.execute("ROLLBACK")
+            raise Failure(description=str(error)) from None
+        con.execute("COMMIT")
+
+        n_valid, n_rejected, distinct_rows, min_row, max_row = schema.fetch_one(con, "SELECT (SELECT count(*) FROM transactions WHERE source_file = $f), "
+            "(SELECT count(*) FROM rejected_rows WHERE source_file = $f), count(DISTINCT source_row), "
+            "coalesce(min(source_row), 1), coalesce(max(source_row), 0) FROM ("
+            "SELECT source_row FROM transactions WHERE source_file = $f UNION ALL "
+            "SELECT source_row FROM rejected_rows WHERE source_file = $f)",
+            {"f": source_file},)
+        accounted = n_valid + n_rejected == records == distinct_rows and (min_row, max_row) == (1, records)
+        check = AssetCheckResult(
+            asset_key="transactions",
+            check_name="every_row_accounted_for",
+            passed=bool(accounted),
+            metadata={
+                "data_rows_in_file": records,
+                "transactions": n_valid,
+                "rejected_rows": n_rejected,
+                "distinct_source_rows": distinct_rows,
+            },
+            description=None
+            if accounted
+            else f"{records} data rows in the file but {n_valid} transactions + {n_rejected} rejected rows",
+        )
+        transactions_preview = _fetch_df(
+            con,
+            "SELECT source_row, transaction_id, key, event_time, amount FROM transactions "
+            "WHERE source_file = ? ORDER BY source_row LIMIT ?",
+            [source_file, PREVIEW_ROWS],
+        )
+        rejected_preview = _fetch_df(
+            con,
+            "SELECT source_row, line, reason, left(raw, 120) AS raw FROM rejected_rows "
+            "WHERE source_file = ? ORDER BY source_row LIMIT ?",
+            [source_file, PREVIEW_ROWS],
+        )
+        top_reasons = _fetch_df(
+            con,
+            "SELECT split_part(reason, ':', 1) AS reason, count(*) AS rows FROM rejected_rows "
+            "WHERE source_file = ? GROUP BY 1 ORDER BY rows DESC, reason LIMIT 10",
+            [source_file],
+        )
+    published = _finish(context, store, [check])
+    seconds = round(time.monotonic() - started, 3)
+    common = {"source_file": MetadataValue.path(source_file), "duration_s": seconds, **published}
+    yield MaterializeResult(
+        asset_key="transactions",
+        metadata={
+            "dagster/row_count": n_valid,
+            "data_rows_in_file": records,
+            "preview": _preview(transactions_preview),
+            "config": MetadataValue.json(pipeline.as_metadata()),
+            **common,
+        },
+    )
+    yield MaterializeResult(
+        asset_key="rejected_rows",
+        metadata={
+            "dagster/row_count": n_rejected,
+            "rejected_ratio": round(n_rejected / records, 6) if records else 0.0,
+            "top_reasons": _preview(top_reasons),
+            "preview": _preview(rejected_preview),
+            **common,
+        },
+    )
+    yield check
+
+
+# --- window_averages + late_events ------------------------------------------------------------
+
+
+@multi_asset(
+    name="replay_event_time_windows",
+    specs=[
+        _spec(
+            "window_averages",
+            "Average amount per key and event-time tumbling window, computed by the PyFlink job.",
+            {"flink", "duckdb"},
+            deps=["transactions"],
+        ),
+        _spec(
+            "late_events",
+            "Transactions that arrived behind the watermark for their window (Flink side output).",
+            {"flink", "duckdb"},
+            deps=["transactions"],
+        ),
+    ],
+    check_specs=[
+        AssetCheckSpec(
+            "transactions_conserved",
+            asset="window_averages",
+            blocking=True,
+            description="count(transactions) = sum(txn_count) + count(late_events) for the file.",
+        ),
+        AssetCheckSpec(
+            "matches_independent_replay",
+            asset="window_averages",
+            blocking=True,
+            description="window_averages and late_events equal a DuckDB SQL recomputation of the replay rule.",
+        ),
+    ],
+)
+def replay_event_time_windows(
+    context: AssetExecutionContext, pipeline: PipelineSettings, pipes_subprocess_client: PipesSubprocessClient
+) -> Iterator:
+    """Submit the PyFlink window job (through Dagster Pipes) and load its output into DuckDB."""
+    pipeline = _settings_or_fail(pipeline)
+    started = time.monotonic()
+    source_file = str(pipeline.source_path)
+    config = pipeline.replay_config()
+    store = _open_store(context, pipeline)
+    run_dir = store.run_dir(context.run.run_id)
+    staged_input = run_dir / "flink_input.csv"
+    flink_output = run_dir / "flink_output"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with store.connect_staging(context.run.run_id) as con:
+        n_transactions = schema.fetch_one(con, "SELECT count(*) FROM transactions WHERE source_file = ?", [source_file])[0]
+        con.sql(
+            "SELECT source_row, key, event_time_ms, amount FROM transactions "
+            "WHERE source_file = ? ORDER BY source_row",
+            params=[source_file],
+        ).write_csv(str(staged_input), header=False)
+    staged_s = time.monotonic() - started
+
+    figures: dict[str, object] = {}
+    if n_transactions:
+        command = [
+            sys.executable, "-m", "flink_jobs.window_average",
+            "--input", str(staged_input),
+            "--output", str(flink_output),
+            "--window-size-ms", str(config.window_size_ms),
+            "--out-of-orderness-ms", str(config.out_of_orderness_ms),
+            "--allowed-lateness-ms", str(config.allowed_lateness_ms),
+            "--parallelism", str(pipeline.flink_parallelism),
+        ]  # fmt: skip
+        if pipeline.flink_jobmanager:
+            command += ["--jobmanager", pipeline.flink_jobmanager]
+        context.log.info(f"Submitting Flink job for {n_transactions:,} transactions")
+        invocation = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
+        for message in invocation.get_custom_messages():
+            if isinstance(message, dict):
+                figures.update(message)
+    else:
+        context.log.info("No valid transactions: the Flink job is not started and the tables are emptied.")
+    flink_s = time.monotonic() - started - staged_s
+
+    with store.connect_staging(context.run.run_id) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM window_averages WHERE source_file = ?", [source_file])
+        con.execute("DELETE FROM late_events WHERE source_file = ?", [source_file])
+        _load_flink_output(con, flink_output, source_file, config.window_size_ms)
+        con.execute("COMMIT")
+        counts = schema.fetch_one(con, "SELECT (SELECT count(*) FROM window_averages WHERE source_file = $f), "
+            "(SELECT coalesce(sum(txn_count), 0) FROM window_averages WHERE source_file = $f), "
+            "(SELECT count(*) FROM late_events WHERE source_file = $f), "
+            "(SELECT count(*) FROM late_events l WHERE source_file = $f AND NOT EXISTS ("
+            "  SELECT 1 FROM transactions t WHERE t.source_file = $f AND t.source_row = l.source_row)), "
+            "(SELECT max(watermark_ms - event_time_ms) FROM late_events WHERE source_file = $f)",
+            {"f": source_file},)
+        n_windows, counted, n_late, late_not_in_transactions, max_lateness_ms = counts
+        conserved = n_transactions == counted + n_late and late_not_in_transactions == 0
+        checks = [
+            AssetCheckResult(
+                asset_key="window_averages",
+                check_name="transactions_conserved",
+                passed=bool(conserved),
+                metadata={
+                    "transactions": n_transactions,
+                    "counted_in_windows": int(counted),
+                    "late_events": n_late,
+                    "late_events_not_in_transactions": late_not_in_transactions,
+                },
+                description=None
+                if conserved
+                else f"{n_transactions} transactions but {counted} counted in windows + {n_late} late events",
+            ),
+            _reconciliation_check(con, config, source_file),
+        ]
+        windows_preview = _fetch_df(
+            con,
+            "SELECT key, window_start, window_end, avg_amount, txn_count FROM window_averages "
+            "WHERE source_file = ? ORDER BY key, window_start_ms LIMIT ?",
+            [source_file, PREVIEW_ROWS],
+        )
+        late_preview = _fetch_df(
+            con,
+            "SELECT source_row, key, event_time, amount, watermark_ms - event_time_ms AS behind_watermark_ms "
+            "FROM late_events WHERE source_file = ? ORDER BY source_row LIMIT ?",
+            [source_file, PREVIEW_ROWS],
+        )
+    published = _finish(context, store, checks)
+    common = {
+        "source_file": MetadataValue.path(source_file),
+        "duration_s": round(time.monotonic() - started, 3),
+        "stage_input_s": round(staged_s, 3),
+        "flink_s": round(flink_s, 3),
+        "config": MetadataValue.json(pipeline.as_metadata()),
+        **{f"flink_{k}" if not k.startswith("flink_") else k: v for k, v in figures.items()},
+        **published,
+    }
+    yield MaterializeResult(
+        asset_key="window_averages",
+        metadata={
+            "dagster/row_count": n_windows,
+            "transactions_in": n_transactions,
+            "counted_in_windows": int(counted),
+            "preview": _preview(windows_preview),
+            **common,
+        },
+    )
+    yield MaterializeResult(
+        asset_key="late_events",
+        metadata={
+            "dagster/row_count": n_late,
+            "late_ratio": round(n_late / n_transactions, 6) if n_transactions else 0.0,
+            "max_behind_watermark_ms": int(max_lateness_ms or 0),
+            "preview": _preview(late_preview),
+            **common,
+        },
+    )
+    yield from checks
+
+
+def _load_flink_output(con, flink_output: Path, source_file: str, window_size_ms: int) -> None:
+    """Insert the job's JSON-lines output into window_averages and late_events."""
+    window_files = [str(p) for p in output_files(flink_output / "windows")]
+    if window_files:
+        con.read_json(
+            window_files,
+            format="newline_delimited",
+            columns={
+                "key": "VARCHAR",
+                "window_start_ms": "BIGINT",
+                "window_end_ms": "BIGINT",
+                "avg_amount": "DOUBLE",
+                "txn_count": "BIGINT",
+            },
+        ).create_view("flink_windows", replace=True)
+        con.execute(
+            "INSERT INTO window_averages SELECT ?, key, epoch_ms(window_start_ms)::TIMESTAMPTZ, "
+            "epoch_ms(window_end_ms)::TIMESTAMPTZ, avg_amount, txn_count, window_start_ms, window_end_ms "
+            "FROM flink_windows ORDER BY key, window_start_ms",
+            [source_file],
+        )
+    late_files = [str(p) for p in output_files(flink_output / "late")]
+    if late_files:
+        con.read_json(
+            late_files,
+            format="newline_delimited",
+            columns={
+                "source_row": "BIGINT",
+                "key": "VARCHAR",
+                "event_time_ms": "BIGINT",
+                "amount": "DOUBLE",
+                "watermark_ms": "BIGINT",
+            },
+        ).create_view("flink_late", replace=True)
+        con.execute(
+            "INSERT INTO late_events SELECT $f, l.source_row, l.key, epoch_ms(l.event_time_ms)::TIMESTAMPTZ, "
+            "l.amount, l.event_time_ms, l.watermark_ms, "
+            "epoch_ms(l.event_time_ms - (((l.event_time_ms % $size) + $size) % $size))::TIMESTAMPTZ, "
+            "epoch_ms(l.event_time_ms - (((l.event_time_ms % $size) + $size) % $size) + $size)::TIMESTAMPTZ "
+            "FROM flink_late l ORDER BY l.source_row",
+            {"f": source_file, "size": window_size_ms},
+        )
+
+
+def _reconciliation_check(con, config, source_file: str) -> AssetCheckResult:
+    """Compare the Flink output with an independent DuckDB SQL recomputation of the replay rule."""
+    actual_windows = _fetch_df(
+        con,
+        "SELECT key, window_start_ms, window_end_ms, avg_amount, txn_count FROM window_averages "
+        "WHERE source_file = ?",
+        [source_file],
+    )
+    actual_late = _fetch_df(
+        con,
+        "SELECT source_row, key, event_time_ms, amount, watermark_ms FROM late_events WHERE source_file = ?",
+        [source_file],
+    )
+    windows = reconcile.compare_window_averages(
+        actual_windows, reconcile.expected_window_averages(con, config, source_file=source_file)
+    )
+    late = reconcile.compare_late_events(
+        actual_late, reconcile.expected_late_events(con, config, source_file=source_file)
+    )
+    passed = bool(windows["equal"] and late["equal"])
+    return AssetCheckResult(
+        asset_key="window_averages",
+        check_name="matches_independent_replay",
+        passed=passed,
+        metadata={
+            "windows_compared": int(windows["windows_compared"]),
+            "max_abs_diff": float(windows["max_abs_diff"]),
+            "windows_missing": int(windows["missing"]),
+            "windows_unexpected": int(windows["unexpected"]),
+            "count_mismatches": int(windows["count_mismatches"]),
+            "avg_mismatches": int(windows["avg_mismatches"]),
+            "late_events_expected": int(late["late_expected"]),
+            "late_events_missing": int(late["missing"]),
+            "late_events_unexpected": int(late["unexpected"]),
+            "examples": MetadataValue.json(list(windows["examples"]) + list(late["examples"])),
+        },
+        description=None if passed else "window_averages/late_events differ from the DuckDB recomputation",
+    )
+
+
+# --- anomaly_thresholds -----------------------------------------------------------------------
+
+
+@asset(
+    name="anomaly_thresholds",
+    description=f"Per-key anomaly threshold over all window averages in the warehouse: {thresholds.METHOD}.",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+    deps=["window_averages"],
+    metadata={"dagster/column_schema": column_schema("anomaly_thresholds"), "table": "anomaly_thresholds"},
+    check_specs=[
+        AssetCheckSpec(
+            "threshold_for_every_eligible_key",
+            asset="anomaly_thresholds",
+            description="Every key with enough windows has a finite threshold.",
+        )
+    ],
+)
+def anomaly_thresholds(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
+    pipeline = _settings_or_fail(pipeline)
+    started = time.monotonic()
+    store = _open_store(context, pipeline)
+    with store.connect_staging(context.run.run_id) as con:
+        con.execute("BEGIN")
+        n_keys = thresholds.replace_thresholds(con, min_windows=pipeline.anomaly_min_windows, z=pipeline.anomaly_z)
+        con.execute("COMMIT")
+        eligible, with_threshold = schema.fetch_one(con, "SELECT count(*), count(t.threshold) FILTER (WHERE isfinite(t.threshold)) FROM ("
+            "  SELECT key FROM window_averages GROUP BY key HAVING count(*) >= ?) e "
+            "LEFT JOIN anomaly_thresholds t USING (key)",
+            [pipeline.anomaly_min_windows],)
+        n_anomalous = schema.fetch_one(con, "SELECT coalesce(sum(anomalous_windows), 0) FROM anomaly_thresholds")[0]
+        preview = _fetch_df(
+            con,
+            "SELECT key, threshold, window_count, median_avg_amount, anomalous_windows "
+            "FROM anomaly_thresholds ORDER BY anomalous_windows DESC, key LIMIT ?",
+            [PREVIEW_ROWS],
+        )
+    check = AssetCheckResult(
+        asset_key="anomaly_thresholds",
+        check_name="threshold_for_every_eligible_key",
+        passed=bool(eligible == with_threshold),
+        metadata={"eligible_keys": eligible, "keys_with_threshold": with_threshold},
+    )
+    published = _finish(context, store, [check])
+    yield MaterializeResult(
+        asset_key="anomaly_thresholds",
+        metadata={
+            "dagster/row_count": n_keys,
+            "anomalous_windows": int(n_anomalous),
+            "method": thresholds.METHOD,
+            "min_windows": pipeline.anomaly_min_windows,
+            "z": pipeline.anomaly_z,
+            "preview": _preview(preview),
+            "duration_s": round(time.monotonic() - started, 3),
+            **published,
+        },
+    )
+    yield check

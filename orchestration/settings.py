@@ -1,0 +1,133 @@
+"""Pipeline configuration: one Dagster resource, defaulted from environment variables.
+
+Every field can be set with its environment variable (read when the definitions load) or
+overridden per run in the Dagster launchpad under `resources: pipeline: config:`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from warehouse.replay import ReplayConfig
+from warehouse.timestamps import validate_timezone
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SOURCE_CSV = REPO_ROOT / "data" / "sample_transactions.csv"
+DEFAULT_WAREHOUSE = REPO_ROOT / "data" / "warehouse.duckdb"
+
+# field -> environment variable
+ENV_VARS: dict[str, str] = {
+    "source_csv": "TXN_SOURCE_CSV",
+    "warehouse": "TXN_WAREHOUSE",
+    "source_timezone": "TXN_SOURCE_TIMEZONE",
+    "key_column": "TXN_KEY_COLUMN",
+    "window_size_ms": "TXN_WINDOW_SIZE_MS",
+    "out_of_orderness_ms": "TXN_OUT_OF_ORDERNESS_MS",
+    "allowed_lateness_ms": "TXN_ALLOWED_LATENESS_MS",
+    "flink_parallelism": "TXN_FLINK_PARALLELISM",
+    "flink_jobmanager": "TXN_FLINK_JOBMANAGER",
+    "anomaly_min_windows": "TXN_ANOMALY_MIN_WINDOWS",
+    "anomaly_z": "TXN_ANOMALY_Z",
+}
+
+_COLUMN_NAME = re.compile(r"^[^\x00-\x1f\",]{1,128}$")
+
+
+class PipelineSettings(ConfigurableResource):
+    source_csv: str = Field(default=str(DEFAULT_SOURCE_CSV), description="Input CSV (TXN_SOURCE_CSV).")
+    warehouse: str = Field(default=str(DEFAULT_WAREHOUSE), description="DuckDB file (TXN_WAREHOUSE).")
+    source_timezone: str = Field(
+        default="UTC", description="IANA zone for timestamps without an offset (TXN_SOURCE_TIMEZONE)."
+    )
+    key_column: str = Field(default="transaction_id", description="Column windows are keyed by (TXN_KEY_COLUMN).")
+    window_size_ms: int = Field(default=5000, description="Tumbling window size in ms (TXN_WINDOW_SIZE_MS).")
+    out_of_orderness_ms: int = Field(
+        default=1000, description="Bounded out-of-orderness of the watermark in ms (TXN_OUT_OF_ORDERNESS_MS)."
+    )
+    allowed_lateness_ms: int = Field(default=0, description="Allowed lateness in ms (TXN_ALLOWED_LATENESS_MS).")
+    flink_parallelism: int = Field(default=2, description="Flink parallelism (TXN_FLINK_PARALLELISM).")
+    flink_jobmanager: str = Field(
+        default="", description="host:port of a Flink cluster; empty = local mini-cluster (TXN_FLINK_JOBMANAGER)."
+    )
+    anomaly_min_windows: int = Field(
+        default=5, description="Windows a key needs before it gets a threshold (TXN_ANOMALY_MIN_WINDOWS)."
+    )
+    anomaly_z: float = Field(
+        default=3.5, description="Modified z-score above which a window is anomalous (TXN_ANOMALY_Z)."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
+        """Settings from TXN_* variables; unset or empty variables keep the defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field, var in ENV_VARS.items():
+            raw = environ.get(var, "").strip()
+            if not raw:
+                continue
+            annotation = cls.model_fields[field].annotation
+            try:
+                values[field] = annotation(raw) if annotation in (int, float) else raw
+            except ValueError:
+                raise ValueError(f"{var}={raw!r} is not a valid {annotation.__name__}") from None
+        for path_field in ("source_csv", "warehouse"):
+            if path_field in values:
+                values[path_field] = os.path.abspath(os.path.expanduser(str(values[path_field])))
+        return cls(**values)
+
+    def replay_config(self) -> ReplayConfig:
+        return ReplayConfig(
+            window_size_ms=self.window_size_ms,
+            out_of_orderness_ms=self.out_of_orderness_ms,
+            allowed_lateness_ms=self.allowed_lateness_ms,
+        )
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, each as one sentence naming the env var ([] when all are valid)."""
+        found = []
+        if self.window_size_ms <= 0:
+            found.append(f"window size must be a positive number of ms (TXN_WINDOW_SIZE_MS), got {self.window_size_ms}")
+        if self.out_of_orderness_ms < 0:
+            found.append(f"out-of-orderness must be >= 0 ms (TXN_OUT_OF_ORDERNESS_MS), got {self.out_of_orderness_ms}")
+        if self.allowed_lateness_ms < 0:
+            found.append(f"allowed lateness must be >= 0 ms (TXN_ALLOWED_LATENESS_MS), got {self.allowed_lateness_ms}")
+        if self.flink_parallelism < 1:
+            found.append(f"Flink parallelism must be >= 1 (TXN_FLINK_PARALLELISM), got {self.flink_parallelism}")
+        if self.anomaly_min_windows < 1:
+            found.append(f"anomaly min windows must be >= 1 (TXN_ANOMALY_MIN_WINDOWS), got {self.anomaly_min_windows}")
+        if not (math.isfinite(self.anomaly_z) and self.anomaly_z > 0):
+            found.append(f"anomaly z must be a finite number > 0 (TXN_ANOMALY_Z), got {self.anomaly_z}")
+        try:
+            validate_timezone(self.source_timezone)
+        except ValueError as error:
+            found.append(f"{error} (TXN_SOURCE_TIMEZONE)")
+        if not _COLUMN_NAME.match(self.key_column.strip()):
+            found.append(f"key column name {self.key_column!r} is not a usable CSV column name (TXN_KEY_COLUMN)")
+        if self.flink_jobmanager:
+            from flink_jobs.environment import parse_jobmanager
+
+            try:
+                parse_jobmanager(self.flink_jobmanager)
+            except ValueError as error:
+                found.append(f"{error} (TXN_FLINK_JOBMANAGER)")
+        if Path(self.warehouse).is_dir():
+            found.append(f"warehouse path {self.warehouse} is a directory, expected a DuckDB file (TXN_WAREHOUSE)")
+        return found
+
+    @property
+    def source_path(self) -> Path:
+        return Path(self.source_csv).expanduser().resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return Path(self.warehouse).expanduser().resolve()
+
+    def as_metadata(self) -> dict[str, object]:
+        return {field: getattr(self, field) for field in ENV_VARS}

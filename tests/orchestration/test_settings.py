@@ -1,0 +1,276 @@
+"""Tests for the pipeline configuration resource (orchestration.settings)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestration.settings import ENV_VARS, PipelineSettings
+from warehouse.replay import ReplayConfig
+
+
+def full_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "TXN_SOURCE_CSV": str(tmp_path / "in" / "txns.csv"),
+        "TXN_WAREHOUSE": str(tmp_path / "out" / "wh.duckdb"),
+        "TXN_SOURCE_TIMEZONE": "Europe/Berlin",
+        "TXN_KEY_COLUMN": "account_id",
+        "TXN_WINDOW_SIZE_MS": "60000",
+        "TXN_OUT_OF_ORDERNESS_MS": "250",
+        "TXN_ALLOWED_LATENESS_MS": "1500",
+        "TXN_FLINK_PARALLELISM": "4",
+        "TXN_FLINK_JOBMANAGER": "flink-jm:8081",
+        "TXN_ANOMALY_MIN_WINDOWS": "7",
+        "TXN_ANOMALY_Z": "2.75",
+    }
+
+
+def valid_settings(tmp_path: Path, **overrides: object) -> PipelineSettings:
+    values: dict[str, object] = {
+        "source_csv": str(tmp_path / "txns.csv"),
+        "warehouse": str(tmp_path / "wh.duckdb"),
+        "source_timezone": "UTC",
+        "key_column": "transaction_id",
+        "window_size_ms": 5000,
+        "out_of_orderness_ms": 1000,
+        "allowed_lateness_ms": 0,
+        "flink_parallelism": 2,
+        "flink_jobmanager": "",
+        "anomaly_min_windows": 5,
+        "anomaly_z": 3.5,
+    }
+    values.update(overrides)
+    return PipelineSettings(**values)
+
+
+# --------------------------------------------------------------------------- #
+# from_env
+# --------------------------------------------------------------------------- #
+def test_env_vars_cover_every_field() -> None:
+    assert set(ENV_VARS) == set(PipelineSettings.model_fields)
+    assert len(set(ENV_VARS.values())) == len(ENV_VARS)
+    assert all(var.startswith("TXN_") for var in ENV_VARS.values())
+
+
+def test_from_env_reads_every_variable(tmp_path: Path) -> None:
+    env = full_env(tmp_path)
+    assert set(env) == set(ENV_VARS.values())  # this test sets every variable
+
+    settings = PipelineSettings.from_env(env)
+
+    assert settings.source_csv == str(tmp_path / "in" / "txns.csv")
+    assert settings.warehouse == str(tmp_path / "out" / "wh.duckdb")
+    assert settings.source_timezone == "Europe/Berlin"
+    assert settings.key_column == "account_id"
+    assert settings.window_size_ms == 60000 and type(settings.window_size_ms) is int
+    assert settings.out_of_orderness_ms == 250 and type(settings.out_of_orderness_ms) is int
+    assert settings.allowed_lateness_ms == 1500 and type(settings.allowed_lateness_ms) is int
+    assert settings.flink_parallelism == 4 and type(settings.flink_parallelism) is int
+    assert settings.flink_jobmanager == "flink-jm:8081"
+    assert settings.anomaly_min_windows == 7 and type(settings.anomaly_min_windows) is int
+    assert settings.anomaly_z == 2.75 and type(settings.anomaly_z) is float
+    # every value differs from its default, so each was really read
+    defaults = PipelineSettings()
+    for field in ENV_VARS:
+        assert getattr(settings, field) != getattr(defaults, field), field
+    assert settings.as_metadata() == {field: getattr(settings, field) for field in ENV_VARS}
+
+
+def test_from_env_parses_integral_z_and_strips_whitespace() -> None:
+    settings = PipelineSettings.from_env(
+        {"TXN_ANOMALY_Z": " 4 ", "TXN_WINDOW_SIZE_MS": "\t10000\n", "TXN_KEY_COLUMN": "  key  "}
+    )
+    assert settings.anomaly_z == 4.0 and type(settings.anomaly_z) is float
+    assert settings.window_size_ms == 10000
+    assert settings.key_column == "key"
+
+
+def test_from_env_accepts_negative_numbers_for_problems_to_report() -> None:
+    settings = PipelineSettings.from_env({"TXN_WINDOW_SIZE_MS": "-5", "TXN_ANOMALY_Z": "-1.5"})
+    assert settings.window_size_ms == -5
+    assert settings.anomaly_z == -1.5
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_empty_variables_keep_defaults(blank: str) -> None:
+    defaults = PipelineSettings()
+    settings = PipelineSettings.from_env({var: blank for var in ENV_VARS.values()})
+    for field in ENV_VARS:
+        assert getattr(settings, field) == getattr(defaults, field), field
+
+
+def test_from_env_with_empty_mapping_ignores_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TXN_WINDOW_SIZE_MS", "123")
+    assert PipelineSettings.from_env({}).window_size_ms == PipelineSettings().window_size_ms == 5000
+
+
+def test_from_env_without_mapping_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ENV_VARS.values():
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TXN_WINDOW_SIZE_MS", "123")
+    monkeypatch.setenv("TXN_SOURCE_TIMEZONE", "Asia/Tokyo")
+    settings = PipelineSettings.from_env()
+    assert settings.window_size_ms == 123
+    assert settings.source_timezone == "Asia/Tokyo"
+
+
+def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = PipelineSettings.from_env({"TXN_SOURCE_CSV": "in/txns.csv", "TXN_WAREHOUSE": "./out/../wh.duckdb"})
+    cwd = os.getcwd()
+    assert os.path.isabs(settings.source_csv) and os.path.isabs(settings.warehouse)
+    assert settings.source_csv == os.path.join(cwd, "in", "txns.csv")
+    assert settings.warehouse == os.path.join(cwd, "wh.duckdb")
+    assert settings.source_path == (tmp_path / "in" / "txns.csv").resolve()
+    assert settings.warehouse_path == (tmp_path / "wh.duckdb").resolve()
+
+
+def test_home_relative_paths_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = PipelineSettings.from_env({"TXN_WAREHOUSE": "~/wh.duckdb"})
+    assert settings.warehouse == os.path.join(str(tmp_path), "wh.duckdb")
+
+
+def test_default_paths_are_absolute() -> None:
+    settings = PipelineSettings.from_env({})
+    assert os.path.isabs(settings.source_csv)
+    assert os.path.isabs(settings.warehouse)
+
+
+@pytest.mark.parametrize(
+    "var, raw",
+    [
+        ("TXN_WINDOW_SIZE_MS", "5s"),
+        ("TXN_WINDOW_SIZE_MS", "5000.0"),
+        ("TXN_OUT_OF_ORDERNESS_MS", "1e3"),
+        ("TXN_ALLOWED_LATENESS_MS", "zero"),
+        ("TXN_FLINK_PARALLELISM", "2.5"),
+        ("TXN_ANOMALY_MIN_WINDOWS", "five"),
+        ("TXN_ANOMALY_Z", "high"),
+        ("TXN_ANOMALY_Z", "3,5"),
+    ],
+)
+def test_unparsable_number_raises_naming_the_variable(var: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=var) as excinfo:
+        PipelineSettings.from_env({var: raw})
+    assert repr(raw) in str(excinfo.value)
+
+
+# --------------------------------------------------------------------------- #
+# problems
+# --------------------------------------------------------------------------- #
+def test_valid_settings_have_no_problems(tmp_path: Path) -> None:
+    assert valid_settings(tmp_path).problems() == []
+    assert valid_settings(
+        tmp_path,
+        source_timezone="America/New_York",
+        key_column="account id",
+        flink_jobmanager="127.0.0.1:8081",
+        out_of_orderness_ms=0,
+        allowed_lateness_ms=10_000,
+        flink_parallelism=1,
+        anomaly_min_windows=1,
+    ).problems() == []
+
+
+def test_valid_env_has_no_problems(tmp_path: Path) -> None:
+    assert PipelineSettings.from_env(full_env(tmp_path)).problems() == []
+
+
+def test_existing_warehouse_file_is_not_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "wh.duckdb").write_bytes(b"")
+    assert valid_settings(tmp_path).problems() == []
+
+
+@pytest.mark.parametrize(
+    "overrides, var",
+    [
+        ({"window_size_ms": 0}, "TXN_WINDOW_SIZE_MS"),
+        ({"window_size_ms": -5000}, "TXN_WINDOW_SIZE_MS"),
+        ({"out_of_orderness_ms": -1}, "TXN_OUT_OF_ORDERNESS_MS"),
+        ({"allowed_lateness_ms": -1}, "TXN_ALLOWED_LATENESS_MS"),
+        ({"flink_parallelism": 0}, "TXN_FLINK_PARALLELISM"),
+        ({"flink_parallelism": -2}, "TXN_FLINK_PARALLELISM"),
+        ({"anomaly_min_windows": 0}, "TXN_ANOMALY_MIN_WINDOWS"),
+        ({"anomaly_z": 0.0}, "TXN_ANOMALY_Z"),
+        ({"anomaly_z": float("inf")}, "TXN_ANOMALY_Z"),
+        ({"anomaly_z": -1.0}, "TXN_ANOMALY_Z"),
+        ({"anomaly_z": float("nan")}, "TXN_ANOMALY_Z"),
+        ({"source_timezone": "Mars/Olympus"}, "TXN_SOURCE_TIMEZONE"),
+        ({"source_timezone": ""}, "TXN_SOURCE_TIMEZONE"),
+        ({"source_timezone": "../etc/passwd"}, "TXN_SOURCE_TIMEZONE"),
+        ({"key_column": ""}, "TXN_KEY_COLUMN"),
+        ({"key_column": "   "}, "TXN_KEY_COLUMN"),
+        ({"key_column": "a,b"}, "TXN_KEY_COLUMN"),
+        ({"key_column": 'say "hi"'}, "TXN_KEY_COLUMN"),
+        ({"key_column": "tab\tbed"}, "TXN_KEY_COLUMN"),
+        ({"key_column": "x" * 129}, "TXN_KEY_COLUMN"),
+        ({"flink_jobmanager": "localhost"}, "TXN_FLINK_JOBMANAGER"),
+        ({"flink_jobmanager": "host:99999"}, "TXN_FLINK_JOBMANAGER"),
+        ({"flink_jobmanager": "host:0"}, "TXN_FLINK_JOBMANAGER"),
+        ({"flink_jobmanager": ":8081"}, "TXN_FLINK_JOBMANAGER"),
+        ({"flink_jobmanager": "host:http"}, "TXN_FLINK_JOBMANAGER"),
+    ],
+)
+def test_each_invalid_setting_is_one_problem_naming_its_variable(
+    tmp_path: Path, overrides: dict[str, object], var: str
+) -> None:
+    problems = valid_settings(tmp_path, **overrides).problems()
+    assert len(problems) == 1, problems
+    assert f"({var})" in problems[0]
+
+
+def test_timezone_problem_names_the_zone(tmp_path: Path) -> None:
+    [problem] = valid_settings(tmp_path, source_timezone="Mars/Olympus").problems()
+    assert "Mars/Olympus" in problem
+    assert "TXN_SOURCE_TIMEZONE" in problem
+
+
+def test_warehouse_directory_is_a_problem(tmp_path: Path) -> None:
+    problems = valid_settings(tmp_path, warehouse=str(tmp_path)).problems()
+    assert len(problems) == 1, problems
+    assert "TXN_WAREHOUSE" in problems[0]
+    assert "directory" in problems[0]
+
+
+def test_every_invalid_setting_is_reported_at_once(tmp_path: Path) -> None:
+    settings = valid_settings(
+        tmp_path,
+        warehouse=str(tmp_path),
+        source_timezone="Mars/Olympus",
+        key_column="a,b",
+        window_size_ms=0,
+        out_of_orderness_ms=-1,
+        allowed_lateness_ms=-1,
+        flink_parallelism=0,
+        flink_jobmanager="host:99999",
+        anomaly_min_windows=0,
+        anomaly_z=0.0,
+    )
+    problems = settings.problems()
+    expected_vars = {var for field, var in ENV_VARS.items() if field != "source_csv"}
+    assert len(problems) == len(expected_vars)
+    for var in expected_vars:
+        assert sum(f"({var})" in p for p in problems) == 1, (var, problems)
+
+
+# --------------------------------------------------------------------------- #
+# replay_config
+# --------------------------------------------------------------------------- #
+def test_replay_config_carries_the_window_settings(tmp_path: Path) -> None:
+    settings = valid_settings(tmp_path, window_size_ms=60_000, out_of_orderness_ms=750, allowed_lateness_ms=2_000)
+    config = settings.replay_config()
+    assert isinstance(config, ReplayConfig)
+    assert config == ReplayConfig(window_size_ms=60_000, out_of_orderness_ms=750, allowed_lateness_ms=2_000)
+
+
+def test_replay_config_from_env(tmp_path: Path) -> None:
+    config = PipelineSettings.from_env(full_env(tmp_path)).replay_config()
+    assert (config.window_size_ms, config.out_of_orderness_ms, config.allowed_lateness_ms) == (60000, 250, 1500)
+
+
+def test_replay_config_rejects_invalid_window(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="window_size_ms"):
+        valid_settings(tmp_path, window_size_ms=0).replay_config()

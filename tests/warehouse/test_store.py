@@ -1,0 +1,370 @@
+"""Tests for run-scoped staging and atomic publication (warehouse.store), on real DuckDB files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from warehouse import schema
+from warehouse.store import WarehouseStore
+
+# A child process that opens the published file read-only, reports what it sees, waits for a line
+# on stdin (sent after the parent has published), then reports again on the SAME connection.
+READER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import duckdb
+
+    con = duckdb.connect(sys.argv[1], read_only=True)
+
+    def seen():
+        rows = con.execute("SELECT raw FROM rejected_rows ORDER BY raw").fetchall()
+        return ",".join(r[0] for r in rows)
+
+    print("before:" + seen(), flush=True)
+    sys.stdin.readline()
+    print("after:" + seen(), flush=True)
+    con.close()
+    """
+)
+
+# A fresh process that opens the published file read-only once and prints what it sees.
+ONE_SHOT_READER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import duckdb
+
+    con = duckdb.connect(sys.argv[1], read_only=True)
+    rows = con.execute("SELECT raw FROM rejected_rows ORDER BY raw").fetchall()
+    print(",".join(r[0] for r in rows), flush=True)
+    con.close()
+    """
+)
+
+CHILD_TIMEOUT_S = 120  # a safety net against a hung child, not a timing assertion
+
+
+def add_marker(con: duckdb.DuckDBPyConnection, marker: str) -> None:
+    con.execute(
+        "INSERT INTO rejected_rows (source_file, source_row, line, raw, reason) VALUES ('f.csv', 1, 2, ?, 'test')",
+        [marker],
+    )
+
+
+def markers(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT raw FROM rejected_rows ORDER BY raw").fetchall()]
+
+
+def publish_with_markers(store: WarehouseStore, run_id: str, *values: str) -> None:
+    with store.connect_staging(run_id) as con:
+        for value in values:
+            add_marker(con, value)
+    store.publish(run_id)
+
+
+def published_markers(store: WarehouseStore) -> list[str]:
+    with store.connect_published() as con:
+        return markers(con)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> WarehouseStore:
+    return WarehouseStore(tmp_path / "wh.duckdb")
+
+
+# --------------------------------------------------------------------------- #
+# staging
+# --------------------------------------------------------------------------- #
+def test_fresh_warehouse_staging_creates_every_contract_table(store: WarehouseStore) -> None:
+    assert not store.path.exists()
+    with store.connect_staging("run1") as con:
+        for table, columns in schema.TABLES.items():
+            assert schema.describe(con, table) == list(columns), table
+            assert schema.contract_mismatches(con, table) == []
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert tables == set(schema.TABLES)
+    # staging never creates the published file
+    assert not store.path.exists()
+    assert store.staging_path("run1").exists()
+
+
+def test_staging_is_a_copy_of_published_and_invisible_until_publish(store: WarehouseStore) -> None:
+    publish_with_markers(store, "run1", "v1")
+
+    with store.connect_staging("run2") as con:
+        assert markers(con) == ["v1"]  # starts from the published contents
+        add_marker(con, "v2")
+        assert markers(con) == ["v1", "v2"]
+    assert published_markers(store) == ["v1"]
+
+    # reopening the same run's staging keeps its writes (no fresh copy over them)
+    with store.connect_staging("run2") as con:
+        assert markers(con) == ["v1", "v2"]
+    assert published_markers(store) == ["v1"]
+
+    store.publish("run2")
+    assert published_markers(store) == ["v1", "v2"]
+
+
+def test_staging_copies_are_independent_per_run(store: WarehouseStore) -> None:
+    publish_with_markers(store, "base", "v1")
+    with store.connect_staging("a") as con:
+        add_marker(con, "a")
+    with store.connect_staging("b") as con:
+        assert markers(con) == ["v1"]
+        add_marker(con, "b")
+    store.publish("b")
+    assert published_markers(store) == ["b", "v1"]
+    # run "a" is still staged from the old published file and can be discarded
+    assert store.staged_run_ids() == {"a"}
+
+
+# --------------------------------------------------------------------------- #
+# publish
+# --------------------------------------------------------------------------- #
+def test_publish_renames_staging_over_published_and_removes_it(store: WarehouseStore) -> None:
+    publish_with_markers(store, "run1", "v1")
+    old_inode = store.path.stat().st_ino
+
+    with store.connect_staging("run2") as con:
+        add_marker(con, "v2")
+    staging = store.staging_path("run2")
+    staged_inode = staging.stat().st_ino
+    assert staged_inode != old_inode
+
+    returned = store.publish("run2")
+
+    assert returned == store.path
+    # os.replace moves the staged inode into place (a rename, not a copy into the published file)
+    assert store.path.stat().st_ino == staged_inode
+    assert not staging.exists()
+    assert not staging.with_name(staging.name + ".wal").exists()
+    assert not store.run_dir("run2").exists()
+    assert store.staged_run_ids() == set()
+    # the published file is self-contained: no WAL beside it
+    assert not store.path.with_name(store.path.name + ".wal").exists()
+    assert published_markers(store) == ["v1", "v2"]
+
+
+def test_publish_first_run_creates_published_file(store: WarehouseStore) -> None:
+    publish_with_markers(store, "run1", "v1")
+    assert store.path.is_file()
+    with store.connect_published() as con:
+        for table in schema.TABLES:
+            assert schema.contract_mismatches(con, table) == []
+        assert markers(con) == ["v1"]
+
+
+def test_publish_removes_stale_wal_beside_published_file(store: WarehouseStore) -> None:
+    publish_with_markers(store, "run1", "v1")
+    stale_wal = store.path.with_name(store.path.name + ".wal")
+    stale_wal.write_bytes(b"not a wal of the new file" * 100)
+
+    with store.connect_staging("run2") as con:
+        add_marker(con, "v2")
+    store.publish("run2")
+
+    assert not stale_wal.exists()
+    assert published_markers(store) == ["v1", "v2"]
+
+
+def test_publish_without_staging_raises_and_keeps_published(store: WarehouseStore) -> None:
+    with pytest.raises(FileNotFoundError, match="nope"):
+        store.publish("nope")
+    assert not store.path.exists()
+
+    publish_with_markers(store, "run1", "v1")
+    with pytest.raises(FileNotFoundError):
+        store.publish("run1")  # already published: its staging file is gone
+    assert published_markers(store) == ["v1"]
+
+
+def test_reader_opened_before_publish_keeps_old_contents(store: WarehouseStore) -> None:
+    publish_with_markers(store, "run1", "v1")
+    with store.connect_staging("run2") as con:
+        add_marker(con, "v2")
+
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER_SCRIPT, str(store.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = reader.stdout.readline().strip()
+        assert first == "before:v1", reader.stderr.read() if not first else first
+
+        # the open read-only session in another process must not block the publish
+        store.publish("run2")
+
+        out, err = reader.communicate("go\n", timeout=CHILD_TIMEOUT_S)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert reader.returncode == 0, err
+    assert out.strip() == "after:v1"  # the old connection keeps reading the replaced file
+
+    fresh = subprocess.run(
+        [sys.executable, "-c", ONE_SHOT_READER_SCRIPT, str(store.path)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.strip() == "v1,v2"
+
+
+# --------------------------------------------------------------------------- #
+# discard
+# --------------------------------------------------------------------------- #
+def test_discard_removes_staging_and_run_dir(store: WarehouseStore) -> None:
+    publish_with_markers(store, "run1", "v1")
+    with store.connect_staging("run2") as con:
+        add_marker(con, "v2")
+    staging = store.staging_path("run2")
+    wal = staging.with_name(staging.name + ".wal")
+    partial = staging.with_name(staging.name + ".partial")
+    wal.write_bytes(b"x")
+    partial.write_bytes(b"x")
+    run_dir = store.run_dir("run2")
+    (run_dir / "flink_output").mkdir(parents=True)
+    (run_dir / "flink_output" / "part-0").write_text("data")
+    (run_dir / "flink_input.csv").write_text("a,b\n")
+
+    store.discard("run2")
+
+    for path in (staging, wal, partial, run_dir):
+        assert not path.exists(), path
+    assert store.staged_run_ids() == set()
+    assert published_markers(store) == ["v1"]  # the published file is untouched
+    store.discard("run2")  # discarding twice is harmless
+    assert not staging.exists()
+
+
+def test_discard_all_except_keeps_listed_runs(store: WarehouseStore) -> None:
+    publish_with_markers(store, "base", "v1")
+    for run_id in ("keep1", "keep2", "gone1", "gone2"):
+        with store.connect_staging(run_id) as con:
+            add_marker(con, run_id)
+    store.run_dir("gone3").mkdir(parents=True)  # a run that only left scratch files
+    (store.run_dir("gone3") / "flink_input.csv").write_text("x")
+    store.run_dir("keep1").mkdir(parents=True)
+
+    assert store.staged_run_ids() == {"keep1", "keep2", "gone1", "gone2", "gone3"}
+    removed = store.discard_all_except(["keep1", "keep2", "not-staged"])
+
+    assert removed == ["gone1", "gone2", "gone3"]
+    assert store.staged_run_ids() == {"keep1", "keep2"}
+    for run_id in ("gone1", "gone2", "gone3"):
+        assert not store.staging_path(run_id).exists()
+        assert not store.run_dir(run_id).exists()
+    assert store.run_dir("keep1").is_dir()
+    with store.connect_staging("keep2") as con:
+        assert markers(con) == ["keep2", "v1"]
+    assert published_markers(store) == ["v1"]
+
+
+def test_discard_all_except_without_staging_dir(store: WarehouseStore) -> None:
+    assert store.staged_run_ids() == set()
+    assert store.discard_all_except([]) == []
+
+
+def test_discard_all_except_ignores_other_files_in_staging_dir(store: WarehouseStore) -> None:
+    store.staging_dir.mkdir(parents=True)
+    unrelated = store.staging_dir / "notes.txt"
+    unrelated.write_text("x")
+    assert store.discard_all_except([]) == []
+    assert unrelated.exists()
+
+
+def test_discard_all_except_leaves_sibling_warehouse_staging_alone(tmp_path: Path) -> None:
+    main = WarehouseStore(tmp_path / "wh.duckdb")
+    sibling = WarehouseStore(tmp_path / "wh.v2.duckdb")
+    with sibling.connect_staging("run1") as con:
+        add_marker(con, "sibling")
+    assert main.discard_all_except([]) == []
+    assert sibling.staging_path("run1").exists()
+
+
+def test_discard_all_except_removes_orphaned_partial_copy(store: WarehouseStore) -> None:
+    store.staging_dir.mkdir(parents=True)
+    partial = store.staging_path("crashed").with_name(store.staging_path("crashed").name + ".partial")
+    partial.write_bytes(b"half a copy")
+    store.discard_all_except([])
+    assert not partial.exists()
+
+
+# --------------------------------------------------------------------------- #
+# validation
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "",
+        "a/b",
+        "../escape",
+        "/abs",
+        "has space",
+        "semi;colon",
+        "ünïcode",
+        "x" * 129,
+        "run1\n",
+    ],
+)
+def test_invalid_run_ids_are_rejected(store: WarehouseStore, run_id: str) -> None:
+    with pytest.raises(ValueError, match="invalid run id"):
+        store.staging_path(run_id)
+    with pytest.raises(ValueError, match="invalid run id"):
+        store.discard(run_id)
+    with pytest.raises(ValueError, match="invalid run id"):
+        store.publish(run_id)
+    with pytest.raises(ValueError, match="invalid run id"):
+        with store.connect_staging(run_id):
+            pass
+    assert not store.staging_dir.exists()
+
+
+@pytest.mark.parametrize("run_id", ["a", "x" * 128, "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0", "r_1.2-3"])
+def test_valid_run_ids_are_accepted(store: WarehouseStore, run_id: str) -> None:
+    path = store.staging_path(run_id)
+    assert path.parent == store.staging_dir
+    assert path.name == f"{run_id}.duckdb"
+
+
+def test_store_on_directory_raises(tmp_path: Path) -> None:
+    directory = tmp_path / "wh.duckdb"
+    directory.mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        WarehouseStore(directory)
+
+
+def test_connect_published_without_file_raises(store: WarehouseStore) -> None:
+    with pytest.raises(FileNotFoundError):
+        with store.connect_published():
+            pass
+
+
+def test_connect_published_is_read_only(store: WarehouseStore) -> None:
+    publish_with_markers(store, "run1", "v1")
+    with store.connect_published() as con:
+        with pytest.raises(duckdb.Error):
+            add_marker(con, "sneaky")
+    assert published_markers(store) == ["v1"]
+
+
+def test_staging_dir_sits_beside_published_file(tmp_path: Path) -> None:
+    store = WarehouseStore(tmp_path / "sub" / "wh.duckdb")
+    assert store.path.is_absolute()
+    assert store.staging_dir == store.path.parent / ".staging" / store.path.name
+    with store.connect_staging("r") as con:
+        add_marker(con, "x")
+    assert store.staging_path("r").parent == (tmp_path / "sub" / ".staging" / "wh.duckdb").resolve()
+    assert os.path.commonpath([store.run_dir("r"), store.staging_dir]) == str(store.staging_dir)

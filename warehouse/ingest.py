@@ -1,0 +1,746 @@
+"""Streaming reader and validator for transaction CSV files.
+
+``read_transactions`` turns a CSV file into a stream of :class:`Chunk` objects.
+Every data record of the file ends up exactly once, either in ``Chunk.valid``
+or in ``Chunk.rejected`` (with a reason); problems with the file as a whole
+raise :class:`InputFileError`.
+
+File format
+-----------
+* UTF-8 (an optional BOM is ignored), comma-delimited, ``"`` quoting with
+  ``""`` as an escaped quote (RFC 4180). LF and CRLF line endings. Quoted
+  fields may contain commas, quotes, newlines and any Unicode text.
+* Quoting is strict: a quote only has a special meaning at the start of a
+  field, and a closing quote must be followed by ``,`` or the end of the line
+  (``"abc" ,`` is rejected as malformed rather than silently repaired).
+* The first non-blank record is the header. Names are trimmed and compared
+  case-insensitively; columns may come in any order and extra columns are
+  ignored. ``transaction_id``, ``timestamp``, ``amount`` and the key column
+  are required, each exactly once.
+* Completely empty lines (no characters at all besides the line ending) are
+  skipped and are not counted as records. A line holding only spaces is a
+  record (and is rejected for its field count).
+* Every field is trimmed of surrounding whitespace (``str.strip``).
+
+Numbering
+---------
+* ``source_row`` is the 1-based number of the data record as the CSV parser
+  sees it (header and blank lines excluded; a quoted field spanning several
+  lines is still one record).
+* ``line`` is the 1-based physical line on which the record starts (the
+  header is line 1 when the file does not start with blank lines).
+* ``raw`` is the record's original text, exactly as in the file, without its
+  final line ending (inner line endings of multi-line records are kept).
+
+Validation
+----------
+Rows are rejected (the rest of the file is still processed) for: a wrong
+number of fields, malformed quoting, a quoted field left open at the end of
+the file, a NUL character, an empty ``transaction_id`` or key value, an empty
+or invalid timestamp (see :mod:`warehouse.timestamps`), and an empty,
+non-numeric, NaN, infinite or float64-overflowing amount. Amounts must match
+``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?``; thousands separators,
+``_`` digit separators, hex, ``inf`` and ``nan`` are not accepted. ``-0`` and
+``1e308`` are valid; values that underflow (``1e-400``) become 0.0. When a
+row has several problems the reasons are joined with ``'; '``. Offending values
+longer than 60 characters are shortened in reasons (``raw`` is never shortened).
+
+Chunks
+------
+Each chunk holds ``chunk_rows`` data records (valid + rejected), except the
+last one, which may hold fewer. A file with a header but no data records
+yields one empty chunk. Only about one chunk of input is held in memory.
+Both frames of a chunk are ordered by ``source_row``.
+
+Fatal errors (``InputFileError``, raised on the first ``next()`` for header
+problems): missing path, a directory, a 0-byte file, no header line, a
+header without a required/key column or with one of them twice, a
+malformed header record, bytes that are not UTF-8 (reported with the line,
+possibly after earlier chunks were yielded), and a physical line longer than
+64 MiB. Invalid arguments (unknown time zone, ``chunk_rows < 1``, empty
+``key_column``) raise ``ValueError`` as soon as ``read_transactions`` is called.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from warehouse.timestamps import parse_event_times, validate_timezone
+
+__all__ = ["Chunk", "InputFileError", "REQUIRED_COLUMNS", "read_transactions"]
+
+REQUIRED_COLUMNS = ("transaction_id", "timestamp", "amount")
+
+VALID_COLUMNS = ("source_row", "line", "transaction_id", "key", "event_time_ms", "amount")
+REJECTED_COLUMNS = ("source_row", "line", "raw", "reason")
+
+_MAX_LINE_BYTES = 64 << 20
+_MIN_READ = 1 << 12
+_MAX_READ = 64 << 20
+_BOM = b"\xef\xbb\xbf"
+_SHOW_LIMIT = 60
+
+
+class InputFileError(Exception):
+    """Fatal problem with the whole file; str(e) is ONE clear sentence naming the file,
+    the line if relevant, and the problem."""
+
+
+@dataclass
+class Chunk:
+    valid: pd.DataFrame  # source_row, line, transaction_id, key, event_time_ms, amount
+    rejected: pd.DataFrame  # source_row, line, raw, reason
+
+
+# --------------------------------------------------------------------------
+# Amount parsing: a vectorized DFA for the strict decimal grammar.
+# --------------------------------------------------------------------------
+
+_AMOUNT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NON_FINITE_WORDS = frozenset({"nan", "inf", "infinity", "snan"})
+
+# Character classes.
+_C_DIGIT, _C_SIGN, _C_DOT, _C_EXP, _C_OTHER, _C_PAD = range(6)
+_CLASS_LUT = np.full(128, _C_OTHER, dtype=np.intp)
+_CLASS_LUT[ord("0"): ord("9") + 1] = _C_DIGIT
+_CLASS_LUT[[ord("+"), ord("-")]] = _C_SIGN
+_CLASS_LUT[ord(".")] = _C_DOT
+_CLASS_LUT[[ord("e"), ord("E")]] = _C_EXP
+
+# States: 0 start, 1 sign, 2 int digits*, 3 dot after int, 4 frac digits*,
+# 5 leading dot, 6 'e', 7 exponent sign, 8 exponent digits*, 9 dead.
+_DEAD = 9
+_TRANS = np.full((10, 6), _DEAD, dtype=np.intp)
+for _state, _cls, _to in (
+    (0, _C_DIGIT, 2), (0, _C_SIGN, 1), (0, _C_DOT, 5),
+    (1, _C_DIGIT, 2), (1, _C_DOT, 5),
+    (2, _C_DIGIT, 2), (2, _C_DOT, 3), (2, _C_EXP, 6),
+    (3, _C_DIGIT, 4),
+    (4, _C_DIGIT, 4), (4, _C_EXP, 6),
+    (5, _C_DIGIT, 4),
+    (6, _C_DIGIT, 8), (6, _C_SIGN, 7),
+    (7, _C_DIGIT, 8),
+    (8, _C_DIGIT, 8),
+):
+    _TRANS[_state, _cls] = _to
+_TRANS[:, _C_PAD] = np.arange(10)  # past the end of a value: keep the state
+_ACCEPTING = np.zeros(10, dtype=bool)
+_ACCEPTING[[2, 4, 8]] = True
+_DFA_MAX_WIDTH = 64  # longer values are checked with the regular expression
+
+
+def _show(value: str) -> str:
+    if len(value) > _SHOW_LIMIT:
+        value = value[: _SHOW_LIMIT - 3] + "..."
+    return repr(value)
+
+
+def _parse_amounts(values: list[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """Parse trimmed amount strings strictly.
+
+    Returns (float64 amounts, {position: reason} for rejected values); rejected
+    positions hold 0.0.
+    """
+    n = len(values)
+    amounts = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return amounts, {}
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    long_rows = np.flatnonzero(lens > _DFA_MAX_WIDTH).tolist()
+    short = values
+    if long_rows:
+        short = list(values)
+        for i in long_rows:
+            short[i] = ""
+    width = max(1, min(_DFA_MAX_WIDTH, int(lens.max())))
+    codes = np.array(short, dtype=f"<U{width}").view(np.uint32).reshape(n, width)
+    classes = _CLASS_LUT[np.minimum(codes, 127)]
+    classes[np.arange(width) >= lens[:, None]] = _C_PAD
+    state = np.zeros(n, dtype=np.intp)
+    for j in range(width):
+        state = _TRANS[state, classes[:, j]]
+    ok = _ACCEPTING[state] & (lens > 0)
+    for i in long_rows:
+        ok[i] = _AMOUNT_RE.fullmatch(values[i]) is not None
+
+    if ok.all():
+        amounts[:] = np.fromiter(map(float, values), dtype=np.float64, count=n)
+    else:
+        good = np.flatnonzero(ok)
+        amounts[good] = np.fromiter((float(values[i]) for i in good.tolist()),
+                                    dtype=np.float64, count=good.size)
+    overflow = np.isinf(amounts)  # only possible for grammar-valid values
+    bad = ~ok | overflow
+    reasons = {i: _amount_reason(values[i], bool(overflow[i])) for i in np.flatnonzero(bad).tolist()}
+    amounts[bad] = 0.0
+    return amounts, reasons
+
+
+def _amount_reason(value: str, overflow: bool) -> str:
+    shown = _show(value)
+    if not value:
+        return "missing amount"
+    if overflow:
+        return f"amount {shown} is too large for a 64-bit float"
+    if value.lower().lstrip("+-") in _NON_FINITE_WORDS:
+        return f"amount {shown} is not a finite number"
+    if "," in value and _AMOUNT_RE.fullmatch(value.replace(",", "")):
+        return f"non-numeric amount {shown}: thousands separators are not accepted"
+    return f"non-numeric amount {shown}: expected a plain decimal number such as 123.45, -0.5 or 1.5e3"
+
+
+# --------------------------------------------------------------------------
+# Record layer: bytes -> records with line numbers.
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Records:
+    """The records of one chunk, before field validation."""
+
+    line: np.ndarray  # int64, start line of each record
+    problem: dict[int, str]  # record index -> structural problem (field count, quoting, NUL)
+    fields: list[list[str]]  # per wanted column: trimmed values of the other records, in order
+    raw: Callable[[int], str]  # record index -> original text
+
+
+# Bytes that may begin or end a whitespace character (str.strip semantics):
+# ASCII whitespace, the separators 0x1c-0x1f, and any non-ASCII byte.
+_MAYBE_SPACE = np.zeros(256, dtype=bool)
+_MAYBE_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_MAYBE_SPACE[128:] = True
+
+
+def _strip_newline(text: str) -> str:
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith("\n"):
+        return text[:-1]
+    return text
+
+
+def _split_keepends(text: str) -> list[str]:
+    parts = text.split("\n")
+    last = parts.pop()
+    lines = [p + "\n" for p in parts]
+    if last:
+        lines.append(last)
+    return lines
+
+
+def _csv_error_reason(message: str, hit_eof: bool, start_line: int) -> str:
+    if hit_eof:
+        return (f"unterminated quoted field: a '\"' opened in the record starting on line "
+                f"{start_line} is never closed before the end of the file")
+    if "expected after" in message:
+        return "malformed quoting: a closing '\"' must be followed by ',' or the end of the line"
+    if "new-line character" in message:
+        return "bare carriage return (CR) inside an unquoted field"
+    if "field larger than field limit" in message:
+        return (f"malformed record: a field is longer than {csv.field_size_limit()} characters "
+                "(is a '\"' left open?)")
+    return f"malformed CSV record: {message}"
+
+
+class _Source:
+    """Reads a CSV file as complete records, one chunk at a time."""
+
+    def __init__(self, path: str, handle, chunk_rows: int) -> None:
+        self.path = path
+        self.handle = handle
+        self.chunk_rows = chunk_rows
+        self.pending = b""  # undecoded bytes, starting at a line boundary
+        self.pending_nl = 0  # number of b"\n" in pending
+        self.pending_offset = 0  # file offset of pending[0]
+        self.line_no = 1  # physical line number of pending[0]
+        self.eof = False
+        self.bytes_read = 0  # total bytes read from the file (BOM included)
+        self.bytes_per_line = 64.0
+        self.width = 0  # number of header fields
+        self.wanted: list[int] = []  # header positions of transaction_id, timestamp, amount[, key]
+        self.key_slot = 0  # index into ``wanted`` of the key column
+
+    # ---- raw input -------------------------------------------------------
+    def _read(self, size: int) -> None:
+        data = self.handle.read(size)
+        if not data:
+            self.eof = True
+            return
+        if self.bytes_read == 0:
+            while len(data) < len(_BOM) and _BOM.startswith(data):  # tiny first read
+                more = self.handle.read(len(_BOM) - len(data))
+                if not more:
+                    break
+                data += more
+            if data.startswith(_BOM):
+                data = data[len(_BOM):]
+                self.pending_offset = self.bytes_read = len(_BOM)
+        self.bytes_read += len(data)
+        self.pending += data
+        self.pending_nl += data.count(b"\n")
+        tail = len(self.pending) - self.pending.rfind(b"\n") - 1
+        if tail > _MAX_LINE_BYTES:
+            raise InputFileError(
+                f"input file '{self.path}' has a line longer than {_MAX_LINE_BYTES >> 20} MiB "
+                f"at line {self.line_no + self.pending_nl}, so it does not look like a CSV file"
+            )
+
+    def _fill(self, want_newlines: int) -> None:
+        while not self.eof and self.pending_nl < want_newlines:
+            need = want_newlines - self.pending_nl
+            size = int(min(_MAX_READ, max(_MIN_READ, need * self.bytes_per_line * 1.1)))
+            self._read(size)
+
+    def _decode(self, data: bytes, first_line: int, offset: int) -> str:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = first_line + data.count(b"\n", 0, exc.start)
+            raise InputFileError(
+                f"input file '{self.path}' is not valid UTF-8: byte 0x{data[exc.start]:02x} "
+                f"at line {line} (file offset {offset + exc.start}) cannot be decoded"
+            ) from None
+
+    def _consume(self, nbytes: int, nlines: int, newlines: int) -> None:
+        self.pending_nl -= newlines
+        self.pending = self.pending[nbytes:]
+        self.pending_offset += nbytes
+        self.line_no += nlines
+
+    def _take_lines(self) -> tuple[list[str], int]:
+        """Decode and remove all complete lines of ``pending`` (reading more if none).
+
+        Returns (lines with their endings, line number of the first one);
+        an empty list at the end of the file.
+        """
+        if self.pending_nl == 0:
+            self._fill(1)  # reads until a line is complete or the file ends
+        cut = len(self.pending) if self.eof else self.pending.rfind(b"\n") + 1
+        if cut == 0:
+            return [], self.line_no
+        data = self.pending[:cut]
+        first = self.line_no
+        lines = _split_keepends(self._decode(data, first, self.pending_offset))
+        self._consume(cut, len(lines), self.pending_nl)
+        return lines, first
+
+    def _push_back(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        data = "".join(lines).encode("utf-8")
+        self.pending = data + self.pending
+        self.pending_nl += data.count(b"\n")
+        self.pending_offset -= len(data)
+        self.line_no -= len(lines)
+
+    # ---- header -------------------------------------------------------------
+    def read_header(self) -> tuple[list[str], int] | None:
+        records = self._parse_csv(limit=1)
+        if not records:
+            return None
+        fields, problem, start_line, _ = records[0]
+        if problem is not None:
+            raise InputFileError(
+                f"input file '{self.path}' has a malformed header on line {start_line}: {problem}"
+            )
+        return fields, start_line
+
+    # ---- records ------------------------------------------------------------
+    def next_records(self) -> _Records | None:
+        """Parse the next ``chunk_rows`` records, or return None at the end of the file."""
+        while True:
+            records = self._next_block()
+            if records is None or len(records.line):
+                return records
+
+    def _next_block(self) -> _Records | None:
+        chunk_rows = self.chunk_rows
+        want = chunk_rows
+        while True:
+            self._fill(want)
+            buf = self.pending
+            if not buf:
+                return None
+            arr = np.frombuffer(buf, dtype=np.uint8)
+            ends = np.flatnonzero(arr == 10)
+            terminated = len(ends)
+            if self.eof and (not len(ends) or ends[-1] != len(buf) - 1):
+                ends = np.append(ends, len(buf))  # last line without a line ending
+            starts = np.empty_like(ends)
+            starts[:1] = 0
+            starts[1:] = ends[:-1] + 1
+            length = ends - starts
+            blank = (length == 0) | ((length == 1) & (arr[np.minimum(starts, len(buf) - 1)] == 13))
+            nonblank = np.cumsum(~blank)
+            have = int(nonblank[-1]) if len(nonblank) else 0
+            if have >= chunk_rows or self.eof:
+                break
+            want = self.pending_nl + (chunk_rows - have) + 1
+        nlines = int(np.searchsorted(nonblank, chunk_rows)) + 1 if have > chunk_rows else len(ends)
+        if nlines == 0:
+            return None
+        newlines = min(nlines, terminated)
+        cut = int(ends[nlines - 1]) + (1 if nlines <= terminated else 0)
+        cand = buf[:cut]
+        simple = b'"' not in cand and b"\x00" not in cand
+        if simple and b"\r" in cand:
+            simple = cand.count(b"\r") == cand.count(b"\r\n")
+        if False:
+            records = self._fast(cand, arr[:cut], starts[:nlines], ends[:nlines], blank[:nlines])
+        else:
+            records = self._one_line_records(cand)
+            if records is None:  # a record spans lines, or a record is malformed
+                return self._records_from_csv(self._parse_csv(limit=chunk_rows))
+        self._consume(cut, nlines, newlines)
+        self.bytes_per_line = max(1.0, cut / nlines)
+        return records
+
+    def _fast(self, cand: bytes, arr: np.ndarray, starts, ends, blank) -> _Records:
+        """Quote-free block: every line is one record; split without the csv module."""
+        first_line = self.line_no
+        text = self._decode(cand, first_line, self.pending_offset)
+        lines = text.split("\n")
+        if cand.endswith(b"\n"):
+            lines.pop()
+        commas = np.flatnonzero(arr == 44)
+        ncommas = np.searchsorted(commas, ends) - np.searchsorted(commas, starts)
+        rec = np.flatnonzero(~blank)
+        width = self.width
+        good = ncommas[rec] == width - 1
+        all_good = bool(good.all())
+        if all_good and len(rec) == len(lines):
+            selected = lines
+        else:
+            selected = [lines[i] for i in rec[good].tolist()]
+        flat = ",".join(selected).split(",") if selected else []
+        fields = []
+        for j in self.wanted:
+            column = flat[j::width]
+            if not all_good or self._needs_strip(arr, j, commas, starts[rec], ends[rec]):
+                column = list(map(str.strip, column))
+            fields.append(column)
+        problem = {i: f"expected {width} fields, got {int(ncommas[rec[i]]) + 1}"
+                   for i in np.flatnonzero(~good).tolist()}
+        rec_list = rec.tolist()
+
+        def raw(i: int) -> str:
+            text = lines[rec_list[i]]
+            return text[:-1] if text.endswith("\r") else text
+
+        return _Records(first_line + rec.astype(np.int64), problem, fields, raw)
+
+    def _needs_strip(self, arr: np.ndarray, j: int, commas: np.ndarray, starts, ends) -> bool:
+        """Whether any value of column j (all records well-formed) may need trimming."""
+        if not len(starts):
+            return False
+        width = self.width
+        per_line = commas.reshape(len(starts), width - 1)
+        first = starts if j == 0 else per_line[:, j - 1] + 1
+        stop = ends if j == width - 1 else per_line[:, j]
+        nonempty = stop > first
+        last_index = len(arr) - 1
+        edge = (_MAYBE_SPACE[arr[np.minimum(first, last_index)]]
+                | _MAYBE_SPACE[arr[np.maximum(stop - 1, 0)]])
+        return bool((edge & nonempty).any())
+
+    def _one_line_records(self, cand: bytes) -> _Records | None:
+        """Block with quotes where every record is one well-formed line (csv in C)."""
+        if b"\x00" in cand:
+            return None
+        first_line = self.line_no
+        lines = _split_keepends(self._decode(cand, first_line, self.pending_offset))
+        # Building one list per record makes the cyclic GC rescan the growing
+        # result again and again (over half the time); no cycles can arise in
+        # this pure-C loop, so collection is paused for its duration.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            parsed = list(csv.reader(lines, strict=True))
+        except csv.Error:
+            return None
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        if len(parsed) != len(lines):
+            return None
+        counts = np.fromiter(map(len, parsed), dtype=np.int64, count=len(parsed))
+        rec = np.flatnonzero(counts != 0)  # [] is a blank line
+        width = self.width
+        good = counts[rec] == width
+        if good.all() and len(rec) == len(parsed):
+            selected = parsed
+        else:
+            selected = [parsed[i] for i in rec[good].tolist()]
+        columns = list(zip(*selected)) if selected else [()] * width
+        fields = [list(map(str.strip, columns[j])) for j in self.wanted]
+        problem = {i: f"expected {width} fields, got {int(counts[rec[i]])}"
+                   for i in np.flatnonzero(~good).tolist()}
+        rec_list = rec.tolist()
+
+        def raw(i: int) -> str:
+            return _strip_newline(lines[rec_list[i]])
+
+        return _Records(first_line + rec.astype(np.int64), problem, fields, raw)
+
+    def _records_from_csv(self, records: list) -> _Records:
+        width = self.width
+        lines = np.fromiter((r[2] for r in records), dtype=np.int64, count=len(records))
+        problem: dict[int, str] = {}
+        good: list[list[str]] = []
+        for i, (fields, prob, _, _) in enumerate(records):
+            if prob is None and len(fields) != width:
+                prob = f"expected {width} fields, got {len(fields)}"
+            if prob is None:
+                good.append(fields)
+            else:
+                problem[i] = prob
+        columns = [[f[j].strip() for f in good] for j in self.wanted]
+        raws = [r[3] for r in records]
+        return _Records(lines, problem, columns, raws.__getitem__)
+
+    def _parse_csv(self, limit: int) -> list[tuple[list[str], str | None, int, str]]:
+        """Parse up to ``limit`` non-blank records one by one with ``csv.reader``.
+
+        Returns [(fields, problem, start_line, raw)], empty at the end of the
+        file. Lines read beyond the last record are pushed back.
+        """
+        lines, first_line = self._take_lines()
+        if not lines:
+            return []
+        pos = 0
+        hit_eof = False
+
+        def feed():
+            nonlocal pos, hit_eof
+            while True:
+                if pos == len(lines):
+                    more, _ = self._take_lines()
+                    if not more:
+                        hit_eof = True
+                        return
+                    lines.extend(more)
+                pos += 1
+                yield lines[pos - 1]
+
+        reader = csv.reader(feed(), strict=True)
+        out = []
+        while len(out) < limit:
+            start = pos
+            try:
+                fields = next(reader)
+                problem = None
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                fields = []
+                problem = _csv_error_reason(str(exc), hit_eof, first_line + start)
+            if problem is None and not fields:
+                continue  # blank line
+            raw_text = "".join(lines[start:pos])
+            if problem is None and "\x00" in raw_text:
+                problem = "record contains a NUL character"
+            out.append((fields, problem, first_line + start, _strip_newline(raw_text)))
+        # Return unread lines so that the next chunk starts right after the last record.
+        self._push_back(lines[pos:])
+        return out
+
+
+# --------------------------------------------------------------------------
+# Chunk validation
+# --------------------------------------------------------------------------
+
+
+def _empty_valid() -> pd.DataFrame:
+    return pd.DataFrame({
+        "source_row": np.zeros(0, dtype=np.int64),
+        "line": np.zeros(0, dtype=np.int64),
+        "transaction_id": np.zeros(0, dtype=object),
+        "key": np.zeros(0, dtype=object),
+        "event_time_ms": np.zeros(0, dtype=np.int64),
+        "amount": np.zeros(0, dtype=np.float64),
+    })
+
+
+def _empty_rejected() -> pd.DataFrame:
+    return pd.DataFrame({
+        "source_row": np.zeros(0, dtype=np.int64),
+        "line": np.zeros(0, dtype=np.int64),
+        "raw": np.zeros(0, dtype=object),
+        "reason": np.zeros(0, dtype=object),
+    })
+
+
+def _validate(records: _Records, first_row: int, key_column: str, key_slot: int,
+              timezone: str) -> Chunk:
+    key_is_id = key_slot == 0
+    n = len(records.line)
+    source_row = np.arange(first_row, first_row + n, dtype=np.int64)
+    structural_ok = np.ones(n, dtype=bool)
+    structural_ok[list(records.problem)] = False
+    good_idx = np.flatnonzero(structural_ok)
+    m = len(good_idx)
+
+    tid, ts, amt = records.fields[0], records.fields[1], records.fields[2]
+    key = tid if key_is_id else records.fields[key_slot]
+
+    tid_missing = np.fromiter(map(len, tid), dtype=np.int64, count=m) == 0
+    key_missing = (tid_missing if key_is_id
+                   else np.fromiter(map(len, key), dtype=np.int64, count=m) == 0)
+    event_ms, ts_reasons = parse_event_times(pd.Series(ts, dtype=object), timezone)
+    ts_bad = ts_reasons.notna().to_numpy()
+    amounts, amount_reasons = _parse_amounts(amt)
+
+    bad = tid_missing | key_missing | ts_bad
+    bad[list(amount_reasons)] = True
+
+    # Rejected rows: structural problems plus field-level problems, by source_row.
+    reasons = dict(records.problem)
+    for j in np.flatnonzero(bad).tolist():
+        parts = []
+        if tid_missing[j]:
+            parts.append("missing transaction_id")
+        if key_missing[j] and not key_is_id:
+            parts.append(f"missing key value (column '{key_column}')")
+        if ts_bad[j]:
+            parts.append(ts_reasons.iat[j] if ts[j] else "missing timestamp")
+        if j in amount_reasons:
+            parts.append(amount_reasons[j])
+        reasons[int(good_idx[j])] = "; ".join(parts)
+
+    if reasons:
+        rej_idx = np.array(sorted(reasons), dtype=np.int64)
+        rejected = pd.DataFrame({
+            "source_row": source_row[rej_idx],
+            "line": records.line[rej_idx],
+            "raw": np.array([records.raw(i) for i in rej_idx.tolist()], dtype=object),
+            "reason": np.array([reasons[i] for i in rej_idx.tolist()], dtype=object),
+        })
+    else:
+        rejected = _empty_rejected()
+
+    keep = ~bad
+    all_kept = bool(keep.all())
+    rows = good_idx if all_kept else good_idx[keep]
+
+    def column(values: list[str]) -> np.ndarray:
+        arr = np.array(values, dtype=object) if values else np.zeros(0, dtype=object)
+        return arr if all_kept else arr[keep]
+
+    tid_col = column(tid)
+    valid = pd.DataFrame({
+        "source_row": source_row[rows],
+        "line": records.line[rows],
+        "transaction_id": tid_col,
+        "key": tid_col if key_is_id else column(key),
+        "event_time_ms": event_ms if all_kept else event_ms[keep],
+        "amount": amounts if all_kept else amounts[keep],
+    })
+    return Chunk(valid=valid, rejected=rejected)
+
+
+# --------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------
+
+
+def read_transactions(
+    path: str | os.PathLike[str],
+    *,
+    key_column: str = "transaction_id",
+    timezone: str = "UTC",
+    chunk_rows: int = 200_000,
+) -> Iterator[Chunk]:
+    """Stream *path* as validated :class:`Chunk` objects (see the module docstring).
+
+    Arguments are checked immediately (``ValueError``); everything about the
+    file itself is checked lazily, header problems on the first ``next()``.
+    """
+    validate_timezone(timezone)
+    if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    if not isinstance(key_column, str) or not key_column.strip():
+        raise ValueError(f"key_column must be a non-empty column name, got {key_column!r}")
+    return _read(os.fspath(path), key_column.strip(), timezone, chunk_rows)
+
+
+def _open(path: str):
+    try:
+        if os.path.isdir(path):
+            raise InputFileError(f"input file '{path}' is a directory, not a CSV file")
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise InputFileError(f"input file '{path}' does not exist") from None
+    except PermissionError:
+        raise InputFileError(f"input file '{path}' cannot be read: permission denied") from None
+    except IsADirectoryError:  # pragma: no cover - caught by isdir above
+        raise InputFileError(f"input file '{path}' is a directory, not a CSV file") from None
+    except OSError as exc:
+        raise InputFileError(f"input file '{path}' cannot be opened: {exc.strerror or exc}") from None
+    return handle
+
+
+def _resolve_header(path: str, header: list[str], line: int,
+                    key_column: str) -> tuple[list[int], int]:
+    """Header positions of the required columns (+ key column) and the key's slot."""
+    names = [h.strip().lower() for h in header]
+    wanted = list(REQUIRED_COLUMNS)
+    key_name = key_column.lower()
+    if key_name not in wanted:
+        wanted.append(key_name)
+    found = ", ".join(repr(h.strip()) for h in header)
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        what = "required column" if len(missing) == 1 else "required columns"
+        listed = ", ".join(repr(w) for w in missing)
+        if missing == [key_name] and key_name not in REQUIRED_COLUMNS:
+            what, listed = "key column", repr(key_column)
+        raise InputFileError(
+            f"input file '{path}' is missing {what} {listed} in its header on line {line} "
+            f"(found columns: {found})"
+        )
+    duplicated = [w for w in wanted if names.count(w) > 1]
+    if duplicated:
+        listed = ", ".join(repr(w) for w in duplicated)
+        raise InputFileError(
+            f"input file '{path}' names column {listed} more than once in its header on line "
+            f"{line} (found columns: {found})"
+        )
+    return [names.index(w) for w in wanted], wanted.index(key_name)
+
+
+def _read(path: str, key_column: str, timezone: str, chunk_rows: int) -> Iterator[Chunk]:
+    handle = _open(path)
+    with handle:
+        source = _Source(path, handle, chunk_rows)
+        header = source.read_header()
+        if header is None:
+            problem = ("is empty (0 bytes)" if source.bytes_read == 0
+                       else "has no header line (it contains only blank lines)")
+            raise InputFileError(
+                f"input file '{path}' {problem}; expected a header line naming the columns "
+                f"{', '.join(REQUIRED_COLUMNS)}"
+            )
+        fields, line = header
+        source.width = len(fields)
+        source.wanted, source.key_slot = _resolve_header(path, fields, line, key_column)
+
+        next_row = 1
+        produced = False
+        while True:
+            records = source.next_records()
+            if records is None:
+                break
+            chunk = _validate(records, next_row, key_column, source.key_slot, timezone)
+            next_row += len(records.line)
+            produced = True
+            yield chunk
+        if not produced:
+            yield Chunk(valid=_empty_valid(), rejected=_empty_rejected())

@@ -1,0 +1,402 @@
+"""Independent recomputation of the window averages in DuckDB SQL.
+
+The Flink job's output is checked against this module; :mod:`warehouse.replay`
+is the plain-Python reference, and this module deliberately shares no code with
+it (property tests check that the two agree).
+
+Input is the DuckDB table ``transactions`` with the columns::
+
+    source_file VARCHAR, source_row BIGINT, transaction_id VARCHAR, key VARCHAR,
+    event_time TIMESTAMPTZ, event_time_ms BIGINT, amount DOUBLE
+
+Each source file is replayed on its own, in ascending ``source_row``:
+
+* watermark before a row = running max of ``event_time_ms`` over the *previous*
+  rows of the same file, minus ``out_of_orderness_ms``, minus 1 (NULL - never
+  late - for the first row);
+* ``window_start = ts - ((ts % size) + size) % size`` (floor-correct: DuckDB's
+  ``%`` keeps the sign of the dividend);
+* a row is late iff ``window_start + size - 1 + allowed_lateness <= watermark``;
+* ``avg_amount = exact_mean(list(amount))``, a Python scalar UDF computing the
+  exact rational mean rounded once to a double.
+
+With ``source_file=None`` every file in the table is replayed (each one
+independently) and the result frames get a leading ``source_file`` column.
+All values are bound as query parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "EXACT_MEAN_UDF",
+    "EXPECTED_LATE_EVENTS_SQL",
+    "EXPECTED_WINDOWS_SQL",
+    "LATE_COLUMNS",
+    "WINDOW_COLUMNS",
+    "compare_late_events",
+    "compare_window_averages",
+    "expected_late_events",
+    "expected_window_averages",
+    "register_exact_mean",
+]
+
+EXACT_MEAN_UDF = "exact_mean"
+
+WINDOW_COLUMNS = ["key", "window_start_ms", "window_end_ms", "avg_amount", "txn_count"]
+LATE_COLUMNS = ["source_row", "key", "event_time_ms", "amount", "watermark_ms"]
+
+
+class _ConfigLike(Protocol):
+    window_size_ms: int
+    out_of_orderness_ms: int
+    allowed_lateness_ms: int
+
+
+# --------------------------------------------------------------------------- #
+# Exact mean UDF
+# --------------------------------------------------------------------------- #
+def _exact_mean_udf(amounts: list[float] | None) -> float | None:
+    """Exact mean of a DOUBLE[]: integer arithmetic on the binary fractions.
+
+    Every finite double is ``n / 2**k``; scaling all of them to the largest
+    ``k`` gives an exact integer sum, and CPython's int / int true division is
+    correctly rounded, so the result is the exact mean rounded once.
+    """
+    if amounts is None or len(amounts) == 0:
+        return None
+    numerator = 0
+    shift = 0  # all terms are currently scaled by 2**shift
+    for amount in amounts:
+        if amount is None:
+            raise ValueError("exact_mean: NULL amount in window")
+        n, d = float(amount).as_integer_ratio()  # raises on NaN / inf
+        k = d.bit_length() - 1  # d == 2**k
+        if k > shift:
+            numerator <<= k - shift
+            shift = k
+        numerator += n << (shift - k)
+    return numerator / (len(amounts) << shift)
+
+
+def register_exact_mean(con: duckdb.DuckDBPyConnection) -> None:
+    """Register ``exact_mean(DOUBLE[]) -> DOUBLE`` on ``con`` (idempotent).
+
+    If a Python UDF of that name already exists it is replaced by this one.
+    """
+    args = ([duckdb.list_type(duckdb.sqltype("DOUBLE"))], duckdb.sqltype("DOUBLE"))
+    try:
+        con.create_function(EXACT_MEAN_UDF, _exact_mean_udf, *args)
+    except duckdb.NotImplementedException:
+        # "A function by the name of ... is already created": replace it.
+        con.remove_function(EXACT_MEAN_UDF)
+        con.create_function(EXACT_MEAN_UDF, _exact_mean_udf, *args)
+
+
+# --------------------------------------------------------------------------- #
+# SQL
+# --------------------------------------------------------------------------- #
+# Parameters: $size, $ooo, $lateness (BIGINT), $source_file (VARCHAR) or
+# $all_files (BOOLEAN) -- both are always bound; $all_files=true ignores the
+# file filter.
+_CLASSIFIED_CTE = """
+WITH src AS (
+    SELECT source_file, source_row, key, event_time_ms, amount
+    FROM transactions
+    WHERE $all_files OR source_file = $source_file
+),
+marked AS (
+    SELECT
+        source_file,
+        source_row,
+        key,
+        event_time_ms,
+        amount,
+        max(event_time_ms) OVER (
+            PARTITION BY source_file
+            ORDER BY source_row
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+        ) - CAST($ooo AS BIGINT) - 1 AS watermark_ms,
+        event_time_ms
+            - (((event_time_ms % CAST($size AS BIGINT)) + CAST($size AS BIGINT))
+               % CAST($size AS BIGINT)) AS window_start_ms
+    FROM src
+),
+classified AS (
+    SELECT
+        *,
+        coalesce(
+            window_start_ms + CAST($size AS BIGINT) - 1 + CAST($lateness AS BIGINT)
+                <= watermark_ms,
+            false
+        ) AS is_late
+    FROM marked
+)
+"""
+
+EXPECTED_WINDOWS_SQL = (
+    _CLASSIFIED_CTE
+    + """
+SELECT
+    source_file,
+    key,
+    window_start_ms,
+    window_start_ms + CAST($size AS BIGINT) AS window_end_ms,
+    exact_mean(list(amount)) AS avg_amount,
+    count(*) AS txn_count
+FROM classified
+WHERE NOT is_late
+GROUP BY source_file, key, window_start_ms
+ORDER BY source_file, key, window_start_ms
+"""
+)
+
+EXPECTED_LATE_EVENTS_SQL = (
+    _CLASSIFIED_CTE
+    + """
+SELECT source_file, source_row, key, event_time_ms, amount, watermark_ms
+FROM classified
+WHERE is_late
+ORDER BY source_file, source_row
+"""
+)
+
+# Kept under the name used in the design notes.
+expected_windows_sql = EXPECTED_WINDOWS_SQL
+
+
+def _params(config: _ConfigLike, source_file: str | None) -> dict[str, Any]:
+    size = int(config.window_size_ms)
+    ooo = int(config.out_of_orderness_ms)
+    lateness = int(config.allowed_lateness_ms)
+    if size <= 0 or ooo < 0 or lateness < 0:
+        raise ValueError(
+            "need window_size_ms > 0, out_of_orderness_ms >= 0, allowed_lateness_ms >= 0; "
+            f"got {size}, {ooo}, {lateness}"
+        )
+    return {
+        "size": size,
+        "ooo": ooo,
+        "lateness": lateness,
+        "source_file": source_file,
+        "all_files": source_file is None,
+    }
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    config: _ConfigLike,
+    source_file: str | None,
+    columns: list[str],
+    dtypes: dict[str, str],
+) -> pd.DataFrame:
+    register_exact_mean(con)
+    df = con.execute(sql, _params(config, source_file)).df()
+    if df.empty:  # keep stable dtypes for empty results
+        df = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "object")) for c in df.columns})
+    df = df.astype(dtypes)
+    keep = columns if source_file is not None else ["source_file", *columns]
+    return df[keep].reset_index(drop=True)
+
+
+def expected_window_averages(
+    con: duckdb.DuckDBPyConnection,
+    config: _ConfigLike,
+    source_file: str | None = None,
+) -> pd.DataFrame:
+    """Expected ``[key, window_start_ms, window_end_ms, avg_amount, txn_count]``.
+
+    Sorted by ``(key, window_start_ms)``.  With ``source_file=None`` every file
+    is replayed independently and a leading ``source_file`` column is added.
+    """
+    return _run(
+        con,
+        EXPECTED_WINDOWS_SQL,
+        config,
+        source_file,
+        WINDOW_COLUMNS,
+        {
+            "source_file": "object",
+            "key": "object",
+            "window_start_ms": "int64",
+            "window_end_ms": "int64",
+            "avg_amount": "float64",
+            "txn_count": "int64",
+        },
+    )
+
+
+def expected_late_events(
+    con: duckdb.DuckDBPyConnection,
+    config: _ConfigLike,
+    source_file: str | None = None,
+) -> pd.DataFrame:
+    """Expected late events ``[source_row, key, event_time_ms, amount, watermark_ms]``.
+
+    Sorted by ``source_row``.  With ``source_file=None`` a leading
+    ``source_file`` column is added.
+    """
+    return _run(
+        con,
+        EXPECTED_LATE_EVENTS_SQL,
+        config,
+        source_file,
+        LATE_COLUMNS,
+        {
+            "source_file": "object",
+            "source_row": "int64",
+            "key": "object",
+            "event_time_ms": "int64",
+            "amount": "float64",
+            "watermark_ms": "int64",
+        },
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Comparison
+# --------------------------------------------------------------------------- #
+_MAX_EXAMPLES = 5
+
+
+def _join_columns(actual: pd.DataFrame, expected: pd.DataFrame, base: list[str]) -> list[str]:
+    if "source_file" in actual.columns and "source_file" in expected.columns:
+        return ["source_file", *base]
+    return list(base)
+
+
+def _require(df: pd.DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} frame lacks columns {missing}; has {list(df.columns)}")
+
+
+def _key_tuples(df: pd.DataFrame, columns: list[str]) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in df[columns].itertuples(index=False, name=None)]
+
+
+def _bits(values: pd.Series) -> np.ndarray:
+    return np.ascontiguousarray(values.to_numpy(dtype=np.float64)).view(np.int64)
+
+
+def compare_window_averages(actual: pd.DataFrame, expected: pd.DataFrame) -> dict[str, Any]:
+    """Compare actual window averages to expected ones; exact equality passes.
+
+    Rows are matched on ``(key, window_start_ms, window_end_ms)`` (plus
+    ``source_file`` when both frames have it).  ``avg_amount`` must match
+    bit-for-bit and ``txn_count`` exactly; ``max_abs_diff`` reports the largest
+    absolute average difference among matched windows.  The result is
+    JSON-serialisable (usable as asset-check metadata).
+    """
+    join = _join_columns(actual, expected, ["key", "window_start_ms", "window_end_ms"])
+    for df, name in ((actual, "actual"), (expected, "expected")):
+        _require(df, [*join, "avg_amount", "txn_count"], name)
+
+    def prepared(df: pd.DataFrame) -> pd.DataFrame:
+        out = df[[*join, "avg_amount", "txn_count"]].copy()
+        out["window_start_ms"] = out["window_start_ms"].astype("int64")
+        out["window_end_ms"] = out["window_end_ms"].astype("int64")
+        out["key"] = out["key"].astype(str)
+        out["avg_amount"] = out["avg_amount"].astype("float64")
+        out["txn_count"] = out["txn_count"].astype("int64")
+        return out
+
+    act, exp = prepared(actual), prepared(expected)
+    dup_actual = int(act.duplicated(join).sum())
+    dup_expected = int(exp.duplicated(join).sum())
+    merged = act.drop_duplicates(join).merge(
+        exp.drop_duplicates(join),
+        on=join,
+        how="outer",
+        suffixes=("_actual", "_expected"),
+        indicator=True,
+    )
+    both = merged[merged["_merge"] == "both"]
+    missing = merged[merged["_merge"] == "right_only"]
+    unexpected = merged[merged["_merge"] == "left_only"]
+
+    count_bad = both["txn_count_actual"].astype("int64") != both["txn_count_expected"].astype(
+        "int64"
+    )
+    avg_bad = _bits(both["avg_amount_actual"]) != _bits(both["avg_amount_expected"])
+    diffs = (both["avg_amount_actual"] - both["avg_amount_expected"]).abs()
+    max_abs_diff = float(diffs.max()) if len(diffs) else 0.0
+    if np.isnan(max_abs_diff):
+        max_abs_diff = float("inf") if len(diffs) else 0.0
+
+    examples: list[str] = []
+    for label, frame in (("missing", missing), ("unexpected", unexpected)):
+        for row in _key_tuples(frame, join)[:_MAX_EXAMPLES]:
+            examples.append(f"{label} window {row}")
+    mismatched = both[np.asarray(count_bad) | avg_bad]
+    for row in mismatched.head(_MAX_EXAMPLES).itertuples(index=False):
+        r = row._asdict()
+        examples.append(
+            f"mismatch {tuple(r[c] for c in join)}: "
+            f"avg {r['avg_amount_actual']!r} vs {r['avg_amount_expected']!r}, "
+            f"count {int(r['txn_count_actual'])} vs {int(r['txn_count_expected'])}"
+        )
+
+    result = {
+        "windows_expected": int(len(exp)),
+        "windows_actual": int(len(act)),
+        "windows_compared": int(len(both)),
+        "missing": int(len(missing)),
+        "unexpected": int(len(unexpected)),
+        "duplicates_actual": dup_actual,
+        "duplicates_expected": dup_expected,
+        "count_mismatches": int(count_bad.sum()),
+        "avg_mismatches": int(avg_bad.sum()),
+        "max_abs_diff": max_abs_diff,
+        "examples": examples[: 3 * _MAX_EXAMPLES],
+    }
+    result["equal"] = (
+        result["missing"] == 0
+        and result["unexpected"] == 0
+        and dup_actual == 0
+        and dup_expected == 0
+        and result["count_mismatches"] == 0
+        and result["avg_mismatches"] == 0
+    )
+    return result
+
+
+def compare_late_events(actual: pd.DataFrame, expected: pd.DataFrame) -> dict[str, Any]:
+    """Compare late events by their ``source_row`` sets (plus ``source_file``
+    when both frames have it).  Other columns are not compared."""
+    join = _join_columns(actual, expected, ["source_row"])
+    for df, name in ((actual, "actual"), (expected, "expected")):
+        _require(df, join, name)
+
+    def keys(df: pd.DataFrame) -> list[tuple[Any, ...]]:
+        out = df[join].copy()
+        out["source_row"] = out["source_row"].astype("int64")
+        return [tuple(int(v) if c == "source_row" else v for c, v in zip(join, row))
+                for row in out.itertuples(index=False, name=None)]
+
+    act, exp = keys(actual), keys(expected)
+    act_set, exp_set = set(act), set(exp)
+    missing = sorted(exp_set - act_set)
+    unexpected = sorted(act_set - exp_set)
+    dup_actual = len(act) - len(act_set)
+    dup_expected = len(exp) - len(exp_set)
+    examples = [f"missing late {r}" for r in missing[:_MAX_EXAMPLES]] + [
+        f"unexpected late {r}" for r in unexpected[:_MAX_EXAMPLES]
+    ]
+    return {
+        "late_expected": len(exp),
+        "late_actual": len(act),
+        "late_compared": len(act_set & exp_set),
+        "missing": len(missing),
+        "unexpected": len(unexpected),
+        "duplicates_actual": dup_actual,
+        "duplicates_expected": dup_expected,
+        "examples": examples,
+        "equal": not missing and not unexpected and dup_actual == 0 and dup_expected == 0,
+    }

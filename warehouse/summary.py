@@ -1,0 +1,72 @@
+"""Print a short summary of the published warehouse: `python -m warehouse.summary [--warehouse PATH]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from warehouse.store import WarehouseStore
+
+DEFAULT_WAREHOUSE = Path(__file__).resolve().parents[1] / "data" / "warehouse.duckdb"
+
+EXAMPLE_QUERY = (
+    "SELECT key, window_start, window_end, avg_amount, txn_count\n"
+    "FROM window_averages ORDER BY avg_amount DESC LIMIT 5;"
+)
+
+
+def summarize(warehouse: Path) -> str:
+    store = WarehouseStore(warehouse)
+    with store.connect_published() as con:
+        per_file = con.execute(
+            "SELECT f.source_file, "
+            " (SELECT count(*) FROM transactions t WHERE t.source_file = f.source_file), "
+            " (SELECT count(*) FROM rejected_rows r WHERE r.source_file = f.source_file), "
+            " (SELECT count(*) FROM window_averages w WHERE w.source_file = f.source_file), "
+            " (SELECT count(*) FROM late_events l WHERE l.source_file = f.source_file) "
+            "FROM (SELECT source_file FROM transactions UNION SELECT source_file FROM rejected_rows) f "
+            "ORDER BY 1"
+        ).fetchall()
+        keys, anomalous = con.execute(
+            "SELECT count(*), coalesce(sum(anomalous_windows), 0) FROM anomaly_thresholds"
+        ).fetchall()[0]
+    lines = [f"Warehouse: {store.path}"]
+    for source_file, n_valid, n_rejected, n_windows, n_late in per_file:
+        lines.append(
+            f"  {source_file}: rows in {n_valid + n_rejected:,} | transactions {n_valid:,} | "
+            f"rejected {n_rejected:,} | windows {n_windows:,} | late events {n_late:,}"
+        )
+    if not per_file:
+        lines.append("  (no source files replayed yet)")
+    lines.append(f"  anomaly thresholds: {keys:,} keys, {anomalous:,} windows above threshold")
+    lines.append("Query it (read-only, so scheduled runs are never blocked):")
+    query = EXAMPLE_QUERY.replace("\n", " ")
+    lines.append(f"  duckdb -readonly {store.path} \"{query}\"")
+    lines.append(
+        f"  .venv/bin/python -c \"import duckdb; duckdb.connect('{store.path}', read_only=True)"
+        f".sql('{query.rstrip(';')}').show()\""
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m warehouse.summary", description=__doc__)
+    parser.add_argument(
+        "--warehouse",
+        type=Path,
+        default=Path(os.environ.get("TXN_WAREHOUSE") or DEFAULT_WAREHOUSE),
+        help="DuckDB file (default: $TXN_WAREHOUSE or data/warehouse.duckdb)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        print(summarize(args.warehouse))
+    except FileNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
