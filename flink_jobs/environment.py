@@ -1,16 +1,38 @@
-"""Flink execution environments that work from an unactivated virtualenv.
+"""Flink execution environments that work from an unactivated virtualenv, locally or on a cluster.
 
 Flink starts Python workers with `python` from PATH unless told otherwise, which fails with
 "No module named pyflink" when the venv is not activated. We point every Python setting at the
 interpreter running this process and put its site-packages (and this repository) on the workers'
 path, so `.venv/bin/python -m flink_jobs...` works from any shell.
+
+Local vs. remote. `StreamExecutionEnvironment.get_execution_environment(conf)` in a plain `python`
+process always builds a *local* environment (a mini-cluster inside the gateway JVM): setting
+`execution.target=remote` / `rest.address` in `conf` is silently ignored. PyFlink submits to a
+running cluster only when its Java gateway is started through the Flink CLI, which is what
+`SUBMIT_ARGS="remote -m host:port ..."` does (pyflink/java_gateway.py -> pyflink_gateway_server.py
+runs `flink run -m host:port -c org.apache.flink.client.python.PythonGatewayServer`; the CLI then
+installs a context environment whose `execute()` submits the job over the REST API and waits for
+its result, and ships `opt/flink-python*.jar` with the job). `create_environments` sets that before
+the gateway starts, after checking that the cluster's REST API answers, so an unreachable
+jobmanager fails in about a second with a clear message instead of after a minute of retries.
+
+The cluster runs the Python functions in thread mode with `python.executable` /
+`python.pythonpath` from this process, so its TaskManagers must be able to use the same venv and
+repository paths (same machine or identical paths). On Java 17 a session cluster also needs
+`flink-python*.jar` in its `lib/` (as the PyFlink Docker image docs do): otherwise the second
+thread-mode job on a TaskManager fails in pemja with `NoSuchFieldException: loadedLibraryNames`.
+`flink_jobs.cluster` starts such a cluster on loopback.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import sys
 import sysconfig
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from pyflink.common import Configuration
@@ -18,6 +40,24 @@ from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Client-side REST settings for remote runs. Flink's defaults (20 attempts, 3 s apart) make a
+# client wait over a minute for a jobmanager that is not there; these bound it to a few seconds
+# while still riding out a short hiccup of the REST endpoint during a run.
+REMOTE_CLIENT_OPTIONS = {
+    "rest.retry.max-attempts": "3",
+    "rest.retry.delay": "1s",
+    "rest.connection-timeout": "5s",
+}
+# How long the pre-submission check waits for the cluster's REST API.
+JOBMANAGER_CHECK_TIMEOUT_S = 5.0
+
+# Which mode this process's (single, process-wide) PyFlink gateway was started in.
+_gateway_target: str | None = None
+
+
+class JobManagerUnreachable(ConnectionError):
+    """The configured Flink cluster's REST API did not answer (or is not a Flink REST API)."""
 
 
 def worker_python_path() -> str:
@@ -32,6 +72,60 @@ def parse_jobmanager(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"Flink jobmanager address must be host:port, got {address!r}")
     return host, int(port)
+
+
+def rest_url(jobmanager: str, path: str = "") -> str:
+    host, port = parse_jobmanager(jobmanager)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # bare IPv6 literal
+    return f"http://{host}:{port}{path}"
+
+
+def fetch_rest_json(jobmanager: str, path: str, timeout: float = JOBMANAGER_CHECK_TIMEOUT_S):
+    """GET a JSON document from a Flink cluster's REST API (e.g. `/overview`, `/jobs/overview`)."""
+    # Talk to the cluster directly, as Flink's own REST client does: no http(s)_proxy.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(rest_url(jobmanager, path), timeout=timeout) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
+def check_jobmanager(jobmanager: str, timeout: float = JOBMANAGER_CHECK_TIMEOUT_S) -> dict:
+    """The cluster's `/config` document; raises JobManagerUnreachable with a clear message."""
+    url = rest_url(jobmanager, "/config")
+    hint = "Start the cluster, or leave --jobmanager / TXN_FLINK_JOBMANAGER empty to use the local mini-cluster."
+    try:
+        config = fetch_rest_json(jobmanager, "/config", timeout)
+    except urllib.error.HTTPError as error:  # something answered, with an error status
+        raise JobManagerUnreachable(
+            f"Flink jobmanager {jobmanager} is not usable: {url} answered HTTP {error.code} "
+            f"{error.reason}, not like a Flink REST API. {hint}"
+        ) from error
+    except (urllib.error.URLError, OSError) as error:  # refused, timeout, DNS, unreachable network
+        reason = getattr(error, "reason", None) or error
+        raise JobManagerUnreachable(
+            f"Flink jobmanager {jobmanager} is unreachable: its REST API at {url} did not answer "
+            f"({reason}; timeout {timeout:g} s). {hint}"
+        ) from error
+    except ValueError as error:  # answered, but not with JSON
+        raise JobManagerUnreachable(
+            f"Flink jobmanager {jobmanager} is not usable: {url} answered, but not like a Flink REST API "
+            f"({error}). {hint}"
+        ) from error
+    if not isinstance(config, dict) or "flink-version" not in config:
+        raise JobManagerUnreachable(
+            f"Flink jobmanager {jobmanager} is not usable: {url} answered, but not like a Flink REST API "
+            f"({str(config)[:200]}). {hint}"
+        )
+    return config
+
+
+def remote_submit_args(jobmanager: str) -> str:
+    """`SUBMIT_ARGS` that make PyFlink start its gateway through `flink run -m host:port`."""
+    host, port = parse_jobmanager(jobmanager)
+    args = ["remote", "-m", f"{host}:{port}"]
+    for key, value in REMOTE_CLIENT_OPTIONS.items():
+        args += ["-D", f"{key}={value}"]
+    return shlex.join(args)
 
 
 def flink_configuration(parallelism: int, jobmanager: str | None = None) -> Configuration:
@@ -50,16 +144,58 @@ def flink_configuration(parallelism: int, jobmanager: str | None = None) -> Conf
     conf.set_string("execution.runtime-mode", "batch")
     conf.set_string("parallelism.default", str(parallelism))
     if jobmanager:
+        # Informational for the job's config: what actually routes the job to the cluster is the
+        # gateway started through the Flink CLI (see remote_submit_args / create_environments).
         host, port = parse_jobmanager(jobmanager)
         conf.set_string("execution.target", "remote")
         conf.set_string("rest.address", host)
         conf.set_string("rest.port", str(port))
+        for key, value in REMOTE_CLIENT_OPTIONS.items():
+            conf.set_string(key, value)
     return conf
+
+
+def _prepare_gateway(jobmanager: str | None) -> None:
+    """Make the PyFlink gateway of this process target the mini-cluster or `jobmanager`."""
+    global _gateway_target
+    from pyflink import java_gateway
+
+    target = f"remote {jobmanager}" if jobmanager else "local"
+    if "PYFLINK_GATEWAY_PORT" in os.environ:
+        # Started by `flink run -py ...`: the Flink CLI has already decided where the job runs.
+        return
+    if java_gateway._gateway is not None:
+        started_as = _gateway_target or "local"
+        if started_as != target:
+            raise RuntimeError(
+                f"this process's PyFlink gateway was already started for {started_as!r}; "
+                f"running on {target!r} needs a new process"
+            )
+        return
+    if jobmanager:
+        check_jobmanager(jobmanager)
+        os.environ["SUBMIT_ARGS"] = remote_submit_args(jobmanager)
+    elif os.environ.get("SUBMIT_ARGS", "local").split()[:1] != ["local"]:
+        os.environ["SUBMIT_ARGS"] = "local"  # no --jobmanager means the mini-cluster, whatever the shell had
+    _gateway_target = target
 
 
 def create_environments(
     parallelism: int, jobmanager: str | None = None
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    """Environments on the local mini-cluster, or on the Flink cluster at `jobmanager` (host:port).
+
+    With `jobmanager`, raises JobManagerUnreachable (a ConnectionError) within about
+    JOBMANAGER_CHECK_TIMEOUT_S if its REST API does not answer; `env.execute()` then submits the
+    job to that cluster and waits for it to finish.
+    """
+    # Validate before any JVM starts; a pyflink Configuration() already starts the gateway, so
+    # the gateway's target must be chosen before flink_configuration() runs.
+    if parallelism < 1:
+        raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+    if jobmanager:
+        parse_jobmanager(jobmanager)
+    _prepare_gateway(jobmanager or None)
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(parallelism, jobmanager))
     env.set_runtime_mode(RuntimeExecutionMode.BATCH)
     env.set_parallelism(parallelism)

@@ -48,7 +48,8 @@ longer than 60 characters are shortened in reasons (``raw`` is never shortened).
 Chunks
 ------
 Each chunk holds ``chunk_rows`` data records (valid + rejected), except the
-last one, which may hold fewer. A file with a header but no data records
+last one, which may hold fewer (so may a chunk whose records would need more
+than 64 MiB or max(2M, 2 * chunk_rows) physical lines of input). A file with a header but no data records
 yields one empty chunk. Only about one chunk of input is held in memory.
 Both frames of a chunk are ordered by ``source_row``.
 
@@ -83,6 +84,10 @@ VALID_COLUMNS = ("source_row", "line", "transaction_id", "key", "event_time_ms",
 REJECTED_COLUMNS = ("source_row", "line", "raw", "reason")
 
 _MAX_LINE_BYTES = 64 << 20
+_MAX_BLOCK_BYTES = 64 << 20  # a chunk may hold fewer records rather than more input
+_MIN_BLOCK_LINES = 2_000_000  # physical lines scanned per block: max(this, 2 * chunk_rows)
+_SCAN_STEP = 8 << 20
+_TAKE_BYTES = 1 << 20  # csv path: bytes decoded at a time
 _MIN_READ = 1 << 12
 _MAX_READ = 64 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -219,6 +224,19 @@ _MAYBE_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 _MAYBE_SPACE[128:] = True
 
 
+def _newline_positions(arr: np.ndarray, limit: int) -> np.ndarray:
+    """Offsets of the first ``limit`` b"\\n" bytes, scanning in steps to bound memory."""
+    found, total = [], 0
+    for offset in range(0, len(arr), _SCAN_STEP):
+        hits = np.flatnonzero(arr[offset: offset + _SCAN_STEP] == 10)
+        if total + len(hits) >= limit:
+            found.append(hits[: limit - total] + offset)
+            break
+        found.append(hits + offset)
+        total += len(hits)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.intp)
+
+
 def _strip_newline(text: str) -> str:
     if text.endswith("\r\n"):
         return text[:-2]
@@ -264,6 +282,7 @@ class _Source:
         self.eof = False
         self.bytes_read = 0  # total bytes read from the file (BOM included)
         self.bytes_per_line = 64.0
+        self.max_lines = max(_MIN_BLOCK_LINES, 2 * chunk_rows)
         self.width = 0  # number of header fields
         self.wanted: list[int] = []  # header positions of transaction_id, timestamp, amount[, key]
         self.key_slot = 0  # index into ``wanted`` of the key column
@@ -294,9 +313,12 @@ class _Source:
             )
 
     def _fill(self, want_newlines: int) -> None:
-        while not self.eof and self.pending_nl < want_newlines:
+        want_newlines = min(want_newlines, self.max_lines)
+        while (not self.eof and self.pending_nl < want_newlines
+               and len(self.pending) < _MAX_BLOCK_BYTES):
             need = want_newlines - self.pending_nl
-            size = int(min(_MAX_READ, max(_MIN_READ, need * self.bytes_per_line * 1.1)))
+            per_line = len(self.pending) / self.pending_nl if self.pending_nl else self.bytes_per_line
+            size = int(min(_MAX_READ, max(_MIN_READ, need * per_line * 1.1)))
             self._read(size)
 
     def _decode(self, data: bytes, first_line: int, offset: int) -> str:
@@ -316,20 +338,27 @@ class _Source:
         self.line_no += nlines
 
     def _take_lines(self) -> tuple[list[str], int]:
-        """Decode and remove all complete lines of ``pending`` (reading more if none).
+        """Decode and remove the complete lines in the first ~1 MiB of ``pending``.
 
-        Returns (lines with their endings, line number of the first one);
-        an empty list at the end of the file.
+        Reads more input if ``pending`` holds no complete line. Returns (lines
+        with their endings, line number of the first one); an empty list at
+        the end of the file.
         """
         if self.pending_nl == 0:
             self._fill(1)  # reads until a line is complete or the file ends
-        cut = len(self.pending) if self.eof else self.pending.rfind(b"\n") + 1
+        pending = self.pending
+        if self.pending_nl == 0:  # end of file: the rest is one unterminated line
+            cut = len(pending)
+        elif len(pending) <= _TAKE_BYTES:
+            cut = len(pending) if self.eof else pending.rfind(b"\n") + 1
+        else:
+            cut = pending.rfind(b"\n", 0, _TAKE_BYTES) + 1 or pending.find(b"\n") + 1
         if cut == 0:
             return [], self.line_no
-        data = self.pending[:cut]
+        data = pending[:cut]
         first = self.line_no
         lines = _split_keepends(self._decode(data, first, self.pending_offset))
-        self._consume(cut, len(lines), self.pending_nl)
+        self._consume(cut, len(lines), data.count(b"\n"))
         return lines, first
 
     def _push_back(self, lines: list[str]) -> None:
@@ -370,9 +399,10 @@ class _Source:
             if not buf:
                 return None
             arr = np.frombuffer(buf, dtype=np.uint8)
-            ends = np.flatnonzero(arr == 10)
+            ends = _newline_positions(arr, self.max_lines)
             terminated = len(ends)
-            if self.eof and (not len(ends) or ends[-1] != len(buf) - 1):
+            capped = terminated >= self.max_lines
+            if self.eof and not capped and (not len(ends) or ends[-1] != len(buf) - 1):
                 ends = np.append(ends, len(buf))  # last line without a line ending
             starts = np.empty_like(ends)
             starts[:1] = 0
@@ -381,7 +411,7 @@ class _Source:
             blank = (length == 0) | ((length == 1) & (arr[np.minimum(starts, len(buf) - 1)] == 13))
             nonblank = np.cumsum(~blank)
             have = int(nonblank[-1]) if len(nonblank) else 0
-            if have >= chunk_rows or self.eof:
+            if have >= chunk_rows or self.eof or capped or len(buf) >= _MAX_BLOCK_BYTES:
                 break
             want = self.pending_nl + (chunk_rows - have) + 1
         nlines = int(np.searchsorted(nonblank, chunk_rows)) + 1 if have > chunk_rows else len(ends)
@@ -393,7 +423,7 @@ class _Source:
         simple = b'"' not in cand and b"\x00" not in cand
         if simple and b"\r" in cand:
             simple = cand.count(b"\r") == cand.count(b"\r\n")
-        if False:
+        if simple:
             records = self._fast(cand, arr[:cut], starts[:nlines], ends[:nlines], blank[:nlines])
         else:
             records = self._one_line_records(cand)
@@ -515,7 +545,8 @@ class _Source:
         lines, first_line = self._take_lines()
         if not lines:
             return []
-        pos = 0
+        pos = 0  # lines[:pos] have been given to the csv reader
+        dropped = 0  # lines already deleted from the front of ``lines``
         hit_eof = False
 
         def feed():
@@ -533,7 +564,12 @@ class _Source:
         reader = csv.reader(feed(), strict=True)
         out = []
         while len(out) < limit:
+            if pos > 4096:  # keep only the lines of the current record in memory
+                del lines[:pos]
+                dropped += pos
+                pos = 0
             start = pos
+            start_line = first_line + dropped + start
             try:
                 fields = next(reader)
                 problem = None
@@ -541,13 +577,13 @@ class _Source:
                 break
             except csv.Error as exc:
                 fields = []
-                problem = _csv_error_reason(str(exc), hit_eof, first_line + start)
+                problem = _csv_error_reason(str(exc), hit_eof, start_line)
             if problem is None and not fields:
                 continue  # blank line
             raw_text = "".join(lines[start:pos])
             if problem is None and "\x00" in raw_text:
                 problem = "record contains a NUL character"
-            out.append((fields, problem, first_line + start, _strip_newline(raw_text)))
+            out.append((fields, problem, start_line, _strip_newline(raw_text)))
         # Return unread lines so that the next chunk starts right after the last record.
         self._push_back(lines[pos:])
         return out

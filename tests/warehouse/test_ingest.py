@@ -515,19 +515,25 @@ def test_generator_streams_lazily(tmp_path):
     assert rest[-1].valid["source_row"].tolist() == list(range(41, 51))
 
 
-def test_large_chunk_crossing_read_blocks(tmp_path):
-    # Longer than the reader's block size, with quoted multi-line records spread around.
+@pytest.mark.parametrize("multiline_every", [None, 997])
+def test_large_chunks_crossing_read_blocks(tmp_path, multiline_every):
+    # > 1 MiB and > 4096 lines per chunk, optionally with quoted multi-line records
+    # (which sends every chunk through the record-by-record csv path).
+    n = 10_000
+    pad = "x" * 100
     parts = []
-    for i in range(3000):
-        key = f'"k{i}\nx"' if i % 997 == 0 else f"k{i}"
+    for i in range(n):
+        multi = multiline_every is not None and i % multiline_every == 0
+        key = f'"k{i}\n{pad}"' if multi else f"k{i}{pad}"
         parts.append(f"{key},2024-05-11 10:{i // 60 % 60:02d}:{i % 60:02d},{i}\n")
-    valid, rejected, chunks = read_all(write(tmp_path, HEADER + "".join(parts)), chunk_rows=1024)
+    valid, rejected, chunks = read_all(write(tmp_path, HEADER + "".join(parts)), chunk_rows=4500)
     assert rejected.empty
-    assert [len(c.valid) for c in chunks] == [1024, 1024, 952]
-    assert valid["amount"].tolist() == [float(i) for i in range(3000)]
-    extra_lines = np.cumsum([1 if i % 997 == 0 else 0 for i in range(3000)])
-    expected_lines = [2 + i + (extra_lines[i - 1] if i else 0) for i in range(3000)]
-    assert valid["line"].tolist() == expected_lines
+    assert [len(c.valid) for c in chunks] == [4500, 4500, 1000]
+    assert valid["amount"].tolist() == [float(i) for i in range(n)]
+    assert valid["source_row"].tolist() == list(range(1, n + 1))
+    multi_before = np.cumsum([0] + [multiline_every is not None and i % multiline_every == 0
+                                    for i in range(n - 1)])
+    assert valid["line"].tolist() == [2 + i + int(multi_before[i]) for i in range(n)]
 
 
 # ---------------------------------------------------------------- property test
@@ -645,3 +651,34 @@ def test_file_handle_is_closed_when_generator_is_closed(tmp_path):
     assert _open_fds_to(path) == 1
     iterator.close()
     assert _open_fds_to(path) == 0
+
+
+_GARBAGE = st.lists(
+    st.sampled_from(list('ab1,"\r\n\x00 é-:.') + ["2024-05-11 10:00:00", "\n\n", "\r\n", '""']),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_GARBAGE, chunk_rows=st.integers(1, 5))
+def test_property_arbitrary_text_never_crashes_and_chunking_is_invisible(body, chunk_rows):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "garbage.csv"
+        path.write_bytes((HEADER + body).encode("utf-8"))
+        _, _, whole = read_all(path, chunk_rows=10_000)
+        valid, rejected, chunks = read_all(path, chunk_rows=chunk_rows)
+    ref_valid = pd.concat([c.valid for c in whole], ignore_index=True)
+    ref_rejected = pd.concat([c.rejected for c in whole], ignore_index=True)
+    pd.testing.assert_frame_equal(valid, ref_valid)
+    pd.testing.assert_frame_equal(rejected, ref_rejected)
+
+    n = len(valid) + len(rejected)
+    merged = pd.concat([valid[["source_row", "line"]], rejected[["source_row", "line"]]]).sort_values("source_row")
+    assert merged["source_row"].tolist() == list(range(1, n + 1))
+    assert merged["line"].is_monotonic_increasing
+    assert (merged["line"] >= 2).all()
+    assert all(isinstance(r, str) and r for r in rejected["reason"])
+    # Every record's raw text occurs in the file at its line.
+    lines = (HEADER + body).split("\n")
+    for rec in rejected.itertuples():
+        assert "\n".join(lines[rec.line - 1:]).startswith(rec.raw)
