@@ -243,6 +243,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allowed-lateness-ms", type=int, default=0)
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--jobmanager", default=None, help="host:port of a Flink cluster (default: local mini-cluster)")
+    parser.add_argument(
+        "--engine",
+        choices=["datastream"],
+        default="datastream",
+        help="datastream: Python AggregateFunction (the lab's model)",
+    )
     return parser.parse_args(argv)
 
 

@@ -320,6 +320,7 @@ def replay_event_time_windows(
             "--out-of-orderness-ms", str(config.out_of_orderness_ms),
             "--allowed-lateness-ms", str(config.allowed_lateness_ms),
             "--parallelism", str(pipeline.flink_parallelism),
+            "--engine", pipeline.flink_engine,
         ]  # fmt: skip
         if pipeline.flink_jobmanager:
             command += ["--jobmanager", pipeline.flink_jobmanager]

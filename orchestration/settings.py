@@ -33,10 +33,12 @@ ENV_VARS: dict[str, str] = {
     "allowed_lateness_ms": "TXN_ALLOWED_LATENESS_MS",
     "flink_parallelism": "TXN_FLINK_PARALLELISM",
     "flink_jobmanager": "TXN_FLINK_JOBMANAGER",
+    "flink_engine": "TXN_FLINK_ENGINE",
     "anomaly_min_windows": "TXN_ANOMALY_MIN_WINDOWS",
     "anomaly_z": "TXN_ANOMALY_Z",
 }
 
+FLINK_ENGINES = ("datastream", "sql")
 _COLUMN_NAME = re.compile(r"^[^\x00-\x1f\",]{1,128}$")
 
 
@@ -55,6 +57,10 @@ class PipelineSettings(ConfigurableResource):
     flink_parallelism: int = Field(default=2, description="Flink parallelism (TXN_FLINK_PARALLELISM).")
     flink_jobmanager: str = Field(
         default="", description="host:port of a Flink cluster; empty = local mini-cluster (TXN_FLINK_JOBMANAGER)."
+    )
+    flink_engine: str = Field(
+        default="datastream",
+        description="Flink engine: 'datastream' (Python AggregateFunction) or 'sql' (TXN_FLINK_ENGINE).",
     )
     anomaly_min_windows: int = Field(
         default=5, description="Windows a key needs before it gets a threshold (TXN_ANOMALY_MIN_WINDOWS)."
@@ -110,6 +116,10 @@ class PipelineSettings(ConfigurableResource):
             found.append(f"{error} (TXN_SOURCE_TIMEZONE)")
         if not _COLUMN_NAME.match(self.key_column.strip()):
             found.append(f"key column name {self.key_column!r} is not a usable CSV column name (TXN_KEY_COLUMN)")
+        if self.flink_engine not in FLINK_ENGINES:
+            found.append(
+                f"Flink engine must be one of {', '.join(FLINK_ENGINES)} (TXN_FLINK_ENGINE), got {self.flink_engine!r}"
+            )
         if self.flink_jobmanager:
             from flink_jobs.environment import parse_jobmanager
 

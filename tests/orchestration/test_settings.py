@@ -22,6 +22,7 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "TXN_ALLOWED_LATENESS_MS": "1500",
         "TXN_FLINK_PARALLELISM": "4",
         "TXN_FLINK_JOBMANAGER": "flink-jm:8081",
+        "TXN_FLINK_ENGINE": "sql",
         "TXN_ANOMALY_MIN_WINDOWS": "7",
         "TXN_ANOMALY_Z": "2.75",
     }
@@ -69,6 +70,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert settings.allowed_lateness_ms == 1500 and type(settings.allowed_lateness_ms) is int
     assert settings.flink_parallelism == 4 and type(settings.flink_parallelism) is int
     assert settings.flink_jobmanager == "flink-jm:8081"
+    assert settings.flink_engine == "sql"
     assert settings.anomaly_min_windows == 7 and type(settings.anomaly_min_windows) is int
     assert settings.anomaly_z == 2.75 and type(settings.anomaly_z) is float
     # every value differs from its default, so each was really read
@@ -246,6 +248,7 @@ def test_every_invalid_setting_is_reported_at_once(tmp_path: Path) -> None:
         allowed_lateness_ms=-1,
         flink_parallelism=0,
         flink_jobmanager="host:99999",
+        flink_engine="spark",
         anomaly_min_windows=0,
         anomaly_z=0.0,
     )
