@@ -1,13 +1,23 @@
 """Replay staged transactions through event-time tumbling windows and average the amounts.
 
-The lab's model, made exact and deterministic:
+Two engines with identical output (bit for bit), sharing one Flink SQL front end
+(flink_jobs/exact_sql.py):
 
     staged CSV (filesystem source, read by Flink)
-      -> running max of event time over file order (Flink SQL OVER window)
-      -> TimestampAssigner + bounded-out-of-orderness WatermarkStrategy
-      -> late events routed to a side output by the per-event watermark rule
-      -> key_by -> TumblingEventTimeWindows -> AggregateFunction (sum, count) with merge
-      -> window bounds attached -> JSON-lines files
+      -> running max of event time over file order (Flink SQL OVER window) -> per-event watermark
+      -> late events (the per-event watermark rule) -> JSON-lines filesystem sink (Java side)
+      -> on-time amounts decomposed exactly into (exponent bucket q, 29-bit integer limbs)
+      -> GROUP BY (key, floor-correct window start, q): SUM of the limbs, COUNT (built-in, exact)
+
+    --engine datastream (the lab's model, over the partials instead of single rows):
+      -> TimestampAssigner + WatermarkStrategy.for_bounded_out_of_orderness
+      -> key_by -> TumblingEventTimeWindows -> AggregateFunction with an exact (sum, count)
+         accumulator: `add` folds a partial in the same way `merge` folds two accumulators
+      -> window bounds attached -> JSON-lines file sink
+
+    --engine sql (built-in aggregates only, no Python inside the job):
+      -> partials to a JSON-lines sink; the client adds the few partials of each window in
+         exact integer arithmetic and rounds the mean once
 
 Why not the lab's periodic watermarks: they make lateness depend on timing (the same 100k rows gave
 36785-36791 windows across five runs). Here the job runs in batch mode and applies Flink's
@@ -22,32 +32,29 @@ Input: CSV without header, columns `source_row,key,event_time_ms,amount`, as sta
 {key, window_start_ms, window_end_ms, avg_amount, txn_count} and `<output>/late/*.jsonl` with
 {source_row, key, event_time_ms, amount, watermark_ms}.
 
-    python -m flink_jobs.window_average --input staged.csv --output out/ --parallelism 2
+    python -m flink_jobs.window_average --input staged.csv --output out/ --parallelism 2 [--engine sql]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from pyflink.common import Duration, Row, Time, Types, WatermarkStrategy
+from pyflink.common import Duration, Time, Types, WatermarkStrategy
 from pyflink.common.serialization import Encoder
 from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import OutputTag, ProcessFunction
 from pyflink.datastream.connectors.file_system import BucketAssigner, FileSink, OutputFileConfig
 from pyflink.datastream.functions import AggregateFunction, ProcessWindowFunction
 from pyflink.datastream.window import TumblingEventTimeWindows
 
+from flink_jobs import exact_sql
 from flink_jobs.environment import create_environments
-from warehouse.replay import is_late, window_start
 
-# Row layout after the OVER window: (source_row, key, event_time_ms, amount, max_event_time_before)
-SOURCE_ROW, KEY, EVENT_TIME, AMOUNT, MAX_BEFORE = range(5)
-
-LATE_EVENTS = OutputTag("late-events", Types.STRING())
+ENGINES = ("datastream", "sql")
 
 # Every finite double is an integer multiple of 2**-1074, so scaling by 2**1074 makes sums exact.
 _SCALE_BITS = 1074
@@ -59,37 +66,11 @@ def exact_scaled(amount: float) -> int:
     return numerator << (_SCALE_BITS - (denominator.bit_length() - 1))
 
 
-class EventTimeAssigner(TimestampAssigner):
-    """Event time is the staged `event_time_ms` (already UTC epoch milliseconds)."""
+class PartialTimestampAssigner(TimestampAssigner):
+    """Event time of a partial is its window's start (every event it sums lies in that window)."""
 
     def extract_timestamp(self, value, record_timestamp) -> int:
-        return value[EVENT_TIME]
-
-
-class RouteLateEvents(ProcessFunction):
-    """Emits on-time events as (key, event_time_ms, amount); late ones go to the side output."""
-
-    def __init__(self, window_size_ms: int, out_of_orderness_ms: int, allowed_lateness_ms: int):
-        self.window_size_ms = window_size_ms
-        self.out_of_orderness_ms = out_of_orderness_ms
-        self.allowed_lateness_ms = allowed_lateness_ms
-
-    def process_element(self, value, ctx):
-        max_before = value[MAX_BEFORE]
-        watermark = None if max_before is None else max_before - self.out_of_orderness_ms - 1
-        ts = value[EVENT_TIME]
-        if is_late(ts, watermark, self.window_size_ms, self.allowed_lateness_ms):
-            yield LATE_EVENTS, json.dumps(
-                {
-                    "source_row": value[SOURCE_ROW],
-                    "key": value[KEY],
-                    "event_time_ms": ts,
-                    "amount": value[AMOUNT],
-                    "watermark_ms": watermark,
-                }
-            )
-        else:
-            yield value[KEY], ts, value[AMOUNT]
+        return value[1]
 
 
 class AverageAggregate(AggregateFunction):
@@ -117,6 +98,19 @@ class AverageAggregate(AggregateFunction):
         return acc_a[0] + acc_b[0], acc_a[1] + acc_b[1]
 
 
+class PartialAverageAggregate(AverageAggregate):
+    """AverageAggregate fed with exact partials instead of single amounts ("pre-aggregation via merge").
+
+    Flink SQL (Java) has already summed the on-time amounts of each (key, window, exponent bucket)
+    exactly (see flink_jobs.exact_sql); `add` folds such a partial into the same exact
+    (sum in units of 2**-1074, count) accumulator, exactly as `merge` folds two accumulators.
+    """
+
+    def add(self, value, accumulator):
+        _, _, q, hi, mid, lo, count = value
+        return accumulator[0] + exact_sql.scaled(q, hi, mid, lo), accumulator[1] + count
+
+
 class WithWindowBounds(ProcessWindowFunction):
     def process(self, key, context, averages):
         window = context.window()
@@ -141,10 +135,6 @@ def _sink(directory: Path) -> FileSink:
     )
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def run(
     input_path: Path,
     output_dir: Path,
@@ -154,8 +144,11 @@ def run(
     allowed_lateness_ms: int = 0,
     parallelism: int = 2,
     jobmanager: str | None = None,
+    engine: str = "datastream",
 ) -> dict:
-    """Run the job to completion; returns figures about the run."""
+    """Run the job to completion with the given engine; returns figures about the run."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if window_size_ms <= 0:
         raise ValueError(f"window size must be > 0 ms, got {window_size_ms}")
     if out_of_orderness_ms < 0 or allowed_lateness_ms < 0:
@@ -166,37 +159,53 @@ def run(
     output_dir = Path(output_dir).resolve()
     started = time.monotonic()
     env, t_env = create_environments(parallelism, jobmanager)
-    t_env.execute_sql(
-        "CREATE TEMPORARY TABLE staged_transactions ("
-        " source_row BIGINT, `key` STRING, event_time_ms BIGINT, amount DOUBLE"
-        ") WITH ('connector' = 'filesystem', 'format' = 'csv', "
-        f"'path' = {_sql_string(input_path.as_uri())})"
+    exact_sql.register_views(t_env, input_path, window_size_ms, out_of_orderness_ms, allowed_lateness_ms)
+    # Late events: decided and written on the Java side (no Python per row).
+    t_env.execute_sql(exact_sql.json_sink_ddl("late_sink", exact_sql.LATE_COLUMNS, output_dir / "late"))
+    statements = t_env.create_statement_set()
+    statements.add_insert_sql(f"INSERT INTO late_sink {exact_sql.LATE_SQL}")
+    figures: dict = {"engine": engine}
+    if engine == "sql":
+        partial_dir = output_dir / "partials"  # intermediate: removed once the windows are written
+        shutil.rmtree(partial_dir, ignore_errors=True)  # never fold in leftovers of an earlier attempt
+        t_env.execute_sql(exact_sql.json_sink_ddl("partial_sink", exact_sql.PARTIAL_COLUMNS, partial_dir))
+        statements.add_insert_sql("INSERT INTO partial_sink SELECT * FROM partials")
+        job = statements.execute().get_job_client()
+        result = job.get_job_execution_result().result()
+        finished = time.monotonic()
+        exact_sql.finish_partials(partial_dir, output_dir / "windows", window_size_ms)
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        figures["finish_seconds"] = round(time.monotonic() - finished, 3)
+    else:
+        statements.attach_as_datastream()
+        _window_stream(t_env, output_dir, window_size_ms, out_of_orderness_ms)
+        result = env.execute(f"window average: {input_path.name}")
+    exact_sql.add_jsonl_suffix(output_dir / "late")
+    figures.update(
+        {
+            "flink_job_id": str(result.get_job_id()),
+            "flink_net_runtime_ms": result.get_net_runtime(),
+            "windows": count_output_rows(output_dir / "windows"),
+            "late_events": count_output_rows(output_dir / "late"),
+            "parallelism": parallelism,
+            "wall_seconds": round(time.monotonic() - started, 3),
+        }
     )
-    # The watermark each event would see with a watermark after every event, computed by Flink.
-    # Batch mode allows an OVER window ordered by the row number (file order).
-    replayed = t_env.sql_query(
-        "SELECT source_row, `key`, event_time_ms, amount, "
-        "MAX(event_time_ms) OVER (ORDER BY source_row "
-        "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS max_event_time_before "
-        "FROM staged_transactions"
-    )
+    return figures
+
+
+def _window_stream(t_env, output_dir: Path, window_size_ms: int, out_of_orderness_ms: int) -> None:
+    """The lab's model over the exact per-(key, window, exponent) partials of the on-time events."""
     watermarks = WatermarkStrategy.for_bounded_out_of_orderness(
         Duration.of_millis(out_of_orderness_ms)
-    ).with_timestamp_assigner(EventTimeAssigner())
-    on_time = (
-        t_env.to_data_stream(replayed)
-        .assign_timestamps_and_watermarks(watermarks)
-        .process(
-            RouteLateEvents(window_size_ms, out_of_orderness_ms, allowed_lateness_ms),
-            output_type=Types.TUPLE([Types.STRING(), Types.LONG(), Types.DOUBLE()]),
-        )
-        .name("route late events")
-    )
+    ).with_timestamp_assigner(PartialTimestampAssigner())
     windows = (
-        on_time.key_by(lambda event: event[0], key_type=Types.STRING())
+        t_env.to_data_stream(t_env.from_path("partials"))
+        .assign_timestamps_and_watermarks(watermarks)
+        .key_by(lambda partial: partial[0], key_type=Types.STRING())
         .window(TumblingEventTimeWindows.of(Time.milliseconds(window_size_ms)))
         .aggregate(
-            AverageAggregate(),
+            PartialAverageAggregate(),
             window_function=WithWindowBounds(),
             accumulator_type=Types.PICKLED_BYTE_ARRAY(),
             output_type=Types.STRING(),
@@ -204,16 +213,6 @@ def run(
         .name("window average")
     )
     windows.sink_to(_sink(output_dir / "windows")).name("windows sink")
-    on_time.get_side_output(LATE_EVENTS).sink_to(_sink(output_dir / "late")).name("late events sink")
-    result = env.execute(f"window average: {input_path.name}")
-    return {
-        "flink_job_id": str(result.get_job_id()),
-        "flink_net_runtime_ms": result.get_net_runtime(),
-        "windows": count_output_rows(output_dir / "windows"),
-        "late_events": count_output_rows(output_dir / "late"),
-        "parallelism": parallelism,
-        "wall_seconds": round(time.monotonic() - started, 3),
-    }
 
 
 def output_files(directory: Path) -> list[Path]:
@@ -245,9 +244,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobmanager", default=None, help="host:port of a Flink cluster (default: local mini-cluster)")
     parser.add_argument(
         "--engine",
-        choices=["datastream"],
+        choices=list(ENGINES),
         default="datastream",
-        help="datastream: Python AggregateFunction (the lab's model)",
+        help="datastream: the lab's model (TimestampAssigner, key_by, tumbling event-time windows, Python "
+        "AggregateFunction) over exact partials pre-aggregated in Flink SQL; sql: Flink SQL built-in "
+        "aggregates only, the exact mean finished in the client. Both give identical output.",
     )
     return parser.parse_args(argv)
 
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         allowed_lateness_ms=args.allowed_lateness_ms,
         parallelism=args.parallelism,
         jobmanager=args.jobmanager,
+        engine=args.engine,
     )
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 

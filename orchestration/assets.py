@@ -6,9 +6,12 @@ produces their table, against the staging copy, so they judge exactly what is ab
 """
 
 
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +23,7 @@ from dagster import (
     AssetKey,
     AssetSpec,
     Failure,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     PipesSubprocessClient,
@@ -29,11 +33,13 @@ from dagster import (
     asset,
     multi_asset,
 )
+from dagster._core.errors import DagsterPipesExecutionError
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from flink_jobs.window_average import output_files
+from orchestration.plots import anomaly_svg, markdown_image
 from orchestration.settings import REPO_ROOT, PipelineSettings
-from warehouse import reconcile, schema, thresholds
+from warehouse import quality, reconcile, schema, thresholds
 from warehouse.ingest import InputFileError, read_transactions
 from warehouse.store import WarehouseStore
 
@@ -42,13 +48,47 @@ OWNERS = ["team:data-engineering"]
 # Tables in the order a full run writes them; the run's last selected one publishes the warehouse.
 PIPELINE_ORDER = ("transactions", "rejected_rows", "window_averages", "late_events", "anomaly_thresholds")
 PREVIEW_ROWS = 10
+PLOT_KEYS = 4  # the busiest keys (most windows) drawn in the anomaly plot
+
+# Freshness of the window assets (read when the definitions load). The daily schedule replays the
+# source once a day, so by default the assets warn after 24 h and fail after 26 h without a run.
+def env_int(name: str, default: int, minimum: int) -> int:
+    """An integer environment variable (unset or empty: the default), with a clear error if invalid."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ValueError(f"{name}={raw!r} must be a whole number >= {minimum}")
+    return value
+
+
+FRESHNESS_WARN_MINUTES = env_int("TXN_FRESHNESS_WARN_MINUTES", 24 * 60, 1)
+FRESHNESS_FAIL_MINUTES = env_int("TXN_FRESHNESS_FAIL_MINUTES", 26 * 60, 1)
+WINDOW_FRESHNESS = FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=FRESHNESS_FAIL_MINUTES),
+    warn_window=timedelta(minutes=FRESHNESS_WARN_MINUTES) if FRESHNESS_WARN_MINUTES < FRESHNESS_FAIL_MINUTES else None,
+)
+
+# Checks whose failure (severity ERROR) stops downstream steps and the publication of the run.
+BLOCKING_CHECKS = frozenset(
+    {"matches_contract", "every_row_accounted_for", "transactions_conserved", "matches_independent_replay",
+     "windows_aligned_and_bounded"}
+)  # fmt: skip
 
 
 def column_schema(table: str) -> TableSchema:
     return TableSchema(columns=[TableColumn(name, sql_type) for name, sql_type in schema.TABLES[table]])
 
 
-def _spec(name: str, description: str, kinds: set[str], deps: Sequence[str] = ()) -> AssetSpec:
+def _spec(
+    name: str,
+    description: str,
+    kinds: set[str],
+    deps: Sequence[str] = (),
+    freshness_policy: FreshnessPolicy | None = None,
+) -> AssetSpec:
     return AssetSpec(
         name,
         description=description,
@@ -57,7 +97,37 @@ def _spec(name: str, description: str, kinds: set[str], deps: Sequence[str] = ()
         owners=OWNERS,
         deps=list(deps),
         metadata={"dagster/column_schema": column_schema(name), "table": name},
+        freshness_policy=freshness_policy,
     )
+
+
+def _contract_spec(table: str) -> AssetCheckSpec:
+    return AssetCheckSpec(
+        "matches_contract",
+        asset=table,
+        blocking=True,
+        description=f"The columns and types of {table} equal the data contract (warehouse/schema.py).",
+    )
+
+
+def _result(
+    asset: str, check_name: str, outcome: quality.CheckOutcome, severity: AssetCheckSeverity
+) -> AssetCheckResult:
+    metadata = {
+        k: MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in outcome.metadata.items()
+    }
+    return AssetCheckResult(
+        asset_key=asset,
+        check_name=check_name,
+        passed=bool(outcome.passed),
+        severity=severity,
+        metadata=metadata,
+        description=outcome.description,
+    )
+
+
+def _contract_result(con, table: str) -> AssetCheckResult:
+    return _result(table, "matches_contract", quality.contract_check(con, table), AssetCheckSeverity.ERROR)
 
 
 # --- run-scoped warehouse helpers ------------------------------------------------------------
@@ -70,18 +140,29 @@ def _settings_or_fail(pipeline: PipelineSettings) -> PipelineSettings:
     return pipeline
 
 
-def _open_store(context: AssetExecutionContext, pipeline: PipelineSettings) -> WarehouseStore:
-    """The warehouse store; the run's first step also clears leftovers of finished runs."""
+@contextlib.contextmanager
+def _leased_store(
+    context: AssetExecutionContext, pipeline: PipelineSettings
+) -> Iterator[tuple[PipelineSettings, WarehouseStore]]:
+    """Validated settings and the warehouse store, with this run's lease held for the whole step.
+
+    The lease (a shared flock the kernel drops even on SIGKILL) keeps other Dagster instances (a
+    CLI run beside `dagster dev`) from deleting this run's staging files. The run's first step also
+    clears leftovers of runs that are neither in progress here nor leased elsewhere.
+    """
+    pipeline = _settings_or_fail(pipeline)
     store = WarehouseStore(pipeline.warehouse_path)
-    if not store.staging_path(context.run.run_id).exists():
-        active = {
-            run.run_id
-            for run in context.instance.get_runs(filters=RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)))
-        }
-        removed = store.discard_all_except(active | {context.run.run_id})
-        if removed:
-            context.log.info(f"Removed staging leftovers of finished runs: {', '.join(removed)}")
-    return store
+    run_id = context.run.run_id
+    with store.run_lease(run_id):
+        if not store.staging_path(run_id).exists():
+            active = {
+                run.run_id
+                for run in context.instance.get_runs(filters=RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)))
+            }
+            removed = store.discard_all_except(active | {run_id})
+            if removed:
+                context.log.info(f"Removed staging leftovers of finished runs: {', '.join(removed)}")
+        yield pipeline, store
 
 
 def _publishes_here(context: AssetExecutionContext) -> bool:
@@ -99,7 +180,9 @@ def _finish(
 ) -> dict[str, object]:
     """Publish the staged warehouse if this is the run's last step and no blocking check failed."""
     blocking_failures = [
-        c.check_name for c in checks if not c.passed and c.severity == AssetCheckSeverity.ERROR
+        f"{c.asset_key.to_user_string()}.{c.check_name}"
+        for c in checks
+        if not c.passed and c.severity == AssetCheckSeverity.ERROR and c.check_name in BLOCKING_CHECKS
     ]
     if blocking_failures:
         context.log.error(
@@ -148,16 +231,28 @@ def _fetch_df(con, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
             asset="transactions",
             blocking=True,
             description="Every data row of the file is in transactions or rejected_rows, exactly once.",
-        )
+        ),
+        _contract_spec("transactions"),
+        _contract_spec("rejected_rows"),
+        AssetCheckSpec(
+            "rejected_ratio_within_limit",
+            asset="rejected_rows",
+            description="Rejected rows / data rows of the file <= TXN_MAX_REJECTED_RATIO (warns, non-blocking).",
+        ),
     ],
 )
 def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
     """Read the CSV with pandas, validate it and normalize timestamps to UTC epoch milliseconds."""
-    pipeline = _settings_or_fail(pipeline)
+    with _leased_store(context, pipeline) as (settings, store):
+        yield from _ingest_transactions(context, settings, store)
+
+
+def _ingest_transactions(
+    context: AssetExecutionContext, pipeline: PipelineSettings, store: WarehouseStore
+) -> Iterator:
     started = time.monotonic()
     source = pipeline.source_path
     source_file = str(source)
-    store = _open_store(context, pipeline)
     records = 0
     with store.connect_staging(context.run.run_id) as con:
         con.execute("BEGIN")
@@ -210,6 +305,17 @@ def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettin
             if accounted
             else f"{records} data rows in the file but {n_valid} transactions + {n_rejected} rejected rows",
         )
+        checks = [
+            check,
+            _contract_result(con, "transactions"),
+            _contract_result(con, "rejected_rows"),
+            _result(
+                "rejected_rows",
+                "rejected_ratio_within_limit",
+                quality.ratio_check(n_rejected, records, pipeline.max_rejected_ratio, "rejected rows", "data rows"),
+                AssetCheckSeverity.WARN,
+            ),
+        ]
         transactions_preview = _fetch_df(
             con,
             "SELECT source_row, transaction_id, key, event_time, amount FROM transactions "
@@ -228,7 +334,7 @@ def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettin
             "WHERE source_file = ? GROUP BY 1 ORDER BY rows DESC, reason LIMIT 10",
             [source_file],
         )
-    published = _finish(context, store, [check])
+    published = _finish(context, store, checks)
     seconds = round(time.monotonic() - started, 3)
     common = {"source_file": MetadataValue.path(source_file), "duration_s": seconds, **published}
     yield MaterializeResult(
@@ -251,7 +357,7 @@ def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettin
             **common,
         },
     )
-    yield check
+    yield from checks
 
 
 # --- window_averages + late_events ------------------------------------------------------------
@@ -265,12 +371,14 @@ def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettin
             "Average amount per key and event-time tumbling window, computed by the PyFlink job.",
             {"flink", "duckdb"},
             deps=["transactions"],
+            freshness_policy=WINDOW_FRESHNESS,
         ),
         _spec(
             "late_events",
             "Transactions that arrived behind the watermark for their window (Flink side output).",
             {"flink", "duckdb"},
             deps=["transactions"],
+            freshness_policy=WINDOW_FRESHNESS,
         ),
     ],
     check_specs=[
@@ -286,17 +394,40 @@ def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettin
             blocking=True,
             description="window_averages and late_events equal a DuckDB SQL recomputation of the replay rule.",
         ),
+        AssetCheckSpec(
+            "windows_aligned_and_bounded",
+            asset="window_averages",
+            blocking=True,
+            description="Over all history: window_start is a multiple of the window size, end - start = size, "
+            "and min(amount) <= avg_amount <= max(amount) of the window's on-time transactions.",
+        ),
+        _contract_spec("window_averages"),
+        _contract_spec("late_events"),
+        AssetCheckSpec(
+            "late_ratio_within_limit",
+            asset="late_events",
+            description="Late events / transactions of the file <= TXN_MAX_LATE_RATIO (warns, non-blocking); "
+            "the description recommends an out-of-orderness.",
+        ),
     ],
 )
 def replay_event_time_windows(
     context: AssetExecutionContext, pipeline: PipelineSettings, pipes_subprocess_client: PipesSubprocessClient
 ) -> Iterator:
     """Submit the PyFlink window job (through Dagster Pipes) and load its output into DuckDB."""
-    pipeline = _settings_or_fail(pipeline)
+    with _leased_store(context, pipeline) as (settings, store):
+        yield from _replay_event_time_windows(context, settings, store, pipes_subprocess_client)
+
+
+def _replay_event_time_windows(
+    context: AssetExecutionContext,
+    pipeline: PipelineSettings,
+    store: WarehouseStore,
+    pipes_subprocess_client: PipesSubprocessClient,
+) -> Iterator:
     started = time.monotonic()
     source_file = str(pipeline.source_path)
     config = pipeline.replay_config()
-    store = _open_store(context, pipeline)
     run_dir = store.run_dir(context.run.run_id)
     staged_input = run_dir / "flink_input.csv"
     flink_output = run_dir / "flink_output"
@@ -325,7 +456,13 @@ def replay_event_time_windows(
         if pipeline.flink_jobmanager:
             command += ["--jobmanager", pipeline.flink_jobmanager]
         context.log.info(f"Submitting Flink job for {n_transactions:,} transactions")
-        invocation = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
+        try:
+            invocation = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
+        except DagsterPipesExecutionError as error:
+            raise Failure(
+                description=f"The Flink job for {source_file} failed ({error}). The published warehouse "
+                f"{store.path} keeps its previous results; rerun once the cause is fixed."
+            ) from None
         for message in invocation.get_custom_messages():
             if isinstance(message, dict):
                 figures.update(message)
@@ -364,7 +501,33 @@ def replay_event_time_windows(
                 else f"{n_transactions} transactions but {counted} counted in windows + {n_late} late events",
             ),
             _reconciliation_check(con, config, source_file),
+            _result(
+                "window_averages",
+                "windows_aligned_and_bounded",
+                quality.window_alignment_check(con, config.window_size_ms),
+                AssetCheckSeverity.ERROR,
+            ),
+            _contract_result(con, "window_averages"),
+            _contract_result(con, "late_events"),
         ]
+        late_pairs = con.execute(
+            "SELECT event_time_ms, watermark_ms FROM late_events WHERE source_file = ?", [source_file]
+        ).fetchall()
+        checks.append(
+            _result(
+                "late_events",
+                "late_ratio_within_limit",
+                quality.late_ratio_check(
+                    late_pairs,
+                    n_transactions,
+                    limit=pipeline.max_late_ratio,
+                    window_size_ms=config.window_size_ms,
+                    out_of_orderness_ms=config.out_of_orderness_ms,
+                    allowed_lateness_ms=config.allowed_lateness_ms,
+                ),
+                AssetCheckSeverity.WARN,
+            )
+        )
         windows_preview = _fetch_df(
             con,
             "SELECT key, window_start, window_end, avg_amount, txn_count FROM window_averages "
@@ -385,6 +548,9 @@ def replay_event_time_windows(
         "flink_s": round(flink_s, 3),
         "config": MetadataValue.json(pipeline.as_metadata()),
         **{f"flink_{k}" if not k.startswith("flink_") else k: v for k, v in figures.items()},
+        "flink_records_in": n_transactions,
+        "flink_records_out": int(n_windows + n_late),
+        "watermark_lag_ms": int(max_lateness_ms or 0),
         **published,
     }
     yield MaterializeResult(
@@ -510,13 +676,19 @@ def _reconciliation_check(con, config, source_file: str) -> AssetCheckResult:
             "threshold_for_every_eligible_key",
             asset="anomaly_thresholds",
             description="Every key with enough windows has a finite threshold.",
-        )
+        ),
+        _contract_spec("anomaly_thresholds"),
     ],
 )
 def anomaly_thresholds(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
-    pipeline = _settings_or_fail(pipeline)
+    with _leased_store(context, pipeline) as (settings, store):
+        yield from _anomaly_thresholds(context, settings, store)
+
+
+def _anomaly_thresholds(
+    context: AssetExecutionContext, pipeline: PipelineSettings, store: WarehouseStore
+) -> Iterator:
     started = time.monotonic()
-    store = _open_store(context, pipeline)
     with store.connect_staging(context.run.run_id) as con:
         con.execute("BEGIN")
         n_keys = thresholds.replace_thresholds(con, min_windows=pipeline.anomaly_min_windows, z=pipeline.anomaly_z)
@@ -532,13 +704,15 @@ def anomaly_thresholds(context: AssetExecutionContext, pipeline: PipelineSetting
             "FROM anomaly_thresholds ORDER BY anomalous_windows DESC, key LIMIT ?",
             [PREVIEW_ROWS],
         )
+        plot = _anomaly_plot(con)
+        contract = _contract_result(con, "anomaly_thresholds")
     check = AssetCheckResult(
         asset_key="anomaly_thresholds",
         check_name="threshold_for_every_eligible_key",
         passed=bool(eligible == with_threshold),
         metadata={"eligible_keys": eligible, "keys_with_threshold": with_threshold},
     )
-    published = _finish(context, store, [check])
+    published = _finish(context, store, [check, contract])
     yield MaterializeResult(
         asset_key="anomaly_thresholds",
         metadata={
@@ -548,8 +722,26 @@ def anomaly_thresholds(context: AssetExecutionContext, pipeline: PipelineSetting
             "min_windows": pipeline.anomaly_min_windows,
             "z": pipeline.anomaly_z,
             "preview": _preview(preview),
+            "plot": MetadataValue.md(plot),
             "duration_s": round(time.monotonic() - started, 3),
             **published,
         },
     )
     yield check
+    yield contract
+
+
+def _anomaly_plot(con) -> str:
+    """Markdown with an SVG of the busiest keys' window averages against their threshold."""
+    keys = con.execute(
+        "SELECT key, threshold FROM anomaly_thresholds ORDER BY window_count DESC, key LIMIT ?", [PLOT_KEYS]
+    ).fetchall()
+    series = {}
+    for key, threshold in keys:
+        points = con.execute(
+            "SELECT window_start_ms, avg_amount FROM window_averages WHERE key = ? ORDER BY window_start_ms",
+            [key],
+        ).fetchall()
+        series[key] = (points, threshold)
+    title = f"Window averages (blue) vs anomaly threshold (red) of the {len(series)} busiest keys, all history"
+    return markdown_image(anomaly_svg(series, title), "window averages against the anomaly threshold")

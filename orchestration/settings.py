@@ -36,6 +36,8 @@ ENV_VARS: dict[str, str] = {
     "flink_engine": "TXN_FLINK_ENGINE",
     "anomaly_min_windows": "TXN_ANOMALY_MIN_WINDOWS",
     "anomaly_z": "TXN_ANOMALY_Z",
+    "max_rejected_ratio": "TXN_MAX_REJECTED_RATIO",
+    "max_late_ratio": "TXN_MAX_LATE_RATIO",
 }
 
 FLINK_ENGINES = ("datastream", "sql")
@@ -59,7 +61,7 @@ class PipelineSettings(ConfigurableResource):
         default="", description="host:port of a Flink cluster; empty = local mini-cluster (TXN_FLINK_JOBMANAGER)."
     )
     flink_engine: str = Field(
-        default="datastream",
+        default="sql",
         description="Flink engine: 'datastream' (Python AggregateFunction) or 'sql' (TXN_FLINK_ENGINE).",
     )
     anomaly_min_windows: int = Field(
@@ -67,6 +69,14 @@ class PipelineSettings(ConfigurableResource):
     )
     anomaly_z: float = Field(
         default=3.5, description="Modified z-score above which a window is anomalous (TXN_ANOMALY_Z)."
+    )
+    max_rejected_ratio: float = Field(
+        default=0.01,
+        description="Rejected rows / data rows above which the rejected-row check warns (TXN_MAX_REJECTED_RATIO).",
+    )
+    max_late_ratio: float = Field(
+        default=0.02,
+        description="Late events / transactions above which the late-event check warns (TXN_MAX_LATE_RATIO).",
     )
 
     @classmethod
@@ -110,6 +120,10 @@ class PipelineSettings(ConfigurableResource):
             found.append(f"anomaly min windows must be >= 1 (TXN_ANOMALY_MIN_WINDOWS), got {self.anomaly_min_windows}")
         if not (math.isfinite(self.anomaly_z) and self.anomaly_z > 0):
             found.append(f"anomaly z must be a finite number > 0 (TXN_ANOMALY_Z), got {self.anomaly_z}")
+        for field, var in (("max_rejected_ratio", "TXN_MAX_REJECTED_RATIO"), ("max_late_ratio", "TXN_MAX_LATE_RATIO")):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                found.append(f"{field.replace('_', ' ')} must be a number from 0 to 1 ({var}), got {value}")
         try:
             validate_timezone(self.source_timezone)
         except ValueError as error:

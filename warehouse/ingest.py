@@ -7,6 +7,12 @@ raise :class:`InputFileError`.
 
 File format
 -----------
+* Plain or gzip-compressed. gzip is detected by its magic bytes (``1f 8b``),
+  not by the file name: no UTF-8 text can start with them, so the test is
+  unambiguous, and a ``.csv.gz`` that is really plain text still works. The
+  file is decompressed as a stream (memory stays bounded by the chunk size);
+  multi-member gzip files work; a corrupt or truncated gzip file is a fatal
+  error. Byte offsets in messages then refer to the decompressed data.
 * UTF-8 (an optional BOM is ignored), comma-delimited, ``"`` quoting with
   ``""`` as an escaped quote (RFC 4180). LF and CRLF line endings. Quoted
   fields may contain commas, quotes, newlines and any Unicode text.
@@ -21,6 +27,18 @@ File format
   skipped and are not counted as records. A line holding only spaces is a
   record (and is rejected for its field count).
 * Every field is trimmed of surrounding whitespace (``str.strip``).
+
+Delimiters
+----------
+Only ``,`` is a delimiter. A header that is evidently separated by ``;``,
+tab or ``|`` (it is one single field containing that character, or splitting
+it on that character yields every required column) is a fatal error that
+names the detected delimiter and asks for a comma-delimited re-export. This
+is deliberate: semicolon-delimited exports usually come from locales that
+write ``1.234,50`` for amounts, so guessing the delimiter would still leave
+the numbers ambiguous; failing once, loudly, with the fix in the message is
+cheaper than silently mis-reading money. Data rows are never delimiter-sniffed
+(a ``;`` in a data row is ordinary text).
 
 Numbering
 ---------
@@ -54,11 +72,13 @@ yields one empty chunk. Only about one chunk of input is held in memory.
 Both frames of a chunk are ordered by ``source_row``.
 
 Fatal errors (``InputFileError``, raised on the first ``next()`` for header
-problems): missing path, a directory, a 0-byte file, no header line, a
-header without a required/key column or with one of them twice, a
-malformed header record, bytes that are not UTF-8 (reported with the line,
-possibly after earlier chunks were yielded), and a physical line longer than
-64 MiB. Invalid arguments (unknown time zone, ``chunk_rows < 1``, empty
+problems): missing path, a directory, a 0-byte file (or a gzip file that
+decompresses to 0 bytes), no header line, a header without a required/key
+column or with one of them twice, a header delimited by ``;``/tab/``|``, a
+malformed header record, a corrupt or truncated gzip stream, bytes that are not UTF-8 (reported with the line,
+possibly after earlier chunks were yielded), a physical line longer than
+64 MiB, and a field longer than 64 MiB (in practice a quote left open in a
+big file: the parser cannot resynchronise after it). Invalid arguments (unknown time zone, ``chunk_rows < 1``, empty
 ``key_column``) raise ``ValueError`` as soon as ``read_transactions`` is called.
 """
 
@@ -66,8 +86,10 @@ from __future__ import annotations
 
 import csv
 import gc
+import gzip
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -84,6 +106,11 @@ VALID_COLUMNS = ("source_row", "line", "transaction_id", "key", "event_time_ms",
 REJECTED_COLUMNS = ("source_row", "line", "raw", "reason")
 
 _MAX_LINE_BYTES = 64 << 20
+# A quoted field may span lines, so it is bounded separately. The csv module's limit is
+# process-wide; it is only ever raised (default 128 KiB: a 1 MB quoted key was mis-split).
+_MAX_FIELD_CHARS = 64 << 20
+if csv.field_size_limit() < _MAX_FIELD_CHARS:
+    csv.field_size_limit(_MAX_FIELD_CHARS)
 _MAX_BLOCK_BYTES = 64 << 20  # a chunk may hold fewer records rather than more input
 _MIN_BLOCK_LINES = 2_000_000  # physical lines scanned per block: max(this, 2 * chunk_rows)
 _SCAN_STEP = 8 << 20
@@ -91,6 +118,9 @@ _TAKE_BYTES = 1 << 20  # csv path: bytes decoded at a time
 _MIN_READ = 1 << 12
 _MAX_READ = 64 << 20
 _BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+# Delimiters a header may reveal; only ',' is supported (see "Delimiters" in the module docstring).
+_OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 _SHOW_LIMIT = 60
 
 
@@ -262,18 +292,16 @@ def _csv_error_reason(message: str, hit_eof: bool, start_line: int) -> str:
         return "malformed quoting: a closing '\"' must be followed by ',' or the end of the line"
     if "new-line character" in message:
         return "bare carriage return (CR) inside an unquoted field"
-    if "field larger than field limit" in message:
-        return (f"malformed record: a field is longer than {csv.field_size_limit()} characters "
-                "(is a '\"' left open?)")
     return f"malformed CSV record: {message}"
 
 
 class _Source:
     """Reads a CSV file as complete records, one chunk at a time."""
 
-    def __init__(self, path: str, handle, chunk_rows: int) -> None:
+    def __init__(self, path: str, handle, chunk_rows: int, compressed: bool = False) -> None:
         self.path = path
         self.handle = handle
+        self.compressed = compressed  # gzip: offsets in messages are in the decompressed data
         self.chunk_rows = chunk_rows
         self.pending = b""  # undecoded bytes, starting at a line boundary
         self.pending_nl = 0  # number of b"\n" in pending
@@ -288,14 +316,26 @@ class _Source:
         self.key_slot = 0  # index into ``wanted`` of the key column
 
     # ---- raw input -------------------------------------------------------
+    def _raw_read(self, size: int) -> bytes:
+        if not self.compressed:
+            return self.handle.read(size)
+        try:
+            return self.handle.read(size)
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            detail = str(exc).rstrip(".") or type(exc).__name__
+            raise InputFileError(
+                f"input file '{self.path}' is a corrupt or truncated gzip file: {detail} "
+                f"(after {self.bytes_read} decompressed bytes, around line {self.line_no + self.pending_nl})"
+            ) from None
+
     def _read(self, size: int) -> None:
-        data = self.handle.read(size)
+        data = self._raw_read(size)
         if not data:
             self.eof = True
             return
         if self.bytes_read == 0:
             while len(data) < len(_BOM) and _BOM.startswith(data):  # tiny first read
-                more = self.handle.read(len(_BOM) - len(data))
+                more = self._raw_read(len(_BOM) - len(data))
                 if not more:
                     break
                 data += more
@@ -326,9 +366,10 @@ class _Source:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = first_line + data.count(b"\n", 0, exc.start)
+            where = "offset in the decompressed data" if self.compressed else "file offset"
             raise InputFileError(
                 f"input file '{self.path}' is not valid UTF-8: byte 0x{data[exc.start]:02x} "
-                f"at line {line} (file offset {offset + exc.start}) cannot be decoded"
+                f"at line {line} ({where} {offset + exc.start}) cannot be decoded"
             ) from None
 
     def _consume(self, nbytes: int, nlines: int, newlines: int) -> None:
@@ -576,6 +617,14 @@ class _Source:
             except StopIteration:
                 break
             except csv.Error as exc:
+                if "field larger than field limit" in str(exc):
+                    # The reader cannot resynchronise inside an over-long quoted field: the
+                    # rest of the file would be mis-split into bogus records. Stop instead.
+                    raise InputFileError(
+                        f"input file '{self.path}' has a field longer than {_MAX_FIELD_CHARS >> 20} "
+                        f"MiB in the record starting on line {start_line}, so a '\"' is probably "
+                        "left open"
+                    ) from None
                 fields = []
                 problem = _csv_error_reason(str(exc), hit_eof, start_line)
             if problem is None and not fields:
@@ -707,7 +756,8 @@ def read_transactions(
     return _read(os.fspath(path), key_column.strip(), timezone, chunk_rows)
 
 
-def _open(path: str):
+def _open(path: str) -> tuple[object, bool]:
+    """Open *path* for binary reading: (handle, compressed). gzip is detected by its magic bytes."""
     try:
         if os.path.isdir(path):
             raise InputFileError(f"input file '{path}' is a directory, not a CSV file")
@@ -720,7 +770,52 @@ def _open(path: str):
         raise InputFileError(f"input file '{path}' is a directory, not a CSV file") from None
     except OSError as exc:
         raise InputFileError(f"input file '{path}' cannot be opened: {exc.strerror or exc}") from None
-    return handle
+    try:
+        magic = handle.peek(len(_GZIP_MAGIC))[: len(_GZIP_MAGIC)]
+    except OSError as exc:  # e.g. a FIFO that errors, an I/O error
+        handle.close()
+        raise InputFileError(f"input file '{path}' cannot be read: {exc.strerror or exc}") from None
+    if magic == _GZIP_MAGIC:
+        return _GzipHandle(handle), True
+    return handle, False
+
+
+class _GzipHandle:
+    """Streaming gzip reader that also closes the underlying file."""
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+
+    def read(self, size: int) -> bytes:
+        return self._gzip.read(size)
+
+    def close(self) -> None:
+        try:
+            self._gzip.close()
+        finally:
+            self._raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _reject_other_delimiter(path: str, header: list[str], line: int, wanted: list[str]) -> None:
+    """Raise a clear error when the header is evidently delimited by something other than ','."""
+    text = ",".join(header)
+    for delimiter, name in _OTHER_DELIMITERS.items():
+        if delimiter not in text:
+            continue
+        names = [h.strip().lower() for part in text.split(delimiter) for h in part.split(",")]
+        if len(header) == 1 or all(w in names for w in wanted):
+            raise InputFileError(
+                f"input file '{path}' looks {name}-delimited ({delimiter!r} separates the header on "
+                f"line {line}), but only comma-delimited CSV is supported: re-export it with ',' as "
+                f"the delimiter and '.' as the decimal point"
+            )
 
 
 def _resolve_header(path: str, header: list[str], line: int,
@@ -734,6 +829,7 @@ def _resolve_header(path: str, header: list[str], line: int,
     found = ", ".join(repr(h.strip()) for h in header)
     missing = [w for w in wanted if w not in names]
     if missing:
+        _reject_other_delimiter(path, header, line, wanted)
         what = "required column" if len(missing) == 1 else "required columns"
         listed = ", ".join(repr(w) for w in missing)
         if missing == [key_name] and key_name not in REQUIRED_COLUMNS:
@@ -753,13 +849,16 @@ def _resolve_header(path: str, header: list[str], line: int,
 
 
 def _read(path: str, key_column: str, timezone: str, chunk_rows: int) -> Iterator[Chunk]:
-    handle = _open(path)
+    handle, compressed = _open(path)
     with handle:
-        source = _Source(path, handle, chunk_rows)
+        source = _Source(path, handle, chunk_rows, compressed)
         header = source.read_header()
         if header is None:
-            problem = ("is empty (0 bytes)" if source.bytes_read == 0
-                       else "has no header line (it contains only blank lines)")
+            if source.bytes_read == 0:
+                problem = ("is empty (0 bytes after gzip decompression)" if compressed
+                           else "is empty (0 bytes)")
+            else:
+                problem = "has no header line (it contains only blank lines)"
             raise InputFileError(
                 f"input file '{path}' {problem}; expected a header line naming the columns "
                 f"{', '.join(REQUIRED_COLUMNS)}"

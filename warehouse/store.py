@@ -12,12 +12,20 @@ it with one atomic `os.replace`. So:
   because the pipeline never needs a write lock on that file.
 
 Users should connect read-only: `duckdb -readonly data/warehouse.duckdb`.
+
+Two runs that overlap must not silently lose each other's results: each copies the published file
+when it starts, so the later publish would overwrite the earlier one's results. The staging copy
+therefore records the identity of the file it was copied from (device, inode, mtime_ns, size, or
+"absent") in ``<run_id>.base``. ``publish`` compares it, under the lock, with the published file of
+that moment and raises :class:`ConcurrentPublishError` (retryable: rerun) instead of overwriting a
+file another run published in between.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -29,6 +37,21 @@ import duckdb
 from warehouse import schema
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# Every file a run leaves in the staging folder, by suffix (longest first).
+_STAGED_SUFFIXES = (".duckdb.partial", ".duckdb.wal", ".duckdb", ".files", ".base.partial", ".base", ".lease")
+
+
+class ConcurrentPublishError(RuntimeError):
+    """Another run published the warehouse after this run copied it; retry the run."""
+
+
+def _identity(path: Path) -> list[int] | None:
+    """(device, inode, mtime_ns, size) of the file at *path*, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size]
 
 
 class WarehouseStore:
@@ -49,6 +72,13 @@ class WarehouseStore:
     def staging_path(self, run_id: str) -> Path:
         return self.staging_dir / f"{self._checked(run_id)}.duckdb"
 
+    def base_path(self, run_id: str) -> Path:
+        """Identity of the published file this run's staging copy was made from (JSON)."""
+        return self.staging_dir / f"{self._checked(run_id)}.base"
+
+    def lease_path(self, run_id: str) -> Path:
+        return self.staging_dir / f"{self._checked(run_id)}.lease"
+
     def run_dir(self, run_id: str) -> Path:
         """A scratch folder for the run's intermediate files (Flink input and output)."""
         return self.staging_dir / f"{self._checked(run_id)}.files"
@@ -58,11 +88,45 @@ class WarehouseStore:
             return set()
         ids = set()
         for entry in self.staging_dir.iterdir():
-            for suffix in (".duckdb.partial", ".duckdb.wal", ".duckdb", ".files"):
+            for suffix in _STAGED_SUFFIXES:
                 if entry.name.endswith(suffix):
                     ids.add(entry.name[: -len(suffix)])
                     break
         return ids
+
+    # --- liveness --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def run_lease(self, run_id: str) -> Iterator[None]:
+        """Mark the run as alive for the duration of the block, for every process on this host.
+
+        A shared flock on ``<run_id>.lease``: any number of step processes of the run may hold it at
+        once, and the kernel drops it when a holder dies (even by SIGKILL). ``discard_all_except``
+        never removes a leased run, so the cleanup of one Dagster instance cannot delete the files of
+        a run that another instance (another CLI invocation, another daemon) is executing.
+        """
+        lease = self.lease_path(run_id)  # validates the run id before anything is created
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        with open(lease, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def is_leased(self, run_id: str) -> bool:
+        try:
+            fd = os.open(self.lease_path(run_id), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
 
     # --- staging ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -82,28 +146,55 @@ class WarehouseStore:
             return staging
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         partial = staging.with_name(staging.name + ".partial")
+        base = self.base_path(run_id)
+        base_partial = base.with_name(base.name + ".partial")
         with self._lock():
-            if self.path.exists():
+            identity = _identity(self.path)
+            if identity is not None:
                 shutil.copyfile(self.path, partial)
             else:
                 duckdb.connect(str(partial)).close()
+            base_partial.write_text(json.dumps({"published": identity}))
+            os.replace(base_partial, base)  # before the staging copy: a staging copy always has a base
             os.replace(partial, staging)
         return staging
+
+    def _check_unchanged(self, run_id: str) -> None:
+        """Raise ConcurrentPublishError if the published file is no longer the one this run copied."""
+        try:
+            recorded = json.loads(self.base_path(run_id).read_text())["published"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            raise ConcurrentPublishError(
+                f"run {run_id} cannot publish {self.path}: it has no record of the published file it "
+                "started from, so publishing could overwrite another run's results; rerun it"
+            ) from None
+        current = _identity(self.path)
+        if current != recorded:
+            raise ConcurrentPublishError(
+                f"run {run_id} did not publish {self.path}: another run published it after this run "
+                "had copied it, and publishing would have discarded that run's results; this is "
+                "retryable: rerun once the other run has finished"
+            )
 
     @contextlib.contextmanager
     def connect_staging(self, run_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection to this run's staging copy (created on first use)."""
-        staging = self._ensure_staging(run_id)
-        con = duckdb.connect(str(staging))
-        try:
-            con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and cast in UTC
-            schema.create_tables(con)
-            yield con
-        finally:
-            con.close()
+        with self.run_lease(run_id):
+            staging = self._ensure_staging(run_id)
+            con = duckdb.connect(str(staging))
+            try:
+                con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and cast in UTC
+                schema.create_tables(con)
+                yield con
+            finally:
+                con.close()
 
     def publish(self, run_id: str) -> Path:
-        """Atomically make this run's staging copy the published warehouse."""
+        """Atomically make this run's staging copy the published warehouse.
+
+        Raises ConcurrentPublishError (and discards the run's staging files) when another run
+        published the warehouse after this run's staging copy was made.
+        """
         staging = self.staging_path(run_id)
         if not staging.exists():
             raise FileNotFoundError(f"run {run_id} has no staged warehouse at {staging}")
@@ -114,6 +205,11 @@ class WarehouseStore:
         with open(staging, "rb") as handle:
             os.fsync(handle.fileno())
         with self._lock():
+            try:
+                self._check_unchanged(run_id)
+            except ConcurrentPublishError:
+                self.discard(run_id)
+                raise
             os.replace(staging, self.path)
             # A WAL beside the published file would belong to the replaced file: never replay it.
             stale_wal = self.path.with_name(self.path.name + ".wal")
@@ -130,16 +226,21 @@ class WarehouseStore:
     def discard(self, run_id: str) -> None:
         """Remove everything a run staged (its warehouse copy and scratch files)."""
         staging = self.staging_path(run_id)
-        for path in (staging, staging.with_name(staging.name + ".wal"), staging.with_name(staging.name + ".partial")):
+        base = self.base_path(run_id)
+        for path in (staging, staging.with_name(staging.name + ".wal"), staging.with_name(staging.name + ".partial"),
+                     base, base.with_name(base.name + ".partial"), self.lease_path(run_id)):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def discard_all_except(self, keep: Iterable[str]) -> list[str]:
-        """Remove the leftovers of runs that are no longer in progress; returns the run ids removed."""
+        """Remove the leftovers of runs that are no longer in progress; returns the run ids removed.
+
+        Runs in *keep* and runs whose lease is held (see ``run_lease``) are left alone.
+        """
         keep = set(keep)
         removed = []
         for run_id in sorted(self.staged_run_ids() - keep):
-            if _RUN_ID.fullmatch(run_id):
+            if _RUN_ID.fullmatch(run_id) and not self.is_leased(run_id):
                 self.discard(run_id)
                 removed.append(run_id)
         return removed

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import subprocess
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import DagsterInstance, PipesSubprocessClient, materialize
+from dagster import (
+    AssetCheckSeverity,
+    AssetSelection,
+    DagsterEventType,
+    DagsterInstance,
+    PipesSubprocessClient,
+    build_run_status_sensor_context,
+    materialize,
+)
 
 from orchestration.assets import anomaly_thresholds, ingest_transactions, replay_event_time_windows
+from orchestration.automation import failure_summary, window_freshness_checks
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from tests.conftest import LAB_EXAMPLE, SAMPLE, venv_free_env
 from warehouse import schema
@@ -20,14 +31,30 @@ DAGSTER = Path(REPO_ROOT) / ".venv" / "bin" / "dagster"
 pytestmark = pytest.mark.flink
 
 
-def run_pipeline(source: Path, warehouse: Path, **settings):
+ALL_CHECKS_PASS = {
+    "transactions.every_row_accounted_for": True,
+    "transactions.matches_contract": True,
+    "rejected_rows.matches_contract": True,
+    "rejected_rows.rejected_ratio_within_limit": True,
+    "window_averages.transactions_conserved": True,
+    "window_averages.matches_independent_replay": True,
+    "window_averages.windows_aligned_and_bounded": True,
+    "window_averages.matches_contract": True,
+    "late_events.matches_contract": True,
+    "late_events.late_ratio_within_limit": True,
+    "anomaly_thresholds.threshold_for_every_eligible_key": True,
+    "anomaly_thresholds.matches_contract": True,
+}
+
+
+def run_pipeline(source: Path, warehouse: Path, instance: DagsterInstance | None = None, **settings):
     return materialize(
         ASSETS,
         resources={
             "pipeline": PipelineSettings(source_csv=str(source), warehouse=str(warehouse), **settings),
             "pipes_subprocess_client": PipesSubprocessClient(cwd=str(REPO_ROOT)),
         },
-        instance=DagsterInstance.ephemeral(),
+        instance=instance or DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
 
@@ -44,7 +71,18 @@ def snapshot(warehouse: Path) -> dict[str, list[tuple]]:
 
 
 def check_results(result) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    return {f"{e.asset_key.to_user_string()}.{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+
+
+def check_evaluation(result, name: str):
+    (evaluation,) = [
+        e for e in result.get_asset_check_evaluations() if f"{e.asset_key.to_user_string()}.{e.check_name}" == name
+    ]
+    return evaluation
+
+
+def step_keys(result, event_type: DagsterEventType) -> list[str]:
+    return [e.step_key for e in result.all_events if e.event_type == event_type]
 
 
 def failure_message(result) -> str:
@@ -57,12 +95,7 @@ def test_lab_example_end_to_end(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     result = run_pipeline(LAB_EXAMPLE, warehouse)
     assert result.success
-    assert check_results(result) == {
-        "every_row_accounted_for": True,
-        "transactions_conserved": True,
-        "matches_independent_replay": True,
-        "threshold_for_every_eligible_key": True,
-    }
+    assert check_results(result) == ALL_CHECKS_PASS
     con = duckdb.connect(str(warehouse), read_only=True)
     con.execute("SET TimeZone = 'UTC'")
     rows = con.execute(
@@ -85,8 +118,21 @@ def test_materializing_twice_gives_identical_tables(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     assert run_pipeline(SAMPLE, warehouse).success
     first = snapshot(warehouse)
-    assert run_pipeline(SAMPLE, warehouse, flink_parallelism=4).success
+    result = run_pipeline(SAMPLE, warehouse, flink_parallelism=4, max_late_ratio=0.01)
+    assert result.success  # the late-event check only warns
     second = snapshot(warehouse)
+    late_check = check_evaluation(result, "late_events.late_ratio_within_limit")
+    assert not late_check.passed and late_check.severity == AssetCheckSeverity.WARN
+    metadata = {k: v.value for k, v in late_check.metadata.items()}
+    assert metadata["late_events"] == len(second["late_events"]) and metadata["limit"] == 0.01
+    assert metadata["watermark_lag_ms"] == max(row[6] - row[5] for row in second["late_events"])
+    recommended = metadata["recommended_out_of_orderness_ms"]
+    assert recommended > 1000 and f"out-of-orderness of {recommended} ms" in late_check.description
+    windows = result.asset_materializations_for_node("replay_event_time_windows")[0].metadata
+    assert windows["flink_records_in"].value == 12_000
+    assert windows["flink_records_out"].value == len(second["window_averages"]) + len(second["late_events"])
+    plot = result.asset_materializations_for_node("anomaly_thresholds")[0].metadata["plot"].value
+    assert plot.startswith("![") and "data:image/svg+xml;base64," in plot
     assert first == second
     assert len(first["transactions"]) == 12_000
     assert len(first["late_events"]) > 0 and len(first["anomaly_thresholds"]) >= 20
@@ -101,10 +147,19 @@ def test_bad_file_fails_clearly_and_keeps_the_previous_results(tmp_path):
 
     no_amount = tmp_path / "no_amount.csv"
     no_amount.write_text("transaction_id,timestamp\ntx1,2024-05-11 10:00:00\n")
-    result = run_pipeline(no_amount, warehouse)
+    instance = DagsterInstance.ephemeral()
+    result = run_pipeline(no_amount, warehouse, instance=instance)
     assert not result.success
     message = failure_message(result)
     assert str(no_amount) in message and "amount" in message
+    # the run-failure sensor's one-line summary names the step and the file
+    run = instance.get_run_by_id(result.run_id)
+    failure = [e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE]
+    context = build_run_status_sensor_context(
+        sensor_name="pipeline_failure_summary", dagster_event=failure[0], dagster_instance=instance, dagster_run=run
+    ).for_run_failure()
+    summary = failure_summary(context)
+    assert "\n" not in summary and "FAILED" in summary and "ingest_transactions" in summary
     assert snapshot(warehouse) == before
 
     not_utf8 = tmp_path / "latin1.csv"
@@ -145,6 +200,9 @@ def test_rejected_rows_and_header_only_file(tmp_path):
     assert result.success, failure_message(result)
     tables = snapshot(warehouse)
     assert len(tables["transactions"]) == 2 and len(tables["rejected_rows"]) == 3
+    rejected_check = check_evaluation(result, "rejected_rows.rejected_ratio_within_limit")
+    assert not rejected_check.passed and rejected_check.severity == AssetCheckSeverity.WARN
+    assert "3 of 5 data rows are rejected rows (60.00%)" in rejected_check.description
     reasons = " | ".join(row[4] for row in tables["rejected_rows"])
     assert "amount" in reasons and "timestamp" in reasons and "fields" in reasons
 
@@ -186,3 +244,93 @@ def test_cli_materializes_without_an_activated_venv(tmp_path):
         (300.0, 1),
     ]
     con.close()
+
+
+def test_contract_broken_by_another_writer_blocks_the_run(tmp_path):
+    """Another tool changed a column type in the published warehouse: the contract check blocks the run."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse))
+    schema.create_tables(con)
+    con.execute("ALTER TABLE transactions ALTER amount TYPE DECIMAL(18, 2)")
+    con.close()
+    before = snapshot(warehouse)
+    result = run_pipeline(LAB_EXAMPLE, warehouse)
+    assert not result.success
+    contract = check_evaluation(result, "transactions.matches_contract")
+    assert not contract.passed and contract.severity == AssetCheckSeverity.ERROR
+    assert "transactions.amount is DECIMAL(18,2), expected DOUBLE" in contract.description
+    assert step_keys(result, DagsterEventType.STEP_FAILURE) == ["ingest_transactions"]
+    assert "blocking asset check" in failure_message(result)
+    # downstream never ran: no Flink job, no thresholds
+    assert step_keys(result, DagsterEventType.STEP_START) == ["ingest_transactions"]
+    assert snapshot(warehouse) == before
+
+
+def test_history_with_another_window_size_blocks_thresholds_and_freshness(tmp_path):
+    """A file replayed with 3 s windows, then one with 5 s windows: the mixed history must not be published."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    instance = DagsterInstance.ephemeral()
+    assert run_pipeline(LAB_EXAMPLE, warehouse, instance=instance, window_size_ms=3000).success
+    before = snapshot(warehouse)
+
+    # freshness: the window assets were just materialized, so a 26 h freshness check passes ...
+    def freshness(fail_after: timedelta) -> dict[str, bool]:
+        checks = window_freshness_checks(fail_after)
+        done = materialize(
+            [*ASSETS, *checks],
+            selection=AssetSelection.checks(*checks),
+            instance=instance,
+            resources={"pipeline": PipelineSettings(), "pipes_subprocess_client": PipesSubprocessClient()},
+        )
+        return {e.asset_key.to_user_string(): e.passed for e in done.get_asset_check_evaluations()}
+
+    assert freshness(timedelta(hours=26)) == {"window_averages": True, "late_events": True}
+    # ... and one whose window has passed fails
+    time.sleep(1.5)
+    assert freshness(timedelta(seconds=1)) == {"window_averages": False, "late_events": False}
+
+    second = tmp_path / "second.csv"
+    second.write_text("transaction_id,timestamp,amount\ntx9,2024-05-12 00:00:01,10\ntx9,2024-05-12 00:00:02,20\n")
+    result = run_pipeline(second, warehouse, instance=instance, window_size_ms=5000)
+    assert not result.success
+    alignment = check_evaluation(result, "window_averages.windows_aligned_and_bounded")
+    assert not alignment.passed and alignment.severity == AssetCheckSeverity.ERROR
+    assert alignment.metadata["wrong_length"].value == 3  # the lab example's three 3 s windows
+    assert "not 5000 ms long" in alignment.description
+    # the second file's own windows are fine: conservation and reconciliation pass
+    assert check_evaluation(result, "window_averages.matches_independent_replay").passed
+    assert step_keys(result, DagsterEventType.STEP_FAILURE) == ["replay_event_time_windows"]
+    assert "anomaly_thresholds" not in step_keys(result, DagsterEventType.STEP_START)
+    assert snapshot(warehouse) == before
+
+
+def test_reconciliation_fails_when_results_are_altered_and_blocks_downstream(tmp_path):
+    """Another tool narrowed window_averages.avg_amount to DECIMAL(18,2) in the published warehouse.
+
+    The Flink job is right, but what lands in the table is no longer the exact mean, so the
+    independent recomputation disagrees: the blocking reconciliation check fails, anomaly_thresholds
+    never runs and nothing is published.
+    """
+    warehouse = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse))
+    schema.create_tables(con)
+    con.execute("ALTER TABLE window_averages ALTER avg_amount TYPE DECIMAL(18, 2)")
+    con.close()
+    before = snapshot(warehouse)
+    thirds = tmp_path / "thirds.csv"
+    thirds.write_text(
+        "transaction_id,timestamp,amount\n"
+        "tx1,2024-05-11 10:00:00,100\ntx1,2024-05-11 10:00:01,100\ntx1,2024-05-11 10:00:02,101\n"
+        "tx2,2024-05-11 10:00:03,10\n"
+    )
+    result = run_pipeline(thirds, warehouse)
+    assert not result.success
+    replay_check = check_evaluation(result, "window_averages.matches_independent_replay")
+    assert not replay_check.passed and replay_check.severity == AssetCheckSeverity.ERROR
+    metadata = replay_check.metadata
+    assert metadata["avg_mismatches"].value == 1  # 301/3 is not 100.33; tx2's 10.0 survives the cast
+    assert metadata["windows_compared"].value == 2
+    assert metadata["max_abs_diff"].value > 0
+    assert step_keys(result, DagsterEventType.STEP_FAILURE) == ["replay_event_time_windows"]
+    assert "anomaly_thresholds" not in step_keys(result, DagsterEventType.STEP_START)
+    assert snapshot(warehouse) == before

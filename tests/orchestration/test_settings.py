@@ -22,9 +22,11 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "TXN_ALLOWED_LATENESS_MS": "1500",
         "TXN_FLINK_PARALLELISM": "4",
         "TXN_FLINK_JOBMANAGER": "flink-jm:8081",
-        "TXN_FLINK_ENGINE": "sql",
+        "TXN_FLINK_ENGINE": "datastream",
         "TXN_ANOMALY_MIN_WINDOWS": "7",
         "TXN_ANOMALY_Z": "2.75",
+        "TXN_MAX_REJECTED_RATIO": "0.2",
+        "TXN_MAX_LATE_RATIO": "0.3",
     }
 
 
@@ -70,9 +72,10 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert settings.allowed_lateness_ms == 1500 and type(settings.allowed_lateness_ms) is int
     assert settings.flink_parallelism == 4 and type(settings.flink_parallelism) is int
     assert settings.flink_jobmanager == "flink-jm:8081"
-    assert settings.flink_engine == "sql"
+    assert settings.flink_engine == "datastream"
     assert settings.anomaly_min_windows == 7 and type(settings.anomaly_min_windows) is int
     assert settings.anomaly_z == 2.75 and type(settings.anomaly_z) is float
+    assert settings.max_rejected_ratio == 0.2 and settings.max_late_ratio == 0.3
     # every value differs from its default, so each was really read
     defaults = PipelineSettings()
     for field in ENV_VARS:
@@ -251,6 +254,8 @@ def test_every_invalid_setting_is_reported_at_once(tmp_path: Path) -> None:
         flink_engine="spark",
         anomaly_min_windows=0,
         anomaly_z=0.0,
+        max_rejected_ratio=2.0,
+        max_late_ratio=-1.0,
     )
     problems = settings.problems()
     expected_vars = {var for field, var in ENV_VARS.items() if field != "source_csv"}
@@ -277,3 +282,48 @@ def test_replay_config_from_env(tmp_path: Path) -> None:
 def test_replay_config_rejects_invalid_window(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="window_size_ms"):
         valid_settings(tmp_path, window_size_ms=0).replay_config()
+
+
+@pytest.mark.parametrize("field", ["max_rejected_ratio", "max_late_ratio"])
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_ratio_limits_must_be_between_0_and_1(tmp_path: Path, field: str, value: float) -> None:
+    problems = valid_settings(tmp_path, **{field: value}).problems()
+    assert len(problems) == 1 and ENV_VARS[field] in problems[0]
+
+
+# --------------------------------------------------------------------------- #
+# incoming-folder sensor requests (no daemon; see tests/browser for the real one)
+# --------------------------------------------------------------------------- #
+def test_incoming_run_requests_one_per_file_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    from orchestration.automation import SOURCE_FILE_TAG, incoming_run_requests
+
+    monkeypatch.setenv("TXN_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    monkeypatch.setenv("TXN_WINDOW_SIZE_MS", "60000")
+    assert incoming_run_requests(tmp_path / "missing", time.time()) == []
+    a, b = tmp_path / "a.csv", tmp_path / "b.CSV"
+    a.write_text("transaction_id,timestamp,amount\n")
+    b.write_text("transaction_id,timestamp,amount\ntx,2024-01-01 00:00:00,1\n")
+    (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / ".hidden.csv").write_text("ignored")
+    os.utime(a, (1_000, 1_000))
+    os.utime(b, (2_000, 2_000))
+    now = time.time()
+    requests = incoming_run_requests(tmp_path, now)
+    assert [r.tags[SOURCE_FILE_TAG] for r in requests] == [str(a), str(b)]  # oldest first
+    config = requests[0].run_config["resources"]["pipeline"]["config"]
+    # every setting is passed, so the run keeps the configured warehouse and window size
+    assert config["source_csv"] == str(a) and config["warehouse"] == str(tmp_path / "wh.duckdb")
+    assert config["window_size_ms"] == 60000 and set(config) == set(ENV_VARS)
+    # the same file version gives the same run key; a changed one a new key
+    assert [r.run_key for r in incoming_run_requests(tmp_path, now)] == [r.run_key for r in requests]
+    a.write_text("transaction_id,timestamp,amount\ntx,2024-01-01 00:00:00,2\n")
+    os.utime(a, (3_000, 3_000))
+    again = incoming_run_requests(tmp_path, now)
+    assert [r.tags[SOURCE_FILE_TAG] for r in again] == [str(b), str(a)]
+    assert again[1].run_key != requests[0].run_key and again[0].run_key == requests[1].run_key
+    # a file modified within the settle time may still be being written
+    os.utime(a, (now, now))
+    assert [r.tags[SOURCE_FILE_TAG] for r in incoming_run_requests(tmp_path, now + 0.5, settle_s=2)] == [str(b)]

@@ -682,3 +682,86 @@ def test_property_arbitrary_text_never_crashes_and_chunking_is_invisible(body, c
     lines = (HEADER + body).split("\n")
     for rec in rejected.itertuples():
         assert "\n".join(lines[rec.line - 1:]).startswith(rec.raw)
+
+
+# ---------------------------------------------------------------- gzip, delimiters, huge fields
+
+
+def test_gzip_is_read_transparently_and_streamed(tmp_path):
+    import gzip
+
+    body = HEADER + "".join(f"k{i % 7},2024-05-11 10:00:{i % 60:02d},{i}\n" for i in range(5000)) + "bad,x,1\n"
+    plain = write(tmp_path, body, "plain.csv")
+    packed = write(tmp_path, gzip.compress(body.encode()), "packed.csv.gz")
+    a_valid, a_rej, _ = read_all(plain, chunk_rows=777)
+    b_valid, b_rej, chunks = read_all(packed, chunk_rows=777)
+    assert len(chunks) == 7
+    pd.testing.assert_frame_equal(a_valid, b_valid)
+    pd.testing.assert_frame_equal(a_rej, b_rej)
+    assert len(b_valid) == 5000 and len(b_rej) == 1
+
+
+def test_gzip_detection_uses_magic_bytes_not_the_name(tmp_path):
+    import gzip
+
+    content = HEADER + "tx1,2024-05-11 10:00:00,1\n"
+    v1, _, _ = read_all(write(tmp_path, gzip.compress(content.encode()), "no_suffix.csv"))
+    v2, _, _ = read_all(write(tmp_path, content, "plain.csv.gz"))
+    assert len(v1) == len(v2) == 1
+
+
+def test_corrupt_gzip_after_some_chunks_is_fatal(tmp_path):
+    import gzip
+    import random
+
+    rnd = random.Random(3)  # incompressible keys, so the stream is long and the cut is mid-data
+    body = HEADER + "".join(f"{rnd.getrandbits(64):x},2024-05-11 10:00:00,1\n" for _ in range(20000))
+    packed = gzip.compress(body.encode())
+    path = write(tmp_path, packed[: len(packed) // 2], "cut.csv.gz")
+    reader = read_transactions(path, chunk_rows=1000)
+    assert len(next(reader).valid) == 1000  # earlier chunks were fine
+    with pytest.raises(InputFileError, match="corrupt or truncated gzip file") as info:
+        list(reader)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("header, name", [
+    ("transaction_id;timestamp;amount", "semicolon"),
+    ("Transaction_ID ; Timestamp ; Amount ; note", "semicolon"),
+    ("transaction_id\ttimestamp\tamount", "tab"),
+    ("transaction_id|timestamp|amount", "pipe"),
+    ("transaction_id;timestamp;amount,extra", "semicolon"),
+])
+def test_other_delimiters_are_fatal_and_named(tmp_path, header, name):
+    message = fatal(write(tmp_path, header + "\nx;y;z\n"))
+    assert f"{name}-delimited" in message and "only comma-delimited CSV is supported" in message
+
+
+def test_semicolon_in_a_comma_header_is_just_a_name(tmp_path):
+    valid, _, _ = read_all(write(tmp_path, "transaction_id,timestamp,amount,a;b\ntx1,2024-05-11 10:00:00,1,x;y\n"))
+    assert len(valid) == 1
+    message = fatal(write(tmp_path, "transaction_id,timestamp,amt;x\n", "other.csv"))
+    assert "missing required column 'amount'" in message  # no delimiter guess when it does not explain it
+
+
+def test_quoted_field_of_several_megabytes_spanning_lines(tmp_path):
+    key = "\n".join(["é" * 999] * 3000)  # ~6 MB, 3000 physical lines
+    path = write(tmp_path, HEADER + f'"{key}",2024-05-11 10:00:00,1\ntx2,2024-05-11 10:00:01,2\n')
+    valid, rejected, _ = read_all(path)
+    assert valid["key"].tolist() == [key, "tx2"] and valid["line"].tolist() == [2, 3002]
+    assert rejected.empty
+
+
+def test_field_over_the_limit_is_fatal_instead_of_mis_splitting(tmp_path, monkeypatch):
+    import csv
+
+    import warehouse.ingest as ingest
+
+    old = csv.field_size_limit(1000)
+    monkeypatch.setattr(ingest, "_MAX_FIELD_CHARS", 1000)
+    try:
+        lines = "".join(f"tx{i},2024-05-11 10:00:00,1\n" for i in range(200))
+        message = fatal(write(tmp_path, HEADER + "tx0,2024-05-11 10:00:00,1\n\"open," + lines))
+    finally:
+        csv.field_size_limit(old)
+    assert "starting on line 3" in message and "left open" in message

@@ -12,7 +12,9 @@ import duckdb
 import pytest
 
 from warehouse import schema
-from warehouse.store import WarehouseStore
+from warehouse.store import ConcurrentPublishError, WarehouseStore
+
+REPO = Path(__file__).resolve().parents[2]
 
 # A child process that opens the published file read-only, reports what it sees, waits for a line
 # on stdin (sent after the parent has published), then reports again on the SAME connection.
@@ -368,3 +370,161 @@ def test_staging_dir_sits_beside_published_file(tmp_path: Path) -> None:
         add_marker(con, "x")
     assert store.staging_path("r").parent == (tmp_path / "sub" / ".staging" / "wh.duckdb").resolve()
     assert os.path.commonpath([store.run_dir("r"), store.staging_dir]) == str(store.staging_dir)
+
+
+# --- concurrent publishes ------------------------------------------------------------------------
+
+
+def test_second_of_two_overlapping_runs_refuses_to_overwrite_the_first(store):
+    publish_with_markers(store, "base", "base")
+    with store.connect_staging("run-a") as con:
+        add_marker(con, "a")
+    with store.connect_staging("run-b") as con:  # both copied the same published file
+        add_marker(con, "b")
+    store.publish("run-a")
+    with pytest.raises(ConcurrentPublishError, match=r"another run published it.*retryable"):
+        store.publish("run-b")
+    assert published_markers(store) == ["a", "base"], "run-a's results are not lost"
+    assert not store.staging_path("run-b").exists() and not store.base_path("run-b").exists()
+    # a rerun of b starts from a's results and publishes both
+    publish_with_markers(store, "run-b-retry", "b")
+    assert published_markers(store) == ["a", "b", "base"]
+    assert store.staged_run_ids() == set()
+
+
+def test_overlapping_runs_on_a_new_warehouse(store):
+    with store.connect_staging("run-a") as con:
+        add_marker(con, "a")
+    with store.connect_staging("run-b") as con:
+        add_marker(con, "b")
+    store.publish("run-b")
+    with pytest.raises(ConcurrentPublishError):
+        store.publish("run-a")
+    assert published_markers(store) == ["b"]
+
+
+def test_publish_refuses_when_the_published_file_was_replaced_by_hand(store, tmp_path):
+    publish_with_markers(store, "base", "base")
+    with store.connect_staging("run-a") as con:
+        add_marker(con, "a")
+    other = tmp_path / "other.duckdb"
+    other_store = WarehouseStore(other)
+    publish_with_markers(other_store, "x", "restored-backup")
+    os.replace(other, store.path)  # e.g. an operator restores a backup meanwhile
+    with pytest.raises(ConcurrentPublishError):
+        store.publish("run-a")
+    assert published_markers(store) == ["restored-backup"]
+
+
+def test_publish_without_a_base_record_fails_closed(store):
+    with store.connect_staging("run-a") as con:
+        add_marker(con, "a")
+    store.base_path("run-a").unlink()
+    with pytest.raises(ConcurrentPublishError, match="no record"):
+        store.publish("run-a")
+    assert not store.path.exists()
+
+
+def test_sequential_runs_publish_normally_and_leave_no_base_files(store):
+    for i in range(3):
+        publish_with_markers(store, f"run-{i}", f"m{i}")
+    assert published_markers(store) == ["m0", "m1", "m2"]
+    assert sorted(p.name for p in store.staging_dir.iterdir()) == []
+
+
+def test_base_records_are_cleaned_with_the_rest_of_a_run(store):
+    with store.connect_staging("dead-run") as con:
+        add_marker(con, "x")
+    (store.staging_dir / "dead-run.base.partial").write_text("{")
+    assert store.staged_run_ids() == {"dead-run"}
+    assert store.discard_all_except(set()) == ["dead-run"]
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_publish_race_between_processes_never_loses_a_result(store):
+    """Several processes stage from the same base and publish at once: exactly one wins, the others
+    fail with ConcurrentPublishError, and the published file holds the base plus the winner."""
+    publish_with_markers(store, "base", "base")
+    script = textwrap.dedent(
+        """
+        import sys
+        from warehouse.store import ConcurrentPublishError, WarehouseStore
+        store = WarehouseStore(sys.argv[1])
+        run_id = sys.argv[2]
+        with store.connect_staging(run_id) as con:
+            con.execute("INSERT INTO rejected_rows (source_file, source_row, line, raw, reason) "
+                        "VALUES ('f.csv', 1, 2, ?, 'test')", [run_id])
+        print("staged", flush=True)
+        sys.stdin.readline()
+        try:
+            store.publish(run_id)
+            print("published", flush=True)
+        except ConcurrentPublishError as error:
+            print("conflict", str(error), flush=True)
+        """
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-c", script, str(store.path), f"racer-{i}"], cwd=REPO,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    for child in children:
+        assert child.stdout.readline().strip() == "staged"
+    for child in children:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    outcomes = [child.communicate(timeout=CHILD_TIMEOUT_S)[0] for child in children]
+    assert all(child.returncode == 0 for child in children)
+    winners = [i for i, out in enumerate(outcomes) if out.startswith("published")]
+    assert len(winners) == 1, outcomes
+    assert sum(out.startswith("conflict") for out in outcomes) == 3
+    assert published_markers(store) == sorted(["base", f"racer-{winners[0]}"])
+
+
+# --- run leases ------------------------------------------------------------------------------------
+
+
+def test_a_leased_run_is_never_discarded_even_if_unknown_to_the_caller(store):
+    """Another process (e.g. a run of another Dagster instance) holds the lease while it works."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from warehouse.store import WarehouseStore
+        store = WarehouseStore(sys.argv[1])
+        with store.run_lease("other-instance-run"):
+            with store.connect_staging("other-instance-run") as con:
+                pass
+            (store.run_dir("other-instance-run")).mkdir()
+            print("holding", flush=True)
+            sys.stdin.readline()
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(store.path)], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "holding"
+        with store.connect_staging("dead-run"):
+            pass
+        assert store.is_leased("other-instance-run") and not store.is_leased("dead-run")
+        assert store.discard_all_except(set()) == ["dead-run"]
+        assert store.staging_path("other-instance-run").exists() and store.run_dir("other-instance-run").is_dir()
+    finally:
+        child.communicate("done\n", timeout=CHILD_TIMEOUT_S)
+    assert not store.is_leased("other-instance-run")
+    assert store.discard_all_except(set()) == ["other-instance-run"]
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_a_killed_holder_releases_its_lease(store):
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom warehouse.store import WarehouseStore\n"
+         "s = WarehouseStore(sys.argv[1])\nwith s.run_lease('r1'):\n print('in', flush=True)\n time.sleep(600)",
+         str(store.path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "in"
+        assert store.is_leased("r1")
+    finally:
+        child.kill()
+        child.wait(CHILD_TIMEOUT_S)
+    assert not store.is_leased("r1")
+    assert store.discard_all_except(set()) == ["r1"]

@@ -1,0 +1,165 @@
+"""Schedules, sensors and freshness checks of the pipeline.
+
+* `daily_replay` replays the configured source (TXN_SOURCE_CSV) every day; it is STOPPED by default.
+* `incoming_csv_sensor` watches an incoming folder (TXN_INCOMING_DIR, default data/incoming/) and
+  requests one run per new or changed `*.csv` file, replaying that file into the warehouse.
+* `pipeline_failure_summary` logs one line per failed run: what failed and which file.
+* `window_freshness_checks` + `freshness_checks_sensor` fail when the window assets are older than
+  the freshness window (TXN_FRESHNESS_FAIL_MINUTES).
+
+Runs never race on the warehouse: the instance's run queue admits one run at a time (see
+orchestration/dagster.yaml, which `make dev` copies into DAGSTER_HOME).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    build_last_update_freshness_checks,
+    build_sensor_for_freshness_checks,
+    define_asset_job,
+    run_failure_sensor,
+    sensor,
+)
+
+from orchestration.assets import FRESHNESS_FAIL_MINUTES, env_int
+from orchestration.settings import REPO_ROOT, PipelineSettings
+
+SOURCE_FILE_TAG = "txn/source_file"
+
+replay_transactions_job = define_asset_job(
+    "replay_transactions",
+    selection="*",
+    description="Replay the configured source CSV into the warehouse: every asset and its checks.",
+)
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+SCHEDULE_CRON = _env("TXN_SCHEDULE_CRON", "0 6 * * *")
+SCHEDULE_TIMEZONE = _env("TXN_SCHEDULE_TIMEZONE", "UTC")
+INCOMING_DIR = Path(os.path.abspath(os.path.expanduser(_env("TXN_INCOMING_DIR", str(REPO_ROOT / "data" / "incoming")))))
+INCOMING_INTERVAL_S = env_int("TXN_INCOMING_INTERVAL_S", 15, 1)
+# A file must be unchanged for this long before it is replayed (it may still be being written).
+INCOMING_SETTLE_S = float(_env("TXN_INCOMING_SETTLE_S", "2"))
+
+daily_replay = ScheduleDefinition(
+    name="daily_replay",
+    job=replay_transactions_job,
+    cron_schedule=SCHEDULE_CRON,
+    execution_timezone=SCHEDULE_TIMEZONE,
+    default_status=DefaultScheduleStatus.STOPPED,
+    description=f"Replays the configured source CSV (TXN_SOURCE_CSV) at '{SCHEDULE_CRON}' {SCHEDULE_TIMEZONE}. "
+    "Off by default: turn it on in the UI (Automation) or with `dagster schedule start daily_replay`.",
+)
+
+
+def file_run_key(path: Path) -> str:
+    """Stable per file version: the same name, mtime and size never runs twice."""
+    stat = path.stat()
+    return f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}"
+
+
+def replay_run_config(source_csv: Path, settings: PipelineSettings | None = None) -> dict:
+    """Run config replaying one file with every other setting as configured (TXN_* variables).
+
+    Dagster replaces the resource's whole configured value with the run config, so a run config
+    with only `source_csv` would reset the warehouse and all other settings to their built-in
+    defaults: every field is passed.
+    """
+    settings = settings or PipelineSettings.from_env()
+    return {"resources": {"pipeline": {"config": {**settings.as_metadata(), "source_csv": str(source_csv)}}}}
+
+
+def incoming_run_requests(folder: Path, now: float, settle_s: float = INCOMING_SETTLE_S) -> list[RunRequest]:
+    """One RunRequest per settled *.csv file in the folder, oldest first."""
+    if not folder.is_dir():
+        return []
+    settings = PipelineSettings.from_env()
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".csv" and not p.name.startswith(".")]
+    requests = []
+    for path in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        if now - path.stat().st_mtime < settle_s:
+            continue
+        requests.append(
+            RunRequest(
+                run_key=file_run_key(path),
+                run_config=replay_run_config(path.resolve(), settings),
+                tags={SOURCE_FILE_TAG: str(path.resolve())},
+            )
+        )
+    return requests
+
+
+@sensor(
+    name="incoming_csv_sensor",
+    job=replay_transactions_job,
+    minimum_interval_seconds=INCOMING_INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=f"Replays every new or changed *.csv in {INCOMING_DIR} (TXN_INCOMING_DIR) into the warehouse, "
+    "one run per file version (run key: name + mtime + size).",
+)
+def incoming_csv_sensor(context: SensorEvaluationContext):
+    import time
+
+    requests = incoming_run_requests(INCOMING_DIR, time.time())
+    if not requests:
+        return SkipReason(f"no settled *.csv file in {INCOMING_DIR}")
+    return requests
+
+
+def _failed_source_file(context: RunFailureSensorContext) -> str:
+    run = context.dagster_run
+    if SOURCE_FILE_TAG in run.tags:
+        return run.tags[SOURCE_FILE_TAG]
+    config = (run.run_config or {}).get("resources", {}).get("pipeline", {}).get("config", {})
+    return str(config.get("source_csv") or _env("TXN_SOURCE_CSV", str(REPO_ROOT / "data" / "sample_transactions.csv")))
+
+
+def failure_summary(context: RunFailureSensorContext) -> str:
+    steps = [event.step_key for event in context.get_step_failure_events() if event.step_key]
+    messages = [
+        (event.step_failure_data.error.message or "").strip().splitlines()[0]
+        for event in context.get_step_failure_events()
+        if event.step_failure_data and event.step_failure_data.error
+    ]
+    reason = messages[0] if messages else (context.failure_event.message or "run failed")
+    return (
+        f"Run {context.dagster_run.run_id} ({context.dagster_run.job_name}) FAILED for file "
+        f"{_failed_source_file(context)} at step {', '.join(steps) or '-'}: {reason}"
+    )
+
+
+@run_failure_sensor(
+    name="pipeline_failure_summary",
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Logs one summary line per failed run: the run, the failed step, the file and the reason.",
+)
+def pipeline_failure_summary(context: RunFailureSensorContext) -> None:
+    context.log.error(failure_summary(context))
+
+
+def window_freshness_checks(fail_after: timedelta = timedelta(minutes=FRESHNESS_FAIL_MINUTES)):
+    """Freshness checks that fail when window_averages / late_events were last updated too long ago."""
+    return build_last_update_freshness_checks(
+        assets=[AssetKey("window_averages"), AssetKey("late_events")], lower_bound_delta=fail_after
+    )
+
+
+freshness_checks = window_freshness_checks()
+freshness_checks_sensor = build_sensor_for_freshness_checks(
+    freshness_checks=freshness_checks, default_status=DefaultSensorStatus.RUNNING, name="freshness_checks_sensor"
+)
