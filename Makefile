@@ -46,7 +46,7 @@ sample: venv
 BENCH_ARGS ?= --rows 100000 1000000
 .PHONY: bench
 bench: venv
-	$(BIN)/python bench/run.py --from-make $(BENCH_ARGS)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf data/warehouse.duckdb data/warehouse.duckdb.wal data/.staging data/.warehouse.duckdb.lock .pytest_cache

@@ -339,7 +339,7 @@ def markdown(all_results: list[dict], args) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"`{' '.join(['make bench' if args.from_make else 'bench/run.py', *sys.argv[1:]])}` on "
+        f"`{' '.join(['bench/run.py', *sys.argv[1:]])}` on "
         f"a {os.cpu_count()}-core machine, Python {platform.python_version()}, "
         f"Flink parallelism {args.parallelism}, synthetic data: {args.keys} keys, seed {args.seed}, "
         f"late fraction {args.late_fraction}. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
@@ -455,7 +455,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lab-max-rows", type=int, default=100_000)
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a temp dir, removed afterwards")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "latest.md")
-    parser.add_argument("--from-make", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.lab and not args.lab_job.is_file():
         print(f"lab job {args.lab_job} not found: skipping it (--lab-job PATH)", file=sys.stderr)

@@ -39,7 +39,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # Row layout of the partials: (key, window_start_ms, q, hi, mid, lo, txn_count)
-PARTIAL_FIELDS = ("key", "window_start_ms", "q", "hi", "mid", "lo", "txn_count")
 LIMB_BITS = 29
 MIN_EXPONENT = -1074  # 2**-1074 is the smallest subnormal: every finite double is a multiple of it
 EXPONENT_BUCKET = 32
@@ -154,18 +153,14 @@ def exact_mean_of_partials(partials: Iterable[tuple[int, int, int, int, int]]) -
 
 def finish_partials(partial_dir: Path, windows_dir: Path, window_size_ms: int) -> int:
     """Combine the JSON-lines partials into the windows output; returns the number of windows."""
-    windows: dict[tuple[str, int], list[int]] = {}
+    windows: dict[tuple[str, int], list[tuple[int, int, int, int, int]]] = {}
     for path in sorted(p for p in Path(partial_dir).rglob("*") if p.is_file() and not p.name.startswith(".")):
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 p = json.loads(line)
-                value = scaled(p["q"], p["hi"], p["mid"], p["lo"])
-                slot = windows.get((p["key"], p["window_start_ms"]))
-                if slot is None:
-                    windows[(p["key"], p["window_start_ms"])] = [value, p["txn_count"]]
-                else:
-                    slot[0] += value
-                    slot[1] += p["txn_count"]
+                windows.setdefault((p["key"], p["window_start_ms"]), []).append(
+                    (p["q"], p["hi"], p["mid"], p["lo"], p["txn_count"])
+                )
     windows_dir = Path(windows_dir)
     windows_dir.mkdir(parents=True, exist_ok=True)
     if not windows:
@@ -178,12 +173,13 @@ def finish_partials(partial_dir: Path, windows_dir: Path, window_size_ms: int) -
                     "key": key,
                     "window_start_ms": start,
                     "window_end_ms": start + window_size_ms,
-                    "avg_amount": total / (count << -MIN_EXPONENT),
+                    "avg_amount": avg_amount,
                     "txn_count": count,
                 }
             )
             + "\n"
-            for (key, start), (total, count) in windows.items()
+            for (key, start), partials in windows.items()
+            for avg_amount, count in (exact_mean_of_partials(partials),)
         )
     return len(windows)
 

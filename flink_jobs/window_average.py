@@ -53,17 +53,11 @@ from pyflink.datastream.window import TumblingEventTimeWindows
 
 from flink_jobs import exact_sql
 from flink_jobs.environment import create_environments
+from flink_jobs.output import ENGINES, count_output_rows
 
-ENGINES = ("datastream", "sql")
 
-# Every finite double is an integer multiple of 2**-1074, so scaling by 2**1074 makes sums exact.
+# Every finite double is an integer multiple of 2**-1074: sums in those units are exact integers.
 _SCALE_BITS = 1074
-
-
-def exact_scaled(amount: float) -> int:
-    """`amount * 2**1074` as an exact integer."""
-    numerator, denominator = amount.as_integer_ratio()  # denominator is a power of two
-    return numerator << (_SCALE_BITS - (denominator.bit_length() - 1))
 
 
 class PartialTimestampAssigner(TimestampAssigner):
@@ -73,20 +67,23 @@ class PartialTimestampAssigner(TimestampAssigner):
         return value[1]
 
 
-class AverageAggregate(AggregateFunction):
-    """The lab's (sum, count) average, with the sum kept exact.
+class PartialAverageAggregate(AggregateFunction):
+    """The lab's (sum, count) average, fed with exact partials ("pre-aggregation via merge").
 
-    The sum is an integer in units of 2**-1074, so adding and merging are exact and the result
-    does not depend on the order in which Flink feeds or merges records. The average is the exact
-    mean rounded once to a double (Python's int / int is correctly rounded). A count of zero never
-    reaches get_result (Flink creates no empty windows), but it returns None rather than dividing.
+    Flink SQL (Java) has already summed the on-time amounts of each (key, window, exponent bucket)
+    exactly (see flink_jobs.exact_sql). The accumulator is (sum in units of 2**-1074, count): `add`
+    folds a partial into it exactly as `merge` folds two accumulators, so the result does not depend
+    on the order in which Flink feeds or merges them. The average is the exact mean rounded once to
+    a double (Python's int / int is correctly rounded). A count of zero never reaches get_result
+    (Flink creates no empty windows), but it returns None rather than dividing by zero.
     """
 
     def create_accumulator(self):
         return 0, 0
 
     def add(self, value, accumulator):
-        return accumulator[0] + exact_scaled(value[2]), accumulator[1] + 1
+        _, _, q, hi, mid, lo, count = value
+        return accumulator[0] + exact_sql.scaled(q, hi, mid, lo), accumulator[1] + count
 
     def get_result(self, accumulator):
         total, count = accumulator
@@ -96,19 +93,6 @@ class AverageAggregate(AggregateFunction):
 
     def merge(self, acc_a, acc_b):
         return acc_a[0] + acc_b[0], acc_a[1] + acc_b[1]
-
-
-class PartialAverageAggregate(AverageAggregate):
-    """AverageAggregate fed with exact partials instead of single amounts ("pre-aggregation via merge").
-
-    Flink SQL (Java) has already summed the on-time amounts of each (key, window, exponent bucket)
-    exactly (see flink_jobs.exact_sql); `add` folds such a partial into the same exact
-    (sum in units of 2**-1074, count) accumulator, exactly as `merge` folds two accumulators.
-    """
-
-    def add(self, value, accumulator):
-        _, _, q, hi, mid, lo, count = value
-        return accumulator[0] + exact_sql.scaled(q, hi, mid, lo), accumulator[1] + count
 
 
 class WithWindowBounds(ProcessWindowFunction):
@@ -144,7 +128,7 @@ def run(
     allowed_lateness_ms: int = 0,
     parallelism: int = 2,
     jobmanager: str | None = None,
-    engine: str = "datastream",
+    engine: str = ENGINES[0],
 ) -> dict:
     """Run the job to completion with the given engine; returns figures about the run."""
     if engine not in ENGINES:
@@ -157,6 +141,8 @@ def run(
     if not input_path.is_file():
         raise FileNotFoundError(f"staged input {input_path} does not exist")
     output_dir = Path(output_dir).resolve()
+    for stale in ("windows", "late", "partials"):  # a rerun into the same folder must not append
+        shutil.rmtree(output_dir / stale, ignore_errors=True)
     started = time.monotonic()
     env, t_env = create_environments(parallelism, jobmanager)
     exact_sql.register_views(t_env, input_path, window_size_ms, out_of_orderness_ms, allowed_lateness_ms)
@@ -167,7 +153,6 @@ def run(
     figures: dict = {"engine": engine}
     if engine == "sql":
         partial_dir = output_dir / "partials"  # intermediate: removed once the windows are written
-        shutil.rmtree(partial_dir, ignore_errors=True)  # never fold in leftovers of an earlier attempt
         t_env.execute_sql(exact_sql.json_sink_ddl("partial_sink", exact_sql.PARTIAL_COLUMNS, partial_dir))
         statements.add_insert_sql("INSERT INTO partial_sink SELECT * FROM partials")
         job = statements.execute().get_job_client()
@@ -215,21 +200,6 @@ def _window_stream(t_env, output_dir: Path, window_size_ms: int, out_of_ordernes
     windows.sink_to(_sink(output_dir / "windows")).name("windows sink")
 
 
-def output_files(directory: Path) -> list[Path]:
-    """Finished part files (Flink leaves nothing in progress after a successful batch job)."""
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.rglob("*.jsonl") if not p.name.startswith("."))
-
-
-def count_output_rows(directory: Path) -> int:
-    total = 0
-    for path in output_files(directory):
-        with open(path, "rb") as handle:
-            total += sum(1 for _ in handle)
-    return total
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m flink_jobs.window_average",
@@ -245,7 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--engine",
         choices=list(ENGINES),
-        default="datastream",
+        default=ENGINES[0],
         help="datastream: the lab's model (TimestampAssigner, key_by, tumbling event-time windows, Python "
         "AggregateFunction) over exact partials pre-aggregated in Flink SQL; sql: Flink SQL built-in "
         "aggregates only, the exact mean finished in the client. Both give identical output.",

@@ -36,7 +36,7 @@ from dagster import (
 from dagster._core.errors import DagsterPipesExecutionError
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-from flink_jobs.window_average import output_files
+from flink_jobs.output import output_files
 from orchestration.plots import anomaly_svg, markdown_image
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from warehouse import quality, reconcile, schema, thresholds
@@ -654,6 +654,7 @@ def _reconciliation_check(con, config, source_file: str) -> AssetCheckResult:
             "late_events_expected": int(late["late_expected"]),
             "late_events_missing": int(late["missing"]),
             "late_events_unexpected": int(late["unexpected"]),
+            "late_events_value_mismatches": int(late["value_mismatches"]),
             "examples": MetadataValue.json(list(windows["examples"]) + list(late["examples"])),
         },
         description=None if passed else "window_averages/late_events differ from the DuckDB recomputation",

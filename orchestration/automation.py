@@ -67,9 +67,9 @@ daily_replay = ScheduleDefinition(
 )
 
 
-def file_run_key(path: Path) -> str:
+def file_run_key(path: Path, stat: os.stat_result | None = None) -> str:
     """Stable per file version: the same name, mtime and size never runs twice."""
-    stat = path.stat()
+    stat = stat or path.stat()
     return f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}"
 
 
@@ -85,18 +85,28 @@ def replay_run_config(source_csv: Path, settings: PipelineSettings | None = None
 
 
 def incoming_run_requests(folder: Path, now: float, settle_s: float = INCOMING_SETTLE_S) -> list[RunRequest]:
-    """One RunRequest per settled *.csv file in the folder, oldest first."""
+    """One RunRequest per settled *.csv or *.csv.gz file in the folder, oldest first."""
     if not folder.is_dir():
         return []
     settings = PipelineSettings.from_env()
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".csv" and not p.name.startswith(".")]
+    files = []
+    for path in folder.iterdir():
+        name = path.name.lower()
+        if path.name.startswith(".") or not (name.endswith(".csv") or name.endswith(".csv.gz")):
+            continue
+        try:  # one stat per file: a file renamed or deleted meanwhile is simply skipped
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        if path.is_file():
+            files.append((stat, path))
     requests = []
-    for path in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name)):
-        if now - path.stat().st_mtime < settle_s:
+    for stat, path in sorted(files, key=lambda item: (item[0].st_mtime_ns, item[1].name)):
+        if now - stat.st_mtime < settle_s:
             continue
         requests.append(
             RunRequest(
-                run_key=file_run_key(path),
+                run_key=file_run_key(path, stat),
                 run_config=replay_run_config(path.resolve(), settings),
                 tags={SOURCE_FILE_TAG: str(path.resolve())},
             )
@@ -132,7 +142,7 @@ def _failed_source_file(context: RunFailureSensorContext) -> str:
 def failure_summary(context: RunFailureSensorContext) -> str:
     steps = [event.step_key for event in context.get_step_failure_events() if event.step_key]
     messages = [
-        (event.step_failure_data.error.message or "").strip().splitlines()[0]
+        next(iter((event.step_failure_data.error.message or "").strip().splitlines()), "")
         for event in context.get_step_failure_events()
         if event.step_failure_data and event.step_failure_data.error
     ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from flink_jobs.output import ENGINES
 from warehouse.replay import ReplayConfig
 from warehouse.timestamps import validate_timezone
 
@@ -40,7 +41,7 @@ ENV_VARS: dict[str, str] = {
     "max_late_ratio": "TXN_MAX_LATE_RATIO",
 }
 
-FLINK_ENGINES = ("datastream", "sql")
+FLINK_ENGINES = ENGINES
 _COLUMN_NAME = re.compile(r"^[^\x00-\x1f\",]{1,128}$")
 
 

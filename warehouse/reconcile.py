@@ -167,7 +167,6 @@ ORDER BY source_file, source_row
 )
 
 # Kept under the name used in the design notes.
-expected_windows_sql = EXPECTED_WINDOWS_SQL
 
 
 def _params(config: _ConfigLike, source_file: str | None) -> dict[str, Any]:
@@ -369,7 +368,8 @@ def compare_window_averages(actual: pd.DataFrame, expected: pd.DataFrame) -> dic
 
 def compare_late_events(actual: pd.DataFrame, expected: pd.DataFrame) -> dict[str, Any]:
     """Compare late events by their ``source_row`` sets (plus ``source_file``
-    when both frames have it).  Other columns are not compared."""
+    when both frames have it), then every other column both frames have
+    (``key``, ``event_time_ms``, ``watermark_ms`` exactly, ``amount`` bit for bit)."""
     join = _join_columns(actual, expected, ["source_row"])
     for df, name in ((actual, "actual"), (expected, "expected")):
         _require(df, join, name)
@@ -389,6 +389,22 @@ def compare_late_events(actual: pd.DataFrame, expected: pd.DataFrame) -> dict[st
     examples = [f"missing late {r}" for r in missing[:_MAX_EXAMPLES]] + [
         f"unexpected late {r}" for r in unexpected[:_MAX_EXAMPLES]
     ]
+    value_columns = [c for c in ("key", "event_time_ms", "amount", "watermark_ms") if c in actual and c in expected]
+    value_mismatches = 0
+    if value_columns and not dup_actual and not dup_expected:
+        both = actual[join + value_columns].merge(
+            expected[join + value_columns], on=join, how="inner", suffixes=("_actual", "_expected")
+        )
+        bad = np.zeros(len(both), dtype=bool)
+        for column in value_columns:
+            a, e = both[f"{column}_actual"], both[f"{column}_expected"]
+            bad |= (_bits(a) != _bits(e)) if column == "amount" else (a.to_numpy() != e.to_numpy())
+        value_mismatches = int(bad.sum())
+        examples += [
+            f"late {tuple(r[c] for c in join)} differs: "
+            + ", ".join(f"{c} {r[c + '_actual']!r} vs {r[c + '_expected']!r}" for c in value_columns)
+            for _, r in both[bad].head(_MAX_EXAMPLES).iterrows()
+        ]
     return {
         "late_expected": len(exp),
         "late_actual": len(act),
@@ -397,6 +413,7 @@ def compare_late_events(actual: pd.DataFrame, expected: pd.DataFrame) -> dict[st
         "unexpected": len(unexpected),
         "duplicates_actual": dup_actual,
         "duplicates_expected": dup_expected,
+        "value_mismatches": value_mismatches,
         "examples": examples,
-        "equal": not missing and not unexpected and dup_actual == 0 and dup_expected == 0,
+        "equal": not missing and not unexpected and dup_actual == 0 and dup_expected == 0 and value_mismatches == 0,
     }

@@ -1,7 +1,7 @@
 """The data contract: every DuckDB table the pipeline writes, with its columns and types.
 
-Every table carries `source_file` so that daily extracts can accumulate: replaying a file replaces
-exactly that file's rows. All times are UTC; `*_ms` columns are epoch milliseconds.
+Every table but `anomaly_thresholds` (which spans the whole history) carries `source_file`, so that
+daily extracts accumulate: replaying a file replaces exactly that file's rows. All times are UTC; `*_ms` columns are epoch milliseconds.
 """
 
 from __future__ import annotations
@@ -60,16 +60,6 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
-# Sort order used whenever a table is written, so the same input gives byte-identical tables.
-ORDER_BY: dict[str, str] = {
-    "transactions": "source_file, source_row",
-    "rejected_rows": "source_file, source_row",
-    "window_averages": "source_file, key, window_start_ms",
-    "late_events": "source_file, source_row",
-    "anomaly_thresholds": "key",
-}
-
-
 def create_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create any missing table of the contract (existing tables are left as they are)."""
     for table, columns in TABLES.items():
@@ -100,6 +90,14 @@ def contract_mismatches(con: duckdb.DuckDBPyConnection, table: str) -> list[str]
             problems.append(f"{table}.{name} is missing")
         elif actual_map[name] != sql_type:
             problems.append(f"{table}.{name} is {actual_map[name]}, expected {sql_type}")
+    expected_names = [name for name, _ in expected]
+    extra = [name for name, _ in actual if name not in expected_names]
+    if extra:
+        problems.append(f"{table} has unexpected column(s) {', '.join(extra)}")
+    common = [name for name, _ in actual if name in expected_names]
+    if not problems and common != expected_names:
+        # the pipeline inserts by position, so the order is part of the contract
+        problems.append(f"{table} columns are in the order {', '.join(common)}, expected {', '.join(expected_names)}")
     return problems
 
 

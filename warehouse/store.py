@@ -199,9 +199,8 @@ class WarehouseStore:
         if not staging.exists():
             raise FileNotFoundError(f"run {run_id} has no staged warehouse at {staging}")
         # Fold any WAL into the file so that the published file is self-contained.
-        con = duckdb.connect(str(staging))
-        con.execute("CHECKPOINT")
-        con.close()
+        with duckdb.connect(str(staging)) as con:
+            con.execute("CHECKPOINT")
         with open(staging, "rb") as handle:
             os.fsync(handle.fileno())
         with self._lock():

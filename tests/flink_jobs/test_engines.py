@@ -179,3 +179,12 @@ def test_cli_accepts_both_engines():
 
     done = subprocess.run([sys.executable, "-m", "flink_jobs.window_average", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "{datastream,sql}" in done.stdout
+
+
+def test_aggregate_does_not_overflow_or_divide_by_zero():
+    agg = PartialAverageAggregate()
+    acc = agg.create_accumulator()
+    for _ in range(2):
+        acc = agg.add(("k", 0, *_decompose(1e308), 1), acc)
+    assert agg.get_result(acc) == (1e308, 2)  # the plain float sum would be inf
+    assert agg.get_result(agg.create_accumulator()) == (None, 0)

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from flink_jobs.window_average import AverageAggregate, exact_scaled
 from tests.conftest import (
     read_job_output,
     run_flink_job,
@@ -14,42 +13,9 @@ from tests.conftest import (
     write_staged_input,
 )
 from warehouse import reconcile, synthetic
-from warehouse.replay import ReplayConfig, exact_mean, replay
+from warehouse.replay import ReplayConfig, replay
 
 LAB_MS = 1715421600000  # 2024-05-11 10:00:00 UTC
-
-
-# --- the aggregate function alone (no Flink) --------------------------------------------------
-
-
-@pytest.mark.parametrize("amount", [0.0, -0.0, 0.1, 100.0, -2.5, 1e308, -1e308, 5e-324, 123456.789])
-def test_exact_scaled_is_exact(amount):
-    assert exact_scaled(amount) / (1 << 1074) == amount
-
-
-def test_average_aggregate_is_order_and_merge_independent():
-    rng = random.Random(3)
-    values = [rng.uniform(-1e6, 1e6) for _ in range(200)] + [1e-300, 1e300, -1e300]
-    agg = AverageAggregate()
-
-    def fold(items):
-        acc = agg.create_accumulator()
-        for v in items:
-            acc = agg.add(("k", 0, v), acc)
-        return acc
-
-    forward = agg.get_result(fold(values))
-    shuffled = values[:]
-    rng.shuffle(shuffled)
-    merged = agg.get_result(agg.merge(fold(shuffled[:77]), fold(shuffled[77:])))
-    assert forward == merged == (exact_mean(values), len(values))
-
-
-def test_average_aggregate_does_not_overflow_or_divide_by_zero():
-    agg = AverageAggregate()
-    acc = agg.add(("k", 0, 1e308), agg.add(("k", 0, 1e308), agg.create_accumulator()))
-    assert agg.get_result(acc) == (1e308, 2)  # the plain float sum would be inf
-    assert agg.get_result(agg.create_accumulator()) == (None, 0)
 
 
 # --- real Flink runs --------------------------------------------------------------------------

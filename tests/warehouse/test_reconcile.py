@@ -406,3 +406,20 @@ def test_sample_file_sql_matches_replay(con) -> None:
     assert compare_late_events(late, late_frame(ref))["equal"]
     assert_same(sql_result(con, config, "sample_transactions.csv"), ref)
     assert len(events) == int(windows["txn_count"].sum()) + len(late)
+
+
+def test_compare_late_events_checks_every_shared_column():
+    base = pd.DataFrame(
+        {"source_row": [3, 9], "key": ["a", "b"], "event_time_ms": [10, 20], "amount": [1.5, 2.5], "watermark_ms": [99, 99]}
+    )
+    assert compare_late_events(base.copy(), base)["equal"]
+    for column, value in (("key", "z"), ("event_time_ms", 11), ("watermark_ms", 98), ("amount", 1.5000000000000002)):
+        changed = base.copy()
+        changed.loc[0, column] = value
+        report = compare_late_events(changed, base)
+        assert report["value_mismatches"] == 1 and report["equal"] is False, column
+    signed_zero = base.copy()
+    signed_zero["amount"] = [0.0, 2.5]
+    negative_zero = signed_zero.copy()
+    negative_zero["amount"] = [-0.0, 2.5]
+    assert compare_late_events(negative_zero, signed_zero)["value_mismatches"] == 1
