@@ -155,6 +155,7 @@ def run(
         partial_dir = output_dir / "partials"  # intermediate: removed once the windows are written
         t_env.execute_sql(exact_sql.json_sink_ddl("partial_sink", exact_sql.PARTIAL_COLUMNS, partial_dir))
         statements.add_insert_sql("INSERT INTO partial_sink SELECT * FROM partials")
+        t_env.get_config().set("pipeline.name", f"window average: {input_path.name}")  # as in datastream
         job = statements.execute().get_job_client()
         result = job.get_job_execution_result().result()
         finished = time.monotonic()

@@ -178,7 +178,7 @@ def test_cli_accepts_both_engines():
     import sys
 
     done = subprocess.run([sys.executable, "-m", "flink_jobs.window_average", "--help"], capture_output=True, text=True)
-    assert done.returncode == 0 and "{datastream,sql}" in done.stdout
+    assert done.returncode == 0 and "{sql,datastream}" in done.stdout
 
 
 def test_aggregate_does_not_overflow_or_divide_by_zero():
