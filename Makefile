@@ -19,8 +19,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## Materialize every asset on the configured source (default: the bundled sample) and print a summary.
-run: venv
-	$(BIN)/dagster asset materialize -m orchestration --select '*'
+run: check
 	$(BIN)/python -m warehouse.summary
 
 ## The test suite (real Flink, real DuckDB, real Dagster runs).

@@ -71,11 +71,6 @@ WINDOW_FRESHNESS = FreshnessPolicy.time_window(
     warn_window=timedelta(minutes=FRESHNESS_WARN_MINUTES) if FRESHNESS_WARN_MINUTES < FRESHNESS_FAIL_MINUTES else None,
 )
 
-# Checks whose failure (severity ERROR) stops downstream steps and the publication of the run.
-BLOCKING_CHECKS = frozenset(
-    {"matches_contract", "every_row_accounted_for", "transactions_conserved", "matches_independent_replay",
-     "windows_aligned_and_bounded"}
-)  # fmt: skip
 
 
 def column_schema(table: str) -> TableSchema:
@@ -179,10 +174,12 @@ def _finish(
     context: AssetExecutionContext, store: WarehouseStore, checks: Iterable[AssetCheckResult]
 ) -> dict[str, object]:
     """Publish the staged warehouse if this is the run's last step and no blocking check failed."""
+    # Blocking is declared once, on the step's check specs (`blocking=True`).
+    blocking = {(spec.asset_key, spec.name) for spec in context.assets_def.check_specs if spec.blocking}
     blocking_failures = [
         f"{c.asset_key.to_user_string()}.{c.check_name}"
         for c in checks
-        if not c.passed and c.severity == AssetCheckSeverity.ERROR and c.check_name in BLOCKING_CHECKS
+        if not c.passed and c.severity == AssetCheckSeverity.ERROR and (c.asset_key, c.check_name) in blocking
     ]
     if blocking_failures:
         context.log.error(

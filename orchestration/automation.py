@@ -136,7 +136,7 @@ def _failed_source_file(context: RunFailureSensorContext) -> str:
     if SOURCE_FILE_TAG in run.tags:
         return run.tags[SOURCE_FILE_TAG]
     config = (run.run_config or {}).get("resources", {}).get("pipeline", {}).get("config", {})
-    return str(config.get("source_csv") or _env("TXN_SOURCE_CSV", str(REPO_ROOT / "data" / "sample_transactions.csv")))
+    return str(config.get("source_csv") or PipelineSettings.from_env().source_csv)
 
 
 def failure_summary(context: RunFailureSensorContext) -> str:
