@@ -145,43 +145,80 @@ def scaled(q: int, hi: int, mid: int, lo: int) -> int:
 def exact_mean_of_partials(partials: Iterable[tuple[int, int, int, int, int]]) -> tuple[float, int]:
     """(exact mean rounded once, count) of partials (q, hi, mid, lo, count) of one window."""
     total = count = 0
+    q_min = None
     for q, hi, mid, lo, n in partials:
-        total += scaled(q, hi, mid, lo)
+        m, _ = partial_value(q, hi, mid, lo)
+        if q_min is None:
+            total, q_min = m, q
+        elif q < q_min:  # rescale what we have to the smaller exponent (exact: a left shift)
+            total, q_min = (total << (q_min - q)) + m, q
+        else:
+            total += m << (q - q_min)
         count += n
-    return total / (count << -MIN_EXPONENT), count
+    return _rounded_mean(total, q_min, count), count
 
 
-def finish_partials(partial_dir: Path, windows_dir: Path, window_size_ms: int) -> int:
-    """Combine the JSON-lines partials into the windows output; returns the number of windows."""
-    windows: dict[tuple[str, int], list[tuple[int, int, int, int, int]]] = {}
-    for path in sorted(p for p in Path(partial_dir).rglob("*") if p.is_file() and not p.name.startswith(".")):
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                p = json.loads(line)
-                windows.setdefault((p["key"], p["window_start_ms"]), []).append(
-                    (p["q"], p["hi"], p["mid"], p["lo"], p["txn_count"])
-                )
+def _rounded_mean(total: int, q: int, count: int) -> float:
+    """(total * 2**q) / count rounded once: CPython's int / int is correctly rounded."""
+    return (total << q) / count if q >= 0 else total / (count << -q)
+
+
+_PARTIAL_JSON_COLUMNS = {
+    "key": "VARCHAR", "window_start_ms": "BIGINT", "q": "INTEGER",
+    "hi": "BIGINT", "mid": "BIGINT", "lo": "BIGINT", "txn_count": "BIGINT",
+}  # fmt: skip
+
+
+def finish_partials(partial_dir: Path, windows_dir: Path, window_size_ms: int, batch_rows: int = 200_000) -> int:
+    """Combine the JSON-lines partials into the windows output; returns the number of windows.
+
+    DuckDB reads and sorts the partials (parsing them row by row in Python was the slow part) and
+    hands them over in batches, so memory does not grow with the number of windows; the exact
+    integer arithmetic stays in Python, one window at a time.
+    """
+    import duckdb  # only the sql engine's client needs it
+
+    files = [str(p) for p in sorted(Path(partial_dir).rglob("*")) if p.is_file() and not p.name.startswith(".")]
     windows_dir = Path(windows_dir)
     windows_dir.mkdir(parents=True, exist_ok=True)
-    if not windows:
+    if not files:
         return 0
-    dumps = json.dumps
-    with open(windows_dir / "part-0.jsonl", "w", encoding="utf-8") as out:
-        out.writelines(
-            dumps(
-                {
-                    "key": key,
-                    "window_start_ms": start,
-                    "window_end_ms": start + window_size_ms,
-                    "avg_amount": avg_amount,
-                    "txn_count": count,
-                }
-            )
-            + "\n"
-            for (key, start), partials in windows.items()
-            for avg_amount, count in (exact_mean_of_partials(partials),)
+    key_json: dict[str, str] = {}  # keys repeat: escape each once
+    windows = 0
+    group_key = group_start = None
+    total = q_min = count = 0
+
+    def line() -> str:
+        encoded = key_json.get(group_key)
+        if encoded is None:
+            encoded = key_json[group_key] = json.dumps(group_key)
+        avg = _rounded_mean(total, q_min, count)
+        # repr() is the shortest text that reads back as the same double (valid JSON when finite)
+        return (
+            f'{{"key": {encoded}, "window_start_ms": {group_start}, "window_end_ms": {group_start + window_size_ms}, '
+            f'"avg_amount": {avg!r}, "txn_count": {count}}}\n'
         )
-    return len(windows)
+
+    with duckdb.connect() as con, open(windows_dir / "part-0.jsonl", "w", encoding="utf-8") as out:
+        con.read_json(files, format="newline_delimited", columns=_PARTIAL_JSON_COLUMNS).create_view("partials")
+        rows = con.execute("SELECT * FROM partials ORDER BY key, window_start_ms, q")
+        while batch := rows.fetchmany(batch_rows):
+            lines = []
+            for key, start, q, hi, mid, lo, n in batch:  # sorted by q within a window: q_min comes first
+                m = (hi << (2 * LIMB_BITS)) + (mid << LIMB_BITS) + lo
+                if start == group_start and key == group_key:
+                    total += m << (q - q_min)
+                    count += n
+                    continue
+                if group_key is not None:
+                    lines.append(line())
+                group_key, group_start, total, q_min, count = key, start, m, q, n
+            windows += len(lines)
+            out.writelines(lines)
+        if group_key is None:  # partial files without rows
+            return 0
+        out.write(line())
+    return windows + 1
 
 
 def add_jsonl_suffix(directory: Path) -> None:

@@ -42,6 +42,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyflink.common import Duration, Time, Types, WatermarkStrategy
@@ -54,6 +55,7 @@ from pyflink.datastream.window import TumblingEventTimeWindows
 from flink_jobs import exact_sql
 from flink_jobs.environment import create_environments
 from flink_jobs.output import ENGINES, count_output_rows
+from flink_jobs.progress import wait_for_result
 
 
 # Every finite double is an integer multiple of 2**-1074: sums in those units are exact integers.
@@ -129,14 +131,23 @@ def run(
     parallelism: int = 2,
     jobmanager: str | None = None,
     engine: str = ENGINES[0],
+    progress: Callable[[str], None] | None = None,
+    progress_every_s: float | None = None,
+    jvm_heap: str | None = None,
 ) -> dict:
-    """Run the job to completion with the given engine; returns figures about the run."""
+    """Run the job to completion with the given engine; returns figures about the run.
+
+    `progress` (e.g. a logger) gets a line about the running job (rows read, elapsed, running
+    tasks) every `progress_every_s` (default progress.REPORT_EVERY_S).
+    """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if window_size_ms <= 0:
         raise ValueError(f"window size must be > 0 ms, got {window_size_ms}")
     if out_of_orderness_ms < 0 or allowed_lateness_ms < 0:
         raise ValueError("out-of-orderness and allowed lateness must be >= 0 ms")
+    if progress_every_s is not None and not progress_every_s > 0:
+        raise ValueError(f"progress interval must be > 0 s, got {progress_every_s}")
     input_path = Path(input_path).resolve()
     if not input_path.is_file():
         raise FileNotFoundError(f"staged input {input_path} does not exist")
@@ -144,7 +155,7 @@ def run(
     for stale in ("windows", "late", "partials"):  # a rerun into the same folder must not append
         shutil.rmtree(output_dir / stale, ignore_errors=True)
     started = time.monotonic()
-    env, t_env = create_environments(parallelism, jobmanager)
+    env, t_env, rest_url = create_environments(parallelism, jobmanager, jvm_heap)
     exact_sql.register_views(t_env, input_path, window_size_ms, out_of_orderness_ms, allowed_lateness_ms)
     # Late events: decided and written on the Java side (no Python per row).
     t_env.execute_sql(exact_sql.json_sink_ddl("late_sink", exact_sql.LATE_COLUMNS, output_dir / "late"))
@@ -156,16 +167,19 @@ def run(
         t_env.execute_sql(exact_sql.json_sink_ddl("partial_sink", exact_sql.PARTIAL_COLUMNS, partial_dir))
         statements.add_insert_sql("INSERT INTO partial_sink SELECT * FROM partials")
         t_env.get_config().set("pipeline.name", f"window average: {input_path.name}")  # as in datastream
-        job = statements.execute().get_job_client()
-        result = job.get_job_execution_result().result()
+        result = wait_for_result(statements.execute().get_job_client(), rest_url, progress, progress_every_s)
         finished = time.monotonic()
+        if progress:
+            progress(f"Flink job done after {finished - started:.0f} s; combining its partial sums into windows")
         exact_sql.finish_partials(partial_dir, output_dir / "windows", window_size_ms)
         shutil.rmtree(partial_dir, ignore_errors=True)
         figures["finish_seconds"] = round(time.monotonic() - finished, 3)
     else:
         statements.attach_as_datastream()
         _window_stream(t_env, output_dir, window_size_ms, out_of_orderness_ms)
-        result = env.execute(f"window average: {input_path.name}")
+        result = wait_for_result(
+            env.execute_async(f"window average: {input_path.name}"), rest_url, progress, progress_every_s
+        )
     exact_sql.add_jsonl_suffix(output_dir / "late")
     figures.update(
         {
@@ -213,6 +227,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allowed-lateness-ms", type=int, default=0)
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--jobmanager", default=None, help="host:port of a Flink cluster (default: local mini-cluster)")
+    parser.add_argument("--progress-every-s", type=float, default=None,
+                        help="seconds between progress lines (rows read, elapsed) while the job runs; default 10")  # fmt: skip
+    parser.add_argument("--jvm-heap", default="1g", help="max heap of the local mini-cluster JVM (-Xmx; default 1g)")
     parser.add_argument(
         "--engine",
         choices=list(ENGINES),
@@ -233,17 +250,19 @@ def main(argv: list[str] | None = None) -> int:
         parallelism=args.parallelism,
         jobmanager=args.jobmanager,
         engine=args.engine,
+        jvm_heap=args.jvm_heap,
+        progress_every_s=args.progress_every_s,
     )
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
     if PipesEnvVarParamsLoader().is_dagster_pipes_process():
         with open_dagster_pipes() as pipes:
             pipes.log.info(f"Flink job starting: {args.input} -> {args.output} {options}")
-            figures = run(args.input, args.output, **options)
+            figures = run(args.input, args.output, progress=pipes.log.info, **options)
             pipes.log.info(f"Flink job finished: {figures}")
             pipes.report_custom_message(figures)
     else:
-        figures = run(args.input, args.output, **options)
+        figures = run(args.input, args.output, progress=lambda line: print(line, file=sys.stderr, flush=True), **options)
         print(json.dumps(figures))
     return 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, PipesSubprocessClient
+from dagster import Definitions, PipesSubprocessClient, in_process_executor
 
 from orchestration.assets import anomaly_thresholds, ingest_transactions, replay_event_time_windows
 from orchestration.automation import (
@@ -21,6 +21,7 @@ defs = Definitions(
     jobs=[replay_transactions_job],
     schedules=[daily_replay],
     sensors=[incoming_csv_sensor, pipeline_failure_summary, freshness_checks_sensor],
+    executor=in_process_executor,
     resources={
         "pipeline": PipelineSettings.from_env(),
         "pipes_subprocess_client": PipesSubprocessClient(cwd=str(REPO_ROOT)),

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from flink_jobs.output import ENGINES
 from warehouse.replay import ReplayConfig
+from warehouse.store import MEMORY_LIMIT
 from warehouse.timestamps import validate_timezone
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +40,13 @@ ENV_VARS: dict[str, str] = {
     "anomaly_z": "TXN_ANOMALY_Z",
     "max_rejected_ratio": "TXN_MAX_REJECTED_RATIO",
     "max_late_ratio": "TXN_MAX_LATE_RATIO",
+    "duckdb_memory_limit": "TXN_DUCKDB_MEMORY_LIMIT",
+    "flink_jvm_heap": "TXN_FLINK_JVM_HEAP",
 }
 
 FLINK_ENGINES = ENGINES
 _COLUMN_NAME = re.compile(r"^[^\x00-\x1f\",]{1,128}$")
+_JVM_HEAP = re.compile(r"[1-9]\d*[kKmMgG]")
 
 
 class PipelineSettings(ConfigurableResource):
@@ -78,6 +82,15 @@ class PipelineSettings(ConfigurableResource):
     max_late_ratio: float = Field(
         default=0.02,
         description="Late events / transactions above which the late-event check warns (TXN_MAX_LATE_RATIO).",
+    )
+
+    duckdb_memory_limit: str = Field(
+        default="2GB",
+        description="DuckDB memory limit of the pipeline's connections; larger work spills to disk "
+        "(TXN_DUCKDB_MEMORY_LIMIT).",
+    )
+    flink_jvm_heap: str = Field(
+        default="1g", description="Max heap (-Xmx) of the local Flink mini-cluster JVM (TXN_FLINK_JVM_HEAP)."
     )
 
     @classmethod
@@ -125,6 +138,12 @@ class PipelineSettings(ConfigurableResource):
             value = getattr(self, field)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 found.append(f"{field.replace('_', ' ')} must be a number from 0 to 1 ({var}), got {value}")
+        if not MEMORY_LIMIT.fullmatch(self.duckdb_memory_limit.strip()):
+            found.append(
+                f"DuckDB memory limit must look like 2GB or 512MB (TXN_DUCKDB_MEMORY_LIMIT), got {self.duckdb_memory_limit!r}"
+            )
+        if not _JVM_HEAP.fullmatch(self.flink_jvm_heap.strip()):
+            found.append(f"Flink JVM heap must look like 1g or 768m (TXN_FLINK_JVM_HEAP), got {self.flink_jvm_heap!r}")
         try:
             validate_timezone(self.source_timezone)
         except ValueError as error:

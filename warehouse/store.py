@@ -54,9 +54,16 @@ def _identity(path: Path) -> list[int] | None:
     return [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size]
 
 
+MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
 class WarehouseStore:
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], memory_limit: str | None = None):
         self.path = Path(path).expanduser().resolve()
+        if memory_limit is not None and not MEMORY_LIMIT.fullmatch(memory_limit.strip()):
+            raise ValueError(f"DuckDB memory limit must look like 2GB or 512MB, got {memory_limit!r}")
+        # DuckDB's default is 80% of RAM; a limit makes big joins/windows spill to disk instead.
+        self.memory_limit = memory_limit.strip() if memory_limit else None
         if self.path.exists() and self.path.is_dir():
             raise ValueError(f"warehouse path {self.path} is a directory, expected a DuckDB file")
         self.staging_dir = self.path.parent / ".staging" / self.path.name
@@ -184,6 +191,8 @@ class WarehouseStore:
             con = duckdb.connect(str(staging))
             try:
                 con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and cast in UTC
+                if self.memory_limit:
+                    con.execute(f"SET memory_limit = '{self.memory_limit}'")
                 schema.create_tables(con)
                 yield con
             finally:

@@ -82,6 +82,49 @@ def test_every_awkward_value_round_trips_through_partials():
         assert count == 1 and struct.pack("<d", mean) == struct.pack("<d", x + 0.0), x
 
 
+def test_finish_partials_writes_the_exact_mean_per_window_in_any_batch_size(tmp_path):
+    """The sql engine's client step, on partial files shaped as Flink's JSON sink writes them."""
+    import json
+
+    rng = random.Random(11)
+    windows = {}
+    for i in range(300):
+        key = rng.choice(["a", "b", 'quote"d', "ünï"])
+        start = rng.randrange(-5, 5) * 5000
+        windows.setdefault((key, start), []).extend(rng.sample(AWKWARD_AMOUNTS, rng.randint(1, 4)))
+    partial_dir = tmp_path / "partials"
+    partial_dir.mkdir()
+    files = [open(partial_dir / f"part-{n}", "w", encoding="utf-8") for n in range(3)]
+    for (key, start), values in windows.items():
+        by_q = {}
+        for v in values:
+            q, hi, mid, lo = _decompose(v)
+            acc = by_q.setdefault(q, [0, 0, 0, 0])
+            acc[0] += hi; acc[1] += mid; acc[2] += lo; acc[3] += 1  # fmt: skip
+        for q, (hi, mid, lo, n) in by_q.items():  # a window's partials spread over several files
+            record = {"key": key, "window_start_ms": start, "q": q, "hi": hi, "mid": mid, "lo": lo, "txn_count": n}
+            rng.choice(files).write(json.dumps(record) + "\n")
+    for handle in files:
+        handle.close()
+    outputs = []
+    for batch_rows in (1, 3, 200_000):
+        out = tmp_path / f"windows_{batch_rows}"
+        assert exact_sql.finish_partials(partial_dir, out, 5000, batch_rows=batch_rows) == len(windows)
+        outputs.append(sorted((out / "part-0.jsonl").read_text(encoding="utf-8").splitlines()))
+    assert outputs[0] == outputs[1] == outputs[2]
+    got = {(w["key"], w["window_start_ms"]): w for w in map(json.loads, outputs[0])}
+    assert got.keys() == windows.keys()
+    for (key, start), values in windows.items():
+        w = got[key, start]
+        assert w["window_end_ms"] == start + 5000 and w["txn_count"] == len(values)
+        assert struct.pack("<d", w["avg_amount"]) == struct.pack("<d", exact_mean(values)), (key, start)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "part-0").write_text("")
+    assert exact_sql.finish_partials(empty, tmp_path / "none", 5000) == 0
+    assert (tmp_path / "none" / "part-0.jsonl").read_text() == ""
+
+
 # --- real Flink runs --------------------------------------------------------------------------
 
 

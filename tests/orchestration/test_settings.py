@@ -27,6 +27,8 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "TXN_ANOMALY_Z": "2.75",
         "TXN_MAX_REJECTED_RATIO": "0.2",
         "TXN_MAX_LATE_RATIO": "0.3",
+        "TXN_DUCKDB_MEMORY_LIMIT": "512MB",
+        "TXN_FLINK_JVM_HEAP": "768m",
     }
 
 
@@ -76,6 +78,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert settings.anomaly_min_windows == 7 and type(settings.anomaly_min_windows) is int
     assert settings.anomaly_z == 2.75 and type(settings.anomaly_z) is float
     assert settings.max_rejected_ratio == 0.2 and settings.max_late_ratio == 0.3
+    assert settings.duckdb_memory_limit == "512MB" and settings.flink_jvm_heap == "768m"
     # every value differs from its default, so each was really read
     defaults = PipelineSettings()
     for field in ENV_VARS:
@@ -217,6 +220,12 @@ def test_existing_warehouse_file_is_not_a_problem(tmp_path: Path) -> None:
         ({"flink_jobmanager": "host:0"}, "TXN_FLINK_JOBMANAGER"),
         ({"flink_jobmanager": ":8081"}, "TXN_FLINK_JOBMANAGER"),
         ({"flink_jobmanager": "host:http"}, "TXN_FLINK_JOBMANAGER"),
+        ({"duckdb_memory_limit": "lots"}, "TXN_DUCKDB_MEMORY_LIMIT"),
+        ({"duckdb_memory_limit": "2GB'; DROP TABLE transactions; --"}, "TXN_DUCKDB_MEMORY_LIMIT"),
+        ({"duckdb_memory_limit": "-1GB"}, "TXN_DUCKDB_MEMORY_LIMIT"),
+        ({"flink_jvm_heap": "1gb"}, "TXN_FLINK_JVM_HEAP"),
+        ({"flink_jvm_heap": "0m"}, "TXN_FLINK_JVM_HEAP"),
+        ({"flink_jvm_heap": "1g -Dfoo=bar"}, "TXN_FLINK_JVM_HEAP"),
     ],
 )
 def test_each_invalid_setting_is_one_problem_naming_its_variable(
@@ -256,6 +265,8 @@ def test_every_invalid_setting_is_reported_at_once(tmp_path: Path) -> None:
         anomaly_z=0.0,
         max_rejected_ratio=2.0,
         max_late_ratio=-1.0,
+        duckdb_memory_limit="much",
+        flink_jvm_heap="big",
     )
     problems = settings.problems()
     expected_vars = {var for field, var in ENV_VARS.items() if field != "source_csv"}

@@ -19,6 +19,7 @@ from warehouse.reconcile import (
     WINDOW_COLUMNS,
     _exact_mean_udf,
     compare_late_events,
+    compare_tables,
     compare_window_averages,
     expected_late_events,
     expected_window_averages,
@@ -423,3 +424,86 @@ def test_compare_late_events_checks_every_shared_column():
     negative_zero = signed_zero.copy()
     negative_zero["amount"] = [-0.0, 2.5]
     assert compare_late_events(negative_zero, signed_zero)["value_mismatches"] == 1
+
+
+# --------------------------------------------------------------------------- #
+# compare_tables: the same reports, computed inside DuckDB
+# --------------------------------------------------------------------------- #
+_TABLES_FILE = "tables.csv"
+
+
+def _tables_events() -> list[Event]:
+    events = read_events(DATA / "sample_transactions.csv")[:3000]
+    # a window whose exact mean is 0.0 (so -0.0 is a one-bit mismatch) and a one-row window of -0.0
+    return [*events, (10_001, "zero", 4_102_444_800_000, 1.5), (10_002, "zero", 4_102_444_800_001, -1.5),
+            (10_003, "negzero", 4_102_444_900_000, -0.0)]  # fmt: skip
+
+
+def _write_tables(con, windows: pd.DataFrame, late: pd.DataFrame) -> None:
+    con.execute("CREATE OR REPLACE TABLE window_averages (source_file VARCHAR, key VARCHAR, window_start_ms BIGINT, "
+                "window_end_ms BIGINT, avg_amount DOUBLE, txn_count BIGINT)")  # fmt: skip
+    con.execute("CREATE OR REPLACE TABLE late_events (source_file VARCHAR, source_row BIGINT, key VARCHAR, "
+                "event_time_ms BIGINT, amount DOUBLE, watermark_ms BIGINT)")  # fmt: skip
+    for table, frame in (("window_averages", windows), ("late_events", late)):
+        con.register("_frame", frame)
+        con.execute(f"INSERT INTO {table} SELECT $f, * FROM _frame", {"f": _TABLES_FILE})
+        # another file's rows must not count
+        con.execute(f"INSERT INTO {table} SELECT 'other.csv', * FROM _frame")
+        con.unregister("_frame")
+
+
+def _corruptions(windows: pd.DataFrame, late: pd.DataFrame):
+    def w(frame=windows, l=late):
+        return frame.copy(), l.copy()
+
+    yield "none", w()
+    yield "missing window", w(windows.drop(index=windows.index[5]))
+    extra = pd.DataFrame([("nobody", 0, 5000, 1.0, 1)], columns=WINDOW_COLUMNS)
+    yield "unexpected window", w(pd.concat([windows, extra], ignore_index=True))
+    frame = windows.copy()
+    frame.loc[frame.index[7], "txn_count"] += 1
+    yield "count", w(frame)
+    frame = windows.copy()
+    frame.loc[frame.index[9], "avg_amount"] = math.nextafter(frame.loc[frame.index[9], "avg_amount"], math.inf)
+    yield "one ulp", w(frame)
+    frame = windows.copy()
+    zero = frame.index[frame["key"] == "zero"][0]
+    assert frame.loc[zero, "avg_amount"] == 0.0 and not math.copysign(1, frame.loc[zero, "avg_amount"]) < 0
+    frame.loc[zero, "avg_amount"] = -0.0
+    yield "negative zero", w(frame)
+    yield "duplicate window", w(pd.concat([windows, windows.iloc[[3]]], ignore_index=True))
+    yield "missing late", w(l=late.drop(index=late.index[0]))
+    extra_late = pd.DataFrame([(999_999, "x", 0, 1.0, 5)], columns=LATE_COLUMNS)
+    yield "unexpected late", w(l=pd.concat([late, extra_late], ignore_index=True))
+    for column, change in (("key", lambda v: v + "!"), ("event_time_ms", lambda v: v + 1),
+                           ("watermark_ms", lambda v: v - 1), ("amount", lambda v: -v)):  # fmt: skip
+        frame = late.copy()
+        frame.loc[frame.index[1], column] = change(frame.loc[frame.index[1], column])
+        yield f"late {column}", w(l=frame)
+    yield "duplicate late", w(l=pd.concat([late, late.iloc[[2]]], ignore_index=True))
+
+
+def test_compare_tables_agrees_with_the_frame_comparisons(con) -> None:
+    events = _tables_events()
+    load(con, events, _TABLES_FILE)
+    config = ReplayConfig()
+    ref = replay(events, config)
+    windows, late = windows_frame(ref), late_frame(ref)
+    assert len(late) > 3
+    negzero = windows[windows["key"] == "negzero"]["avg_amount"].tolist()
+    assert negzero == [0.0] and math.copysign(1, negzero[0]) > 0  # the mean of {-0.0} is +0.0 everywhere
+    seen_unequal = 0
+    for name, (actual_windows, actual_late) in _corruptions(windows, late):
+        _write_tables(con, actual_windows, actual_late)
+        got_windows, got_late = compare_tables(con, config, _TABLES_FILE)
+        want_windows = compare_window_averages(actual_windows, windows)
+        want_late = compare_late_events(actual_late, late)
+        for got, want in ((got_windows, want_windows), (got_late, want_late)):
+            assert {k: v for k, v in got.items() if k != "examples"} == {
+                k: v for k, v in want.items() if k != "examples"
+            }, name
+            assert bool(got["examples"]) == (not got["equal"]), name
+        assert (got_windows["equal"] and got_late["equal"]) == (name == "none"), name
+        seen_unequal += not (got_windows["equal"] and got_late["equal"])
+    assert seen_unequal == 13
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '_expected%'").fetchall() == [(0,)]

@@ -528,3 +528,16 @@ def test_a_killed_holder_releases_its_lease(store):
         child.wait(CHILD_TIMEOUT_S)
     assert not store.is_leased("r1")
     assert store.discard_all_except(set()) == ["r1"]
+
+
+def test_staging_connections_carry_the_memory_limit(tmp_path: Path) -> None:
+    limited = WarehouseStore(tmp_path / "wh.duckdb", memory_limit="256MB")
+    with limited.connect_staging("run-a") as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    with WarehouseStore(tmp_path / "wh.duckdb").connect_staging("run-b") as con:
+        default = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert limit.startswith("244") and "MiB" in limit  # 256 MB as DuckDB prints it
+    assert default != limit
+    for bad in ("lots", "1GB'; DROP TABLE transactions; --", ""):
+        with pytest.raises(ValueError, match="memory limit"):
+            WarehouseStore(tmp_path / "wh.duckdb", memory_limit=bad)

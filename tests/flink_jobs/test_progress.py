@@ -1,0 +1,82 @@
+"""Progress lines of a running Flink job (rows read, elapsed, running tasks) and the JVM heap cap."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from flink_jobs import environment
+from flink_jobs.progress import describe
+from tests.conftest import REPO_ROOT, write_staged_input
+from warehouse import synthetic
+
+
+def test_describe_names_rows_read_and_running_tasks():
+    job = {
+        "state": "RUNNING",
+        "vertices": [
+            {"name": "Source: staged_transactions[1]", "status": "FINISHED",
+             "metrics": {"read-records": 0, "write-records": 20000}},
+            {"name": "Source: staged_transactions[9]", "status": "RUNNING",
+             "metrics": {"read-records": 0, "write-records": 12000}},
+            {"name": "Sort[3] -> Calc[4] -> OverAggregate[5] -> Calc[6] -> HashAggregate[7] -> Sink: x",
+             "status": "RUNNING", "metrics": {"read-records": 15000, "write-records": 0}},
+            {"name": "windows sink", "status": "CREATED", "metrics": {"read-records": 0, "write-records": 0}},
+        ],
+    }  # fmt: skip
+    line = describe(job, 12.4)
+    # the input is read by two source vertices here: rows read is the furthest one, not the sum
+    assert line.startswith("Flink job running for 12 s: 20,000 rows read; running: Sort[3]")
+    assert "(15,000 rows in)" in line and "windows sink" not in line and "(input done)" not in line
+    job["vertices"][1]["status"] = "FINISHED"
+    assert "20,000 rows read (input done)" in describe(job, 13)
+    assert describe({}, 1) == "Flink job running for 1 s: 0 rows read"
+
+
+def test_job_reports_progress_while_it_runs(tmp_path, generated_20k):
+    staged = write_staged_input(tmp_path / "in.csv", synthetic.read_events(generated_20k))
+    command = [sys.executable, "-m", "flink_jobs.window_average", "--input", str(staged),
+               "--output", str(tmp_path / "out"), "--progress-every-s", "0.3", "--jvm-heap", "512m"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("Flink job ")]
+    running = [line for line in lines if line.startswith("Flink job running for ")]
+    assert running, done.stderr[-3000:]
+    assert any(" rows read" in line for line in running), running
+    # elapsed seconds never go backwards
+    elapsed = [int(line.split("for ")[1].split(" s")[0]) for line in running]
+    assert elapsed == sorted(elapsed)
+    assert lines[-1].startswith("Flink job done after ")
+
+
+def test_job_rejects_a_non_positive_progress_interval(tmp_path):
+    staged = tmp_path / "in.csv"
+    staged.write_text("1,a,0,1.0\n")
+    command = [sys.executable, "-m", "flink_jobs.window_average", "--input", str(staged),
+               "--output", str(tmp_path / "out"), "--progress-every-s", "0"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "progress interval must be > 0 s" in done.stderr
+
+
+def test_local_gateway_heap_cap_respects_an_explicit_xmx(monkeypatch):
+    from pyflink import java_gateway
+
+    assert java_gateway._gateway is None  # no JVM in the test process: the next one would get these args
+    monkeypatch.setattr(environment, "_gateway_target", None)
+    # setenv first so that monkeypatch restores both variables, whatever _prepare_gateway writes
+    monkeypatch.setenv("SUBMIT_ARGS", "local")
+    monkeypatch.setenv("JVM_ARGS", "")
+    environment._prepare_gateway(None, "768m")
+    assert os.environ["JVM_ARGS"] == "-Xmx768m"
+    monkeypatch.setenv("JVM_ARGS", "-Xmx2g -Dx=1")
+    environment._prepare_gateway(None, "768m")
+    assert os.environ["JVM_ARGS"] == "-Xmx2g -Dx=1"
+    monkeypatch.setenv("JVM_ARGS", "-Dx=1")
+    environment._prepare_gateway(None, None)
+    assert os.environ["JVM_ARGS"] == "-Dx=1"
+
+
+def test_heap_cap_test_left_no_jvm_args_behind():
+    # runs after the test above: a leaked -Xmx would cap every later JVM of the suite
+    assert "-Xmx768m" not in os.environ.get("JVM_ARGS", "")
