@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ENGINES = ("sql", "datastream")  # the first is the default
+JVM_HEAP = re.compile(r"[1-9]\d*[kKmMgG]")  # an -Xmx value for the local mini-cluster JVM (--jvm-heap)
 
 
 def output_files(directory: Path) -> list[Path]:

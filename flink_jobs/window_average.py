@@ -54,7 +54,7 @@ from pyflink.datastream.window import TumblingEventTimeWindows
 
 from flink_jobs import exact_sql
 from flink_jobs.environment import create_environments
-from flink_jobs.output import ENGINES, count_output_rows
+from flink_jobs.output import ENGINES, JVM_HEAP, count_output_rows
 from flink_jobs.progress import wait_for_result
 
 
@@ -146,6 +146,8 @@ def run(
         raise ValueError(f"window size must be > 0 ms, got {window_size_ms}")
     if out_of_orderness_ms < 0 or allowed_lateness_ms < 0:
         raise ValueError("out-of-orderness and allowed lateness must be >= 0 ms")
+    if jvm_heap is not None and not JVM_HEAP.fullmatch(jvm_heap):
+        raise ValueError(f"JVM heap must look like 1g or 768m, got {jvm_heap!r}")
     if progress_every_s is not None and not progress_every_s > 0:
         raise ValueError(f"progress interval must be > 0 s, got {progress_every_s}")
     input_path = Path(input_path).resolve()

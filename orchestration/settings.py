@@ -15,7 +15,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from flink_jobs.output import ENGINES
+from flink_jobs.output import ENGINES, JVM_HEAP
 from warehouse.replay import ReplayConfig
 from warehouse.store import MEMORY_LIMIT
 from warehouse.timestamps import validate_timezone
@@ -46,7 +46,6 @@ ENV_VARS: dict[str, str] = {
 
 FLINK_ENGINES = ENGINES
 _COLUMN_NAME = re.compile(r"^[^\x00-\x1f\",]{1,128}$")
-_JVM_HEAP = re.compile(r"[1-9]\d*[kKmMgG]")
 
 
 class PipelineSettings(ConfigurableResource):
@@ -142,7 +141,7 @@ class PipelineSettings(ConfigurableResource):
             found.append(
                 f"DuckDB memory limit must look like 2GB or 512MB (TXN_DUCKDB_MEMORY_LIMIT), got {self.duckdb_memory_limit!r}"
             )
-        if not _JVM_HEAP.fullmatch(self.flink_jvm_heap.strip()):
+        if not JVM_HEAP.fullmatch(self.flink_jvm_heap.strip()):
             found.append(f"Flink JVM heap must look like 1g or 768m (TXN_FLINK_JVM_HEAP), got {self.flink_jvm_heap!r}")
         try:
             validate_timezone(self.source_timezone)
