@@ -7,7 +7,6 @@ produces their table, against the staging copy, so they judge exactly what is ab
 
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,7 +37,7 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from flink_jobs.output import output_files
 from orchestration.plots import anomaly_svg, markdown_image
-from orchestration.settings import REPO_ROOT, PipelineSettings
+from orchestration.settings import REPO_ROOT, AutomationSettings, PipelineSettings
 from warehouse import quality, reconcile, schema, thresholds
 from warehouse.ingest import InputFileError, read_transactions
 from warehouse.store import WarehouseStore
@@ -50,22 +49,9 @@ PIPELINE_ORDER = ("transactions", "rejected_rows", "window_averages", "late_even
 PREVIEW_ROWS = 10
 PLOT_KEYS = 4  # the busiest keys (most windows) drawn in the anomaly plot
 
-# Freshness of the window assets (read when the definitions load). The daily schedule replays the
-# source once a day, so by default the assets warn after 24 h and fail after 26 h without a run.
-def env_int(name: str, default: int, minimum: int) -> int:
-    """An integer environment variable (unset or empty: the default), with a clear error if invalid."""
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ValueError(f"{name}={raw!r} must be a whole number >= {minimum}")
-    return value
-
-
-FRESHNESS_WARN_MINUTES = env_int("TXN_FRESHNESS_WARN_MINUTES", 24 * 60, 1)
-FRESHNESS_FAIL_MINUTES = env_int("TXN_FRESHNESS_FAIL_MINUTES", 26 * 60, 1)
+AUTOMATION = AutomationSettings.from_env()  # freshness, schedule and sensor: read when the definitions load
+FRESHNESS_WARN_MINUTES = AUTOMATION.freshness_warn_minutes
+FRESHNESS_FAIL_MINUTES = AUTOMATION.freshness_fail_minutes
 WINDOW_FRESHNESS = FreshnessPolicy.time_window(
     fail_window=timedelta(minutes=FRESHNESS_FAIL_MINUTES),
     warn_window=timedelta(minutes=FRESHNESS_WARN_MINUTES) if FRESHNESS_WARN_MINUTES < FRESHNESS_FAIL_MINUTES else None,

@@ -33,8 +33,8 @@ from dagster import (
     sensor,
 )
 
-from orchestration.assets import FRESHNESS_FAIL_MINUTES, env_int
-from orchestration.settings import REPO_ROOT, PipelineSettings
+from orchestration.assets import AUTOMATION, FRESHNESS_FAIL_MINUTES
+from orchestration.settings import PipelineSettings
 
 SOURCE_FILE_TAG = "txn/source_file"
 
@@ -45,16 +45,12 @@ replay_transactions_job = define_asset_job(
 )
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
-
-
-SCHEDULE_CRON = _env("TXN_SCHEDULE_CRON", "0 6 * * *")
-SCHEDULE_TIMEZONE = _env("TXN_SCHEDULE_TIMEZONE", "UTC")
-INCOMING_DIR = Path(os.path.abspath(os.path.expanduser(_env("TXN_INCOMING_DIR", str(REPO_ROOT / "data" / "incoming")))))
-INCOMING_INTERVAL_S = env_int("TXN_INCOMING_INTERVAL_S", 15, 1)
+SCHEDULE_CRON = AUTOMATION.schedule_cron
+SCHEDULE_TIMEZONE = AUTOMATION.schedule_timezone
+INCOMING_DIR = AUTOMATION.incoming_dir
+INCOMING_INTERVAL_S = AUTOMATION.incoming_interval_s
 # A file must be unchanged for this long before it is replayed (it may still be being written).
-INCOMING_SETTLE_S = float(_env("TXN_INCOMING_SETTLE_S", "2"))
+INCOMING_SETTLE_S = AUTOMATION.incoming_settle_s
 
 daily_replay = ScheduleDefinition(
     name="daily_replay",

@@ -10,6 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -174,3 +175,70 @@ class PipelineSettings(ConfigurableResource):
 
     def as_metadata(self) -> dict[str, object]:
         return {field: getattr(self, field) for field in ENV_VARS}
+
+
+# Read once when the definitions load (not per run): the freshness policy, the schedule and the sensor.
+AUTOMATION_ENV_VARS: dict[str, str] = {
+    "freshness_warn_minutes": "TXN_FRESHNESS_WARN_MINUTES",
+    "freshness_fail_minutes": "TXN_FRESHNESS_FAIL_MINUTES",
+    "schedule_cron": "TXN_SCHEDULE_CRON",
+    "schedule_timezone": "TXN_SCHEDULE_TIMEZONE",
+    "incoming_dir": "TXN_INCOMING_DIR",
+    "incoming_interval_s": "TXN_INCOMING_INTERVAL_S",
+    "incoming_settle_s": "TXN_INCOMING_SETTLE_S",
+}
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """Freshness, schedule and file-sensor settings. The daily schedule replays the source once a
+    day, so by default the window assets warn after 24 h and fail after 26 h without a run."""
+
+    freshness_warn_minutes: int = 24 * 60
+    freshness_fail_minutes: int = 26 * 60
+    schedule_cron: str = "0 6 * * *"
+    schedule_timezone: str = "UTC"
+    incoming_dir: Path = REPO_ROOT / "data" / "incoming"
+    incoming_interval_s: int = 15
+    incoming_settle_s: float = 2.0  # a file must be unchanged this long before it is replayed
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AutomationSettings:
+        """Settings from the variables (unset or empty: the default); raises ValueError with one
+        line per invalid variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        problems: list[str] = []
+        for field, var in AUTOMATION_ENV_VARS.items():
+            raw = environ.get(var, "").strip()
+            if not raw:
+                continue
+            default = getattr(cls, field)
+            try:
+                if isinstance(default, int):
+                    value = int(raw)
+                    if value < 1:
+                        raise ValueError
+                elif isinstance(default, float):
+                    value = float(raw)
+                    if not (math.isfinite(value) and value >= 0):
+                        raise ValueError
+                elif isinstance(default, Path):
+                    value = Path(os.path.abspath(os.path.expanduser(raw)))
+                else:
+                    value = raw
+            except ValueError:
+                kind = "a whole number >= 1" if isinstance(default, int) else "a number of seconds >= 0"
+                problems.append(f"{var}={raw!r} must be {kind}")
+                continue
+            values[field] = value
+        if "schedule_timezone" in values:
+            try:
+                validate_timezone(str(values["schedule_timezone"]))
+            except ValueError as error:
+                problems.append(f"TXN_SCHEDULE_TIMEZONE={values['schedule_timezone']!r}: {error}")
+        if "schedule_cron" in values and len(str(values["schedule_cron"]).split()) != 5:
+            problems.append(f"TXN_SCHEDULE_CRON={values['schedule_cron']!r} must be a cron string with 5 fields")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return cls(**values)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.settings import ENV_VARS, PipelineSettings
+from orchestration.settings import AUTOMATION_ENV_VARS, ENV_VARS, REPO_ROOT, AutomationSettings, PipelineSettings
 from warehouse.replay import ReplayConfig
 
 
@@ -338,3 +338,51 @@ def test_incoming_run_requests_one_per_file_version(tmp_path: Path, monkeypatch:
     # a file modified within the settle time may still be being written
     os.utime(a, (now, now))
     assert [r.tags[SOURCE_FILE_TAG] for r in incoming_run_requests(tmp_path, now + 0.5, settle_s=2)] == [str(b)]
+
+
+# --------------------------------------------------------------------------- #
+# AutomationSettings (read once when the definitions load)
+# --------------------------------------------------------------------------- #
+AUTOMATION_ENV = {
+    "TXN_FRESHNESS_WARN_MINUTES": "30",
+    "TXN_FRESHNESS_FAIL_MINUTES": "45",
+    "TXN_SCHEDULE_CRON": "15 2 * * 1-5",
+    "TXN_SCHEDULE_TIMEZONE": "Asia/Seoul",
+    "TXN_INCOMING_DIR": "~/drop",
+    "TXN_INCOMING_INTERVAL_S": "5",
+    "TXN_INCOMING_SETTLE_S": "0.5",
+}
+
+
+def test_automation_settings_defaults_and_every_variable() -> None:
+    defaults = AutomationSettings.from_env({})
+    assert (defaults.freshness_warn_minutes, defaults.freshness_fail_minutes) == (24 * 60, 26 * 60)
+    assert (defaults.schedule_cron, defaults.schedule_timezone) == ("0 6 * * *", "UTC")
+    assert defaults.incoming_dir == REPO_ROOT / "data" / "incoming"
+    assert (defaults.incoming_interval_s, defaults.incoming_settle_s) == (15, 2.0)
+    assert set(AUTOMATION_ENV) == set(AUTOMATION_ENV_VARS.values())
+    settings = AutomationSettings.from_env(AUTOMATION_ENV)
+    assert (settings.freshness_warn_minutes, settings.freshness_fail_minutes) == (30, 45)
+    assert (settings.schedule_cron, settings.schedule_timezone) == ("15 2 * * 1-5", "Asia/Seoul")
+    assert settings.incoming_dir == Path(os.path.expanduser("~/drop"))
+    assert (settings.incoming_interval_s, settings.incoming_settle_s) == (5, 0.5)
+    for field in AUTOMATION_ENV_VARS:
+        assert getattr(settings, field) != getattr(defaults, field), field
+
+
+def test_automation_settings_report_every_bad_variable_at_once() -> None:
+    bad = {
+        "TXN_FRESHNESS_WARN_MINUTES": "0",
+        "TXN_FRESHNESS_FAIL_MINUTES": "soon",
+        "TXN_SCHEDULE_TIMEZONE": "Mars/Olympus",
+        "TXN_INCOMING_INTERVAL_S": "1.5",
+        "TXN_INCOMING_SETTLE_S": "-1",
+    }
+    with pytest.raises(ValueError) as raised:
+        AutomationSettings.from_env(bad)
+    message = str(raised.value)
+    for var, raw in bad.items():
+        assert f"{var}={raw!r}" in message, (var, message)
+    assert message.count("\n") == len(bad) - 1  # one line per problem
+    with pytest.raises(ValueError, match="TXN_SCHEDULE_CRON"):
+        AutomationSettings.from_env({"TXN_SCHEDULE_CRON": "every day"})
