@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
 # Row layout of the partials: (key, window_start_ms, q, hi, mid, lo, txn_count)
@@ -185,40 +187,35 @@ def finish_partials(partial_dir: Path, windows_dir: Path, window_size_ms: int, b
         return 0
     key_json: dict[str, str] = {}  # keys repeat: escape each once
     windows = 0
-    group_key = group_start = None
-    total = q_min = count = 0
-
-    def line() -> str:
-        encoded = key_json.get(group_key)
-        if encoded is None:
-            encoded = key_json[group_key] = json.dumps(group_key)
-        avg = _rounded_mean(total, q_min, count)
-        # repr() is the shortest text that reads back as the same double (valid JSON when finite)
-        return (
-            f'{{"key": {encoded}, "window_start_ms": {group_start}, "window_end_ms": {group_start + window_size_ms}, '
-            f'"avg_amount": {avg!r}, "txn_count": {count}}}\n'
-        )
-
     with duckdb.connect() as con, open(windows_dir / "part-0.jsonl", "w", encoding="utf-8") as out:
         con.read_json(files, format="newline_delimited", columns=_PARTIAL_JSON_COLUMNS).create_view("partials")
-        rows = con.execute("SELECT * FROM partials ORDER BY key, window_start_ms, q")
+        rows = con.execute("SELECT * FROM partials ORDER BY key, window_start_ms")
+        pending: list[tuple] = []  # a window's partials may straddle two batches: carry the last one over
         while batch := rows.fetchmany(batch_rows):
-            lines = []
-            for key, start, q, hi, mid, lo, n in batch:  # sorted by q within a window: q_min comes first
-                m = (hi << (2 * LIMB_BITS)) + (mid << LIMB_BITS) + lo
-                if start == group_start and key == group_key:
-                    total += m << (q - q_min)
-                    count += n
-                    continue
-                if group_key is not None:
-                    lines.append(line())
-                group_key, group_start, total, q_min, count = key, start, m, q, n
-            windows += len(lines)
-            out.writelines(lines)
-        if group_key is None:  # partial files without rows
-            return 0
-        out.write(line())
-    return windows + 1
+            pending += batch
+            last = pending[-1][:2]
+            ready = [row for row in pending if row[:2] != last]
+            pending = pending[len(ready) :]
+            windows += _write_windows(out, ready, window_size_ms, key_json)
+        windows += _write_windows(out, pending, window_size_ms, key_json)
+    return windows
+
+
+def _write_windows(out, rows: list[tuple], window_size_ms: int, key_json: dict[str, str]) -> int:
+    """Write the windows of `rows` (partials sorted by key and window start, whole windows only)."""
+    lines = []
+    for (key, start), partials in groupby(rows, key=itemgetter(0, 1)):
+        avg, count = exact_mean_of_partials(p[2:] for p in partials)
+        encoded = key_json.get(key)
+        if encoded is None:
+            encoded = key_json[key] = json.dumps(key)
+        # repr() is the shortest text that reads back as the same double (valid JSON when finite)
+        lines.append(
+            f'{{"key": {encoded}, "window_start_ms": {start}, "window_end_ms": {start + window_size_ms}, '
+            f'"avg_amount": {avg!r}, "txn_count": {count}}}\n'
+        )
+    out.writelines(lines)
+    return len(lines)
 
 
 def add_jsonl_suffix(directory: Path) -> None:

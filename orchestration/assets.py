@@ -50,11 +50,11 @@ PREVIEW_ROWS = 10
 PLOT_KEYS = 4  # the busiest keys (most windows) drawn in the anomaly plot
 
 AUTOMATION = AutomationSettings.from_env()  # freshness, schedule and sensor: read when the definitions load
-FRESHNESS_WARN_MINUTES = AUTOMATION.freshness_warn_minutes
-FRESHNESS_FAIL_MINUTES = AUTOMATION.freshness_fail_minutes
 WINDOW_FRESHNESS = FreshnessPolicy.time_window(
-    fail_window=timedelta(minutes=FRESHNESS_FAIL_MINUTES),
-    warn_window=timedelta(minutes=FRESHNESS_WARN_MINUTES) if FRESHNESS_WARN_MINUTES < FRESHNESS_FAIL_MINUTES else None,
+    fail_window=timedelta(minutes=AUTOMATION.freshness_fail_minutes),
+    warn_window=timedelta(minutes=AUTOMATION.freshness_warn_minutes)
+    if AUTOMATION.freshness_warn_minutes < AUTOMATION.freshness_fail_minutes
+    else None,
 )
 
 

@@ -33,7 +33,7 @@ from dagster import (
     sensor,
 )
 
-from orchestration.assets import AUTOMATION, FRESHNESS_FAIL_MINUTES
+from orchestration.assets import AUTOMATION
 from orchestration.settings import PipelineSettings
 
 SOURCE_FILE_TAG = "txn/source_file"
@@ -45,20 +45,13 @@ replay_transactions_job = define_asset_job(
 )
 
 
-SCHEDULE_CRON = AUTOMATION.schedule_cron
-SCHEDULE_TIMEZONE = AUTOMATION.schedule_timezone
-INCOMING_DIR = AUTOMATION.incoming_dir
-INCOMING_INTERVAL_S = AUTOMATION.incoming_interval_s
-# A file must be unchanged for this long before it is replayed (it may still be being written).
-INCOMING_SETTLE_S = AUTOMATION.incoming_settle_s
-
 daily_replay = ScheduleDefinition(
     name="daily_replay",
     job=replay_transactions_job,
-    cron_schedule=SCHEDULE_CRON,
-    execution_timezone=SCHEDULE_TIMEZONE,
+    cron_schedule=AUTOMATION.schedule_cron,
+    execution_timezone=AUTOMATION.schedule_timezone,
     default_status=DefaultScheduleStatus.STOPPED,
-    description=f"Replays the configured source CSV (TXN_SOURCE_CSV) at '{SCHEDULE_CRON}' {SCHEDULE_TIMEZONE}. "
+    description=f"Replays the configured source CSV (TXN_SOURCE_CSV) at '{AUTOMATION.schedule_cron}' {AUTOMATION.schedule_timezone}. "
     "Off by default: turn it on in the UI (Automation) or with `dagster schedule start daily_replay`.",
 )
 
@@ -80,7 +73,7 @@ def replay_run_config(source_csv: Path, settings: PipelineSettings | None = None
     return {"resources": {"pipeline": {"config": {**settings.as_metadata(), "source_csv": str(source_csv)}}}}
 
 
-def incoming_run_requests(folder: Path, now: float, settle_s: float = INCOMING_SETTLE_S) -> list[RunRequest]:
+def incoming_run_requests(folder: Path, now: float, settle_s: float = AUTOMATION.incoming_settle_s) -> list[RunRequest]:
     """One RunRequest per settled *.csv or *.csv.gz file in the folder, oldest first."""
     if not folder.is_dir():
         return []
@@ -113,17 +106,17 @@ def incoming_run_requests(folder: Path, now: float, settle_s: float = INCOMING_S
 @sensor(
     name="incoming_csv_sensor",
     job=replay_transactions_job,
-    minimum_interval_seconds=INCOMING_INTERVAL_S,
+    minimum_interval_seconds=AUTOMATION.incoming_interval_s,
     default_status=DefaultSensorStatus.RUNNING,
-    description=f"Replays every new or changed *.csv in {INCOMING_DIR} (TXN_INCOMING_DIR) into the warehouse, "
+    description=f"Replays every new or changed *.csv in {AUTOMATION.incoming_dir} (TXN_INCOMING_DIR) into the warehouse, "
     "one run per file version (run key: name + mtime + size).",
 )
 def incoming_csv_sensor(context: SensorEvaluationContext):
     import time
 
-    requests = incoming_run_requests(INCOMING_DIR, time.time())
+    requests = incoming_run_requests(AUTOMATION.incoming_dir, time.time())
     if not requests:
-        return SkipReason(f"no settled *.csv file in {INCOMING_DIR}")
+        return SkipReason(f"no settled *.csv file in {AUTOMATION.incoming_dir}")
     return requests
 
 
@@ -158,7 +151,7 @@ def pipeline_failure_summary(context: RunFailureSensorContext) -> None:
     context.log.error(failure_summary(context))
 
 
-def window_freshness_checks(fail_after: timedelta = timedelta(minutes=FRESHNESS_FAIL_MINUTES)):
+def window_freshness_checks(fail_after: timedelta = timedelta(minutes=AUTOMATION.freshness_fail_minutes)):
     """Freshness checks that fail when window_averages / late_events were last updated too long ago."""
     return build_last_update_freshness_checks(
         assets=[AssetKey("window_averages"), AssetKey("late_events")], lower_bound_delta=fail_after
