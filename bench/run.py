@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from warehouse.schema import window_start_sql  # noqa: E402  (the repository is not installed as a package)
 PY = sys.executable
 VENV_BIN = str(Path(PY).parent)
 DEFAULT_LAB_JOB = REPO.parent / "shared" / "seed" / "lab_job.py"
@@ -143,7 +145,7 @@ def measure(command: list[str], *, cwd: Path = REPO, env: dict | None = None, st
 
 # The "script" a user might write instead of the pipeline: one query straight from the raw CSV
 # (parse, row order, running max, lateness rule, AVG), no validation beyond dropping unparsable rows.
-BASELINE_CSV_SQL = """
+BASELINE_CSV_SQL = f"""
 WITH src AS (
   SELECT row_number() OVER () AS source_row, transaction_id AS key,
          epoch_ms(try_strptime("timestamp", ['%Y-%m-%d %H:%M:%S.%g', '%Y-%m-%d %H:%M:%S'])) AS event_time_ms,
@@ -153,7 +155,7 @@ m AS (
   SELECT key, amount,
          max(event_time_ms) OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
            - $ooo - 1 AS watermark_ms,
-         event_time_ms - (((event_time_ms % $size) + $size) % $size) AS window_start_ms
+         {window_start_sql("event_time_ms")} AS window_start_ms
   FROM src WHERE event_time_ms IS NOT NULL AND amount IS NOT NULL)
 SELECT key, window_start_ms, window_start_ms + $size AS window_end_ms, avg(amount) AS avg_amount,
        count(*) AS txn_count
@@ -161,12 +163,12 @@ FROM m WHERE NOT coalesce(window_start_ms + $size - 1 + $lateness <= watermark_m
 GROUP BY key, window_start_ms
 """
 
-BASELINE_AVG_SQL = """
+BASELINE_AVG_SQL = f"""
 WITH m AS (
   SELECT key, amount,
          max(event_time_ms) OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
            - $ooo - 1 AS watermark_ms,
-         event_time_ms - (((event_time_ms % $size) + $size) % $size) AS window_start_ms
+         {window_start_sql("event_time_ms")} AS window_start_ms
   FROM transactions)
 SELECT key, window_start_ms, window_start_ms + $size AS window_end_ms, avg(amount) AS avg_amount,
        count(*) AS txn_count
@@ -176,7 +178,6 @@ GROUP BY key, window_start_ms
 
 
 def _stage(name: str, args: list[str]) -> None:
-    sys.path.insert(0, str(REPO))
     import duckdb
 
     from warehouse import reconcile, schema
@@ -320,7 +321,6 @@ def lab_job(raw: Path, work: Path, lab_path: Path) -> dict:
 
 
 def bench_size(rows: int, args, work: Path) -> dict:
-    sys.path.insert(0, str(REPO))
     from warehouse import synthetic
 
     print(f"\n=== {rows:,} rows ===", flush=True)

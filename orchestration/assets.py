@@ -603,8 +603,8 @@ def _load_flink_output(con, flink_output: Path, source_file: str, window_size_ms
         con.execute(
             "INSERT INTO late_events SELECT $f, l.source_row, l.key, epoch_ms(l.event_time_ms)::TIMESTAMPTZ, "
             "l.amount, l.event_time_ms, l.watermark_ms, "
-            "epoch_ms(l.event_time_ms - (((l.event_time_ms % $size) + $size) % $size))::TIMESTAMPTZ, "
-            "epoch_ms(l.event_time_ms - (((l.event_time_ms % $size) + $size) % $size) + $size)::TIMESTAMPTZ "
+            f"epoch_ms({schema.window_start_sql('l.event_time_ms')})::TIMESTAMPTZ, "
+            f"epoch_ms({schema.window_start_sql('l.event_time_ms')} + $size)::TIMESTAMPTZ "
             "FROM flink_late l ORDER BY l.source_row",
             {"f": source_file, "size": window_size_ms},
         )

@@ -39,13 +39,13 @@ def contract_check(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
 
 # --- window alignment and bounds ---------------------------------------------------------------
 
-_ALIGNMENT_SQL = """
+_ALIGNMENT_SQL = f"""
 WITH on_time AS (
     -- on-time rows bucketed into windows of the configured size (floor, also before 1970); an
     -- equality join on the bucket is ~150x faster than a range join at 1M rows, and a window of
     -- another size finds no matching bucket, so it is still reported (out_of_bounds)
     SELECT t.source_file, t.key,
-           t.event_time_ms - (((t.event_time_ms % $size) + $size) % $size) AS window_start_ms,
+           {schema.window_start_sql("t.event_time_ms")} AS window_start_ms,
            min(t.amount) AS min_amount, max(t.amount) AS max_amount
     FROM transactions t ANTI JOIN late_events l USING (source_file, source_row)
     GROUP BY ALL

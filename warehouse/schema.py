@@ -101,6 +101,13 @@ def contract_mismatches(con: duckdb.DuckDBPyConnection, table: str) -> list[str]
     return problems
 
 
+def window_start_sql(ts: str, size: str = "$size") -> str:
+    """DuckDB SQL for the start of the window of `ts`, floor-aligned to `size` also before 1970
+    (DuckDB's `%` keeps the dividend's sign). warehouse.reconcile spells it out on its own, on
+    purpose: it is the independent recomputation."""
+    return f"({ts} - ((({ts} % {size}) + {size}) % {size}))"
+
+
 def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple:
     """The single row a query returns, with the result fully consumed.
 
