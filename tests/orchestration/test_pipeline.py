@@ -59,6 +59,15 @@ def run_pipeline(source: Path, warehouse: Path, instance: DagsterInstance | None
     )
 
 
+def published_with(warehouse: Path, alter_sql: str) -> Path:
+    """A published warehouse with every contract table, then changed by another tool (`alter_sql`)."""
+    con = duckdb.connect(str(warehouse))
+    schema.create_tables(con)
+    con.execute(alter_sql)
+    con.close()
+    return warehouse
+
+
 def snapshot(warehouse: Path) -> dict[str, list[tuple]]:
     """Every table of the contract, fully sorted."""
     con = duckdb.connect(str(warehouse), read_only=True)
@@ -248,11 +257,9 @@ def test_cli_materializes_without_an_activated_venv(tmp_path):
 
 def test_contract_broken_by_another_writer_blocks_the_run(tmp_path):
     """Another tool changed a column type in the published warehouse: the contract check blocks the run."""
-    warehouse = tmp_path / "warehouse.duckdb"
-    con = duckdb.connect(str(warehouse))
-    schema.create_tables(con)
-    con.execute("ALTER TABLE transactions ALTER amount TYPE DECIMAL(18, 2)")
-    con.close()
+    warehouse = published_with(
+        tmp_path / "warehouse.duckdb", "ALTER TABLE transactions ALTER amount TYPE DECIMAL(18, 2)"
+    )
     before = snapshot(warehouse)
     result = run_pipeline(LAB_EXAMPLE, warehouse)
     assert not result.success
@@ -311,11 +318,9 @@ def test_reconciliation_fails_when_results_are_altered_and_blocks_downstream(tmp
     independent recomputation disagrees: the blocking reconciliation check fails, anomaly_thresholds
     never runs and nothing is published.
     """
-    warehouse = tmp_path / "warehouse.duckdb"
-    con = duckdb.connect(str(warehouse))
-    schema.create_tables(con)
-    con.execute("ALTER TABLE window_averages ALTER avg_amount TYPE DECIMAL(18, 2)")
-    con.close()
+    warehouse = published_with(
+        tmp_path / "warehouse.duckdb", "ALTER TABLE window_averages ALTER avg_amount TYPE DECIMAL(18, 2)"
+    )
     before = snapshot(warehouse)
     thirds = tmp_path / "thirds.csv"
     thirds.write_text(
