@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from warehouse import schema
+from warehouse.replay import window_start
 
 EXAMPLES = 5
 
@@ -170,7 +171,7 @@ def recommended_out_of_orderness(
     size = window_size_ms
     needs = sorted(
         (
-            watermark - (event_time - ((event_time % size) + size) % size + size) + 2 - allowed_lateness_ms
+            watermark - (window_start(event_time, size) + size) + 2 - allowed_lateness_ms
             for event_time, watermark in late
         ),
         reverse=True,

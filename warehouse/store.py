@@ -54,6 +54,17 @@ def _identity(path: Path) -> list[int] | None:
     return [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size]
 
 
+@contextlib.contextmanager
+def _flocked(path: Path, operation: int) -> Iterator[None]:
+    """Hold flock(`operation`) on `path` (created if missing); the kernel drops it if we die."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, operation)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
@@ -113,12 +124,8 @@ class WarehouseStore:
         """
         lease = self.lease_path(run_id)  # validates the run id before anything is created
         self.staging_dir.mkdir(parents=True, exist_ok=True)
-        with open(lease, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with _flocked(lease, fcntl.LOCK_SH):
+            yield
 
     def is_leased(self, run_id: str) -> bool:
         try:
@@ -140,12 +147,8 @@ class WarehouseStore:
     def _lock(self) -> Iterator[None]:
         """Serialise copy-from-published and publish between processes."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f".{self.path.name}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with _flocked(self.path.parent / f".{self.path.name}.lock", fcntl.LOCK_EX):
+            yield
 
     def _ensure_staging(self, run_id: str) -> Path:
         staging = self.staging_path(run_id)
