@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ENGINES = ("sql", "datastream")  # the first is the default
+OUTPUT_SUFFIX = ".csv"  # the job's part files (Flink names them part-<uuid>-<n>.csv)
 JVM_HEAP = re.compile(r"[1-9]\d*[kKmMgG]")  # an -Xmx value for the local mini-cluster JVM (--jvm-heap)
 
 
 def output_files(directory: Path) -> list[Path]:
-    """Finished JSON-lines part files (Flink leaves nothing in progress after a successful batch job)."""
+    """Finished part files (in-progress files are hidden: they start with a dot)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.rglob("*.jsonl") if not p.name.startswith("."))
+    return sorted(p for p in directory.rglob(f"*{OUTPUT_SUFFIX}") if not p.name.startswith("."))
 
 
 def count_output_rows(directory: Path) -> int:

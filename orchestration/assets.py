@@ -35,17 +35,20 @@ from dagster import (
 from dagster._core.errors import DagsterPipesExecutionError
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-from flink_jobs.output import output_files
 from orchestration.plots import anomaly_svg, markdown_image
 from orchestration.settings import REPO_ROOT, AutomationSettings, PipelineSettings
-from warehouse import quality, reconcile, schema, thresholds
+from warehouse import flink_output as flink_output_files
+from warehouse import quality, reconcile, replays, schema, thresholds
 from warehouse.ingest import InputFileError, read_transactions
 from warehouse.store import WarehouseStore
 
 GROUP = "replay"
 OWNERS = ["team:data-engineering"]
 # Tables in the order a full run writes them; the run's last selected one publishes the warehouse.
-PIPELINE_ORDER = ("transactions", "rejected_rows", "window_averages", "late_events", "anomaly_thresholds")
+PIPELINE_ORDER = (
+    "transactions", "rejected_rows", "watermark_advice", "window_averages", "late_events", "replays",
+    "anomaly_thresholds", "anomalies",
+)  # fmt: skip
 PREVIEW_ROWS = 10
 PLOT_KEYS = 4  # the busiest keys (most windows) drawn in the anomaly plot
 
@@ -136,6 +139,7 @@ def _leased_store(
     run_id = context.run.run_id
     with store.run_lease(run_id):
         if not store.staging_path(run_id).exists():
+            _refuse_other_window_config(store, pipeline)
             active = {
                 run.run_id
                 for run in context.instance.get_runs(filters=RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)))
@@ -144,6 +148,16 @@ def _leased_store(
             if removed:
                 context.log.info(f"Removed staging leftovers of finished runs: {', '.join(removed)}")
         yield pipeline, store
+
+
+def _refuse_other_window_config(store: WarehouseStore, pipeline: PipelineSettings) -> None:
+    """Fail before anything is written when the published warehouse holds another window config."""
+    if not store.path.exists():
+        return
+    with store.connect_published() as con:
+        conflict = replays.config_conflict(con, pipeline.window_spec(), str(store.path))
+    if conflict:
+        raise Failure(description=conflict)
 
 
 def _publishes_here(context: AssetExecutionContext) -> bool:
@@ -252,7 +266,8 @@ def _ingest_transactions(
                 con.register("chunk_valid", chunk.valid)
                 con.execute(
                     "INSERT INTO transactions SELECT ?, source_row, line, transaction_id, key, "
-                    "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, amount "
+                    "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, "
+                    "amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4) "  # exact: DECIMAL(18,4)
                     "FROM chunk_valid ORDER BY source_row",
                     [source_file],
                 )
@@ -345,7 +360,7 @@ def _ingest_transactions(
     yield from checks
 
 
-# --- window_averages + late_events ------------------------------------------------------------
+# --- window_averages + late_events + replays ---------------------------------------------------
 
 
 @multi_asset(
@@ -353,17 +368,24 @@ def _ingest_transactions(
     specs=[
         _spec(
             "window_averages",
-            "Average amount per key and event-time tumbling window, computed by the PyFlink job.",
+            "Count, exact sum, min, max and average amount per key and event-time window (tumbling, "
+            "sliding or session), computed by Flink's own window operator in the PyFlink job.",
             {"flink", "duckdb"},
             deps=["transactions"],
             freshness_policy=WINDOW_FRESHNESS,
         ),
         _spec(
             "late_events",
-            "Transactions that arrived behind the watermark for their window (Flink side output).",
+            "Transactions that arrived behind the watermark for all their windows (Flink's late side output).",
             {"flink", "duckdb"},
             deps=["transactions"],
             freshness_policy=WINDOW_FRESHNESS,
+        ),
+        _spec(
+            "replays",
+            "One row per replayed file and run: the window config that produced its rows, and its counts.",
+            {"duckdb"},
+            deps=["transactions"],
         ),
     ],
     check_specs=[
@@ -371,28 +393,30 @@ def _ingest_transactions(
             "transactions_conserved",
             asset="window_averages",
             blocking=True,
-            description="count(transactions) = sum(txn_count) + count(late_events) for the file.",
+            description="Every transaction of the file is counted in a window or is a late event, and "
+            "sum(txn_count) equals the (event, window) pairs the replay rule counts.",
         ),
         AssetCheckSpec(
             "matches_independent_replay",
             asset="window_averages",
             blocking=True,
-            description="window_averages and late_events equal a DuckDB SQL recomputation of the replay rule.",
+            description="window_averages and late_events equal a DuckDB recomputation of the replay rule "
+            "(count, exact sum, min, max, average; every late-event column).",
         ),
         AssetCheckSpec(
             "windows_aligned_and_bounded",
             asset="window_averages",
             blocking=True,
-            description="Over all history: window_start is a multiple of the window size, end - start = size, "
-            "and min(amount) <= avg_amount <= max(amount) of the window's on-time transactions.",
+            description="The file's windows have the configured kind's shape (tumbling: start a multiple of the "
+            "size; sliding: of the slide; session: at least one gap long), and min * count <= sum <= max * count.",
         ),
         _contract_spec("window_averages"),
         _contract_spec("late_events"),
+        _contract_spec("replays"),
         AssetCheckSpec(
             "late_ratio_within_limit",
             asset="late_events",
-            description="Late events / transactions of the file <= TXN_MAX_LATE_RATIO (warns, non-blocking); "
-            "the description recommends an out-of-orderness.",
+            description="Late events / transactions of the file <= TXN_MAX_LATE_RATIO (warns, non-blocking).",
         ),
     ],
 )
@@ -412,36 +436,28 @@ def _replay_event_time_windows(
 ) -> Iterator:
     started = time.monotonic()
     source_file = str(pipeline.source_path)
-    config = pipeline.replay_config()
+    spec = pipeline.window_spec()
     run_dir = store.run_dir(context.run.run_id)
     staged_input = run_dir / "flink_input.csv"
     flink_output = run_dir / "flink_output"
     run_dir.mkdir(parents=True, exist_ok=True)
     with store.connect_staging(context.run.run_id) as con:
-        n_transactions = schema.fetch_one(con, "SELECT count(*) FROM transactions WHERE source_file = ?", [source_file])[0]
-        con.sql(
-            "SELECT source_row, key, event_time_ms, amount FROM transactions "
-            "WHERE source_file = ? ORDER BY source_row",
-            params=[source_file],
-        ).write_csv(str(staged_input), header=False)
+        n_transactions = flink_output_files.stage_input(con, source_file, staged_input)
     staged_s = time.monotonic() - started
 
     figures: dict[str, object] = {}
     if n_transactions:
         command = [
-            sys.executable, "-m", "flink_jobs.window_average",
+            sys.executable, "-m", "flink_jobs.window_job",
             "--input", str(staged_input),
             "--output", str(flink_output),
-            "--window-size-ms", str(config.window_size_ms),
-            "--out-of-orderness-ms", str(config.out_of_orderness_ms),
-            "--allowed-lateness-ms", str(config.allowed_lateness_ms),
+            *spec.job_arguments(),
             "--parallelism", str(pipeline.flink_parallelism),
-            "--engine", pipeline.flink_engine,
             "--jvm-heap", pipeline.flink_jvm_heap,
         ]  # fmt: skip
         if pipeline.flink_jobmanager:
             command += ["--jobmanager", pipeline.flink_jobmanager]
-        context.log.info(f"Submitting Flink job for {n_transactions:,} transactions")
+        context.log.info(f"Submitting Flink job for {n_transactions:,} transactions: {spec.describe()}")
         try:
             invocation = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
         except DagsterPipesExecutionError as error:
@@ -460,68 +476,54 @@ def _replay_event_time_windows(
         con.execute("BEGIN")
         con.execute("DELETE FROM window_averages WHERE source_file = ?", [source_file])
         con.execute("DELETE FROM late_events WHERE source_file = ?", [source_file])
-        _load_flink_output(con, flink_output, source_file, config.window_size_ms)
-        con.execute("COMMIT")
-        counts = schema.fetch_one(con, "SELECT (SELECT count(*) FROM window_averages WHERE source_file = $f), "
-            "(SELECT coalesce(sum(txn_count), 0) FROM window_averages WHERE source_file = $f), "
+        flink_output_files.load_output(con, flink_output, source_file, spec)
+        n_windows, n_late, max_lateness_ms = schema.fetch_one(
+            con,
+            "SELECT (SELECT count(*) FROM window_averages WHERE source_file = $f), "
             "(SELECT count(*) FROM late_events WHERE source_file = $f), "
-            "(SELECT count(*) FROM late_events l WHERE source_file = $f AND NOT EXISTS ("
-            "  SELECT 1 FROM transactions t WHERE t.source_file = $f AND t.source_row = l.source_row)), "
             "(SELECT max(watermark_ms - event_time_ms) FROM late_events WHERE source_file = $f)",
-            {"f": source_file},)
-        n_windows, counted, n_late, late_not_in_transactions, max_lateness_ms = counts
+            {"f": source_file},
+        )
+        con.execute(
+            "INSERT INTO replays VALUES ($f, $run, now(), $kind, $size, $slide, $gap, $ooo, $lateness, $tx, $w, $late)",
+            {"f": source_file, "run": context.run.run_id, "kind": spec.kind, "size": spec.size_ms,
+             "slide": spec.slide_ms, "gap": spec.gap_ms, "ooo": spec.out_of_orderness_ms,
+             "lateness": spec.allowed_lateness_ms, "tx": n_transactions, "w": n_windows, "late": n_late},
+        )  # fmt: skip
+        con.execute("COMMIT")
         context.log.info(
             f"Loaded {n_windows:,} windows and {n_late:,} late events ({time.monotonic() - started:.1f} s); "
             "recomputing every window in DuckDB for the reconciliation check"
         )
-        conserved = n_transactions == counted + n_late and late_not_in_transactions == 0
+        windows_report, late_report = reconcile.compare_tables(con, spec, source_file)
         checks = [
-            AssetCheckResult(
-                asset_key="window_averages",
-                check_name="transactions_conserved",
-                passed=bool(conserved),
-                metadata={
-                    "transactions": n_transactions,
-                    "counted_in_windows": int(counted),
-                    "late_events": n_late,
-                    "late_events_not_in_transactions": late_not_in_transactions,
-                },
-                description=None
-                if conserved
-                else f"{n_transactions} transactions but {counted} counted in windows + {n_late} late events",
+            _result(
+                "window_averages",
+                "transactions_conserved",
+                quality.conservation_check(con, spec, source_file, windows_report["expected_pairs"]),
+                AssetCheckSeverity.ERROR,
             ),
-            _reconciliation_check(con, config, source_file),
+            _reconciliation_check(windows_report, late_report),
             _result(
                 "window_averages",
                 "windows_aligned_and_bounded",
-                quality.window_alignment_check(con, config.window_size_ms),
+                quality.window_shape_check(con, spec, source_file),
                 AssetCheckSeverity.ERROR,
             ),
             _contract_result(con, "window_averages"),
             _contract_result(con, "late_events"),
-        ]
-        late_pairs = con.execute(
-            "SELECT event_time_ms, watermark_ms FROM late_events WHERE source_file = ?", [source_file]
-        ).fetchall()
-        checks.append(
+            _contract_result(con, "replays"),
             _result(
                 "late_events",
                 "late_ratio_within_limit",
-                quality.late_ratio_check(
-                    late_pairs,
-                    n_transactions,
-                    limit=pipeline.max_late_ratio,
-                    window_size_ms=config.window_size_ms,
-                    out_of_orderness_ms=config.out_of_orderness_ms,
-                    allowed_lateness_ms=config.allowed_lateness_ms,
-                ),
+                quality.ratio_check(n_late, n_transactions, pipeline.max_late_ratio, "late events", "transactions"),
                 AssetCheckSeverity.WARN,
-            )
-        )
+            ),
+        ]
         windows_preview = _fetch_df(
             con,
-            "SELECT key, window_start, window_end, avg_amount, txn_count FROM window_averages "
-            "WHERE source_file = ? ORDER BY key, window_start_ms LIMIT ?",
+            "SELECT key, window_start, window_end, avg_amount, txn_count, sum_amount, min_amount, max_amount "
+            "FROM window_averages WHERE source_file = ? ORDER BY key, window_start_ms, window_end_ms LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
         late_preview = _fetch_df(
@@ -530,9 +532,13 @@ def _replay_event_time_windows(
             "FROM late_events WHERE source_file = ? ORDER BY source_row LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
+        replays_preview = _fetch_df(
+            con, "SELECT * FROM replays ORDER BY replayed_at DESC, source_file LIMIT ?", [PREVIEW_ROWS]
+        )
     published = _finish(context, store, checks)
     common = {
         "source_file": MetadataValue.path(source_file),
+        "window_spec": spec.describe(),
         "duration_s": round(time.monotonic() - started, 3),
         "stage_input_s": round(staged_s, 3),
         "flink_s": round(flink_s, 3),
@@ -548,7 +554,6 @@ def _replay_event_time_windows(
         metadata={
             "dagster/row_count": n_windows,
             "transactions_in": n_transactions,
-            "counted_in_windows": int(counted),
             "preview": _preview(windows_preview),
             **common,
         },
@@ -563,74 +568,32 @@ def _replay_event_time_windows(
             **common,
         },
     )
+    yield MaterializeResult(
+        asset_key="replays",
+        metadata={"dagster/row_count": len(replays_preview), "preview": _preview(replays_preview), **common},
+    )
     yield from checks
 
 
-def _load_flink_output(con, flink_output: Path, source_file: str, window_size_ms: int) -> None:
-    """Insert the job's JSON-lines output into window_averages and late_events."""
-    window_files = [str(p) for p in output_files(flink_output / "windows")]
-    if window_files:
-        con.read_json(
-            window_files,
-            format="newline_delimited",
-            columns={
-                "key": "VARCHAR",
-                "window_start_ms": "BIGINT",
-                "window_end_ms": "BIGINT",
-                "avg_amount": "DOUBLE",
-                "txn_count": "BIGINT",
-            },
-        ).create_view("flink_windows", replace=True)
-        con.execute(
-            "INSERT INTO window_averages SELECT ?, key, epoch_ms(window_start_ms)::TIMESTAMPTZ, "
-            "epoch_ms(window_end_ms)::TIMESTAMPTZ, avg_amount, txn_count, window_start_ms, window_end_ms "
-            "FROM flink_windows ORDER BY key, window_start_ms",
-            [source_file],
-        )
-    late_files = [str(p) for p in output_files(flink_output / "late")]
-    if late_files:
-        con.read_json(
-            late_files,
-            format="newline_delimited",
-            columns={
-                "source_row": "BIGINT",
-                "key": "VARCHAR",
-                "event_time_ms": "BIGINT",
-                "amount": "DOUBLE",
-                "watermark_ms": "BIGINT",
-            },
-        ).create_view("flink_late", replace=True)
-        con.execute(
-            "INSERT INTO late_events SELECT $f, l.source_row, l.key, epoch_ms(l.event_time_ms)::TIMESTAMPTZ, "
-            "l.amount, l.event_time_ms, l.watermark_ms, "
-            f"epoch_ms({schema.window_start_sql('l.event_time_ms')})::TIMESTAMPTZ, "
-            f"epoch_ms({schema.window_start_sql('l.event_time_ms')} + $size)::TIMESTAMPTZ "
-            "FROM flink_late l ORDER BY l.source_row",
-            {"f": source_file, "size": window_size_ms},
-        )
-
-
-def _reconciliation_check(con, config, source_file: str) -> AssetCheckResult:
-    """Compare the Flink output with an independent DuckDB SQL recomputation of the replay rule
-    (inside DuckDB: no copy of either table in Python)."""
-    windows, late = reconcile.compare_tables(con, config, source_file)
+def _reconciliation_check(windows: dict, late: dict) -> AssetCheckResult:
+    """The Flink output against the independent DuckDB recomputation (warehouse.reconcile)."""
     passed = bool(windows["equal"] and late["equal"])
     return AssetCheckResult(
         asset_key="window_averages",
         check_name="matches_independent_replay",
         passed=passed,
         metadata={
-            "windows_compared": int(windows["windows_compared"]),
-            "max_abs_diff": float(windows["max_abs_diff"]),
-            "windows_missing": int(windows["missing"]),
-            "windows_unexpected": int(windows["unexpected"]),
-            "count_mismatches": int(windows["count_mismatches"]),
-            "avg_mismatches": int(windows["avg_mismatches"]),
-            "late_events_expected": int(late["late_expected"]),
-            "late_events_missing": int(late["missing"]),
-            "late_events_unexpected": int(late["unexpected"]),
-            "late_events_value_mismatches": int(late["value_mismatches"]),
-            "examples": MetadataValue.json(list(windows["examples"]) + list(late["examples"])),
+            "windows_compared": windows["compared"],
+            "windows_missing": windows["missing"],
+            "windows_unexpected": windows["unexpected"],
+            "windows_duplicated": windows["duplicates_actual"],
+            "window_value_mismatches": windows["value_mismatches"],
+            "max_abs_avg_diff": windows["max_abs_diff"],
+            "late_events_expected": late["expected"],
+            "late_events_missing": late["missing"],
+            "late_events_unexpected": late["unexpected"],
+            "late_events_value_mismatches": late["value_mismatches"],
+            "examples": MetadataValue.json(windows["examples"] + late["examples"]),
         },
         description=None if passed else "window_averages/late_events differ from the DuckDB recomputation",
     )

@@ -16,8 +16,11 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from flink_jobs.output import ENGINES, JVM_HEAP
-from warehouse.replay import ReplayConfig
+from flink_jobs.output import JVM_HEAP
+from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM
+from warehouse import windows
+from warehouse.advice import parse_targets
+from warehouse.windows import WindowSpec
 from warehouse.store import MEMORY_LIMIT
 from warehouse.timestamps import validate_timezone
 
@@ -31,21 +34,31 @@ ENV_VARS: dict[str, str] = {
     "warehouse": "TXN_WAREHOUSE",
     "source_timezone": "TXN_SOURCE_TIMEZONE",
     "key_column": "TXN_KEY_COLUMN",
+    "window_kind": "TXN_WINDOW_KIND",
     "window_size_ms": "TXN_WINDOW_SIZE_MS",
+    "window_slide_ms": "TXN_WINDOW_SLIDE_MS",
+    "session_gap_ms": "TXN_SESSION_GAP_MS",
     "out_of_orderness_ms": "TXN_OUT_OF_ORDERNESS_MS",
     "allowed_lateness_ms": "TXN_ALLOWED_LATENESS_MS",
     "flink_parallelism": "TXN_FLINK_PARALLELISM",
     "flink_jobmanager": "TXN_FLINK_JOBMANAGER",
-    "flink_engine": "TXN_FLINK_ENGINE",
+    "aggregates": "TXN_AGGREGATE",
     "anomaly_min_windows": "TXN_ANOMALY_MIN_WINDOWS",
     "anomaly_z": "TXN_ANOMALY_Z",
     "max_rejected_ratio": "TXN_MAX_REJECTED_RATIO",
     "max_late_ratio": "TXN_MAX_LATE_RATIO",
     "duckdb_memory_limit": "TXN_DUCKDB_MEMORY_LIMIT",
     "flink_jvm_heap": "TXN_FLINK_JVM_HEAP",
+    "advice_targets": "TXN_ADVICE_TARGETS",
+    "alert_webhook_url": "TXN_ALERT_WEBHOOK_URL",
+    "alert_max_items": "TXN_ALERT_MAX_ITEMS",
 }
-
-FLINK_ENGINES = ENGINES
+# Variables that no longer select anything: setting one stops the definitions from loading.
+RETIRED_ENV_VARS = {
+    "TXN_FLINK_ENGINE": "TXN_FLINK_ENGINE is no longer used: the one Flink job runs Flink's own window "
+    "operator with exact DECIMAL aggregates, and your own AggregateFunction is plugged in with "
+    "TXN_AGGREGATE=package.module:ClassName; unset TXN_FLINK_ENGINE",
+}
 _COLUMN_NAME = re.compile(r"^[^\x00-\x1f\",]{1,128}$")
 
 
@@ -56,18 +69,30 @@ class PipelineSettings(ConfigurableResource):
         default="UTC", description="IANA zone for timestamps without an offset (TXN_SOURCE_TIMEZONE)."
     )
     key_column: str = Field(default="transaction_id", description="Column windows are keyed by (TXN_KEY_COLUMN).")
-    window_size_ms: int = Field(default=5000, description="Tumbling window size in ms (TXN_WINDOW_SIZE_MS).")
-    out_of_orderness_ms: int = Field(
-        default=1000, description="Bounded out-of-orderness of the watermark in ms (TXN_OUT_OF_ORDERNESS_MS)."
+    window_kind: str = Field(
+        default=windows.DEFAULT_KIND, description="tumbling, sliding or session (TXN_WINDOW_KIND)."
     )
-    allowed_lateness_ms: int = Field(default=0, description="Allowed lateness in ms (TXN_ALLOWED_LATENESS_MS).")
-    flink_parallelism: int = Field(default=2, description="Flink parallelism (TXN_FLINK_PARALLELISM).")
+    window_size_ms: int = Field(
+        default=0, description="Window size in ms, tumbling and sliding; 0 = 5000 (TXN_WINDOW_SIZE_MS)."
+    )
+    window_slide_ms: int = Field(default=0, description="Slide in ms, sliding windows only (TXN_WINDOW_SLIDE_MS).")
+    session_gap_ms: int = Field(
+        default=0, description="Session gap in ms, session windows only; 0 = 60000 (TXN_SESSION_GAP_MS)."
+    )
+    out_of_orderness_ms: int = Field(
+        default=windows.DEFAULT_OUT_OF_ORDERNESS_MS,
+        description="Bounded out-of-orderness of the watermark in ms (TXN_OUT_OF_ORDERNESS_MS).",
+    )
+    allowed_lateness_ms: int = Field(
+        default=windows.DEFAULT_ALLOWED_LATENESS_MS, description="Allowed lateness in ms (TXN_ALLOWED_LATENESS_MS)."
+    )
+    flink_parallelism: int = Field(default=DEFAULT_PARALLELISM, description="Flink parallelism (TXN_FLINK_PARALLELISM).")
     flink_jobmanager: str = Field(
         default="", description="host:port of a Flink cluster; empty = local mini-cluster (TXN_FLINK_JOBMANAGER)."
     )
-    flink_engine: str = Field(
-        default="sql",
-        description="Flink engine: 'datastream' (Python AggregateFunction) or 'sql' (TXN_FLINK_ENGINE).",
+    aggregates: str = Field(
+        default="",
+        description="Your own AggregateFunction(s): package.module:ClassName, comma-separated (TXN_AGGREGATE).",
     )
     anomaly_min_windows: int = Field(
         default=5, description="Windows a key needs before it gets a threshold (TXN_ANOMALY_MIN_WINDOWS)."
@@ -90,13 +115,26 @@ class PipelineSettings(ConfigurableResource):
         "(TXN_DUCKDB_MEMORY_LIMIT).",
     )
     flink_jvm_heap: str = Field(
-        default="1g", description="Max heap (-Xmx) of the local Flink mini-cluster JVM (TXN_FLINK_JVM_HEAP)."
+        default=DEFAULT_JVM_HEAP, description="Max heap (-Xmx) of the local Flink mini-cluster JVM (TXN_FLINK_JVM_HEAP)."
+    )
+    advice_targets: str = Field(
+        default="0.05,0.01,0.001,0",
+        description="Late-event ratios the watermark advice finds the smallest bound for (TXN_ADVICE_TARGETS).",
+    )
+    alert_webhook_url: str = Field(
+        default="", description="http(s) URL that gets one JSON POST per run with new anomalies (TXN_ALERT_WEBHOOK_URL)."
+    )
+    alert_max_items: int = Field(
+        default=100, description="Most anomalies listed in one alert, largest score first (TXN_ALERT_MAX_ITEMS)."
     )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
         """Settings from TXN_* variables; unset or empty variables keep the defaults."""
         environ = os.environ if environ is None else environ
+        for var, message in RETIRED_ENV_VARS.items():
+            if environ.get(var, "").strip():
+                raise ValueError(message)
         values: dict[str, object] = {}
         for field, var in ENV_VARS.items():
             raw = environ.get(var, "").strip()
@@ -112,22 +150,22 @@ class PipelineSettings(ConfigurableResource):
                 values[path_field] = os.path.abspath(os.path.expanduser(str(values[path_field])))
         return cls(**values)
 
-    def replay_config(self) -> ReplayConfig:
-        return ReplayConfig(
-            window_size_ms=self.window_size_ms,
+    def window_spec(self, validate: bool = True) -> WindowSpec:
+        """The window spec (validated: raises WindowSpecError; `problems()` lists the same)."""
+        spec = WindowSpec.unvalidated(
+            self.window_kind.strip(),
+            size_ms=self.window_size_ms,
+            slide_ms=self.window_slide_ms,
+            gap_ms=self.session_gap_ms,
             out_of_orderness_ms=self.out_of_orderness_ms,
             allowed_lateness_ms=self.allowed_lateness_ms,
         )
+        return spec.validate() if validate else spec
 
     def problems(self) -> list[str]:
         """Every invalid setting, each as one sentence naming the env var ([] when all are valid)."""
         found = []
-        if self.window_size_ms <= 0:
-            found.append(f"window size must be a positive number of ms (TXN_WINDOW_SIZE_MS), got {self.window_size_ms}")
-        if self.out_of_orderness_ms < 0:
-            found.append(f"out-of-orderness must be >= 0 ms (TXN_OUT_OF_ORDERNESS_MS), got {self.out_of_orderness_ms}")
-        if self.allowed_lateness_ms < 0:
-            found.append(f"allowed lateness must be >= 0 ms (TXN_ALLOWED_LATENESS_MS), got {self.allowed_lateness_ms}")
+        found.extend(self.window_spec(validate=False).problems())
         if self.flink_parallelism < 1:
             found.append(f"Flink parallelism must be >= 1 (TXN_FLINK_PARALLELISM), got {self.flink_parallelism}")
         if self.anomaly_min_windows < 1:
@@ -138,6 +176,10 @@ class PipelineSettings(ConfigurableResource):
             value = getattr(self, field)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 found.append(f"{field.replace('_', ' ')} must be a number from 0 to 1 ({var}), got {value}")
+        try:
+            parse_targets(self.advice_targets)
+        except ValueError as error:
+            found.append(str(error))
         if not MEMORY_LIMIT.fullmatch(self.duckdb_memory_limit.strip()):
             found.append(
                 f"DuckDB memory limit must look like 2GB or 512MB (TXN_DUCKDB_MEMORY_LIMIT), got {self.duckdb_memory_limit!r}"
@@ -150,10 +192,12 @@ class PipelineSettings(ConfigurableResource):
             found.append(f"{error} (TXN_SOURCE_TIMEZONE)")
         if not _COLUMN_NAME.match(self.key_column.strip()):
             found.append(f"key column name {self.key_column!r} is not a usable CSV column name (TXN_KEY_COLUMN)")
-        if self.flink_engine not in FLINK_ENGINES:
-            found.append(
-                f"Flink engine must be one of {', '.join(FLINK_ENGINES)} (TXN_FLINK_ENGINE), got {self.flink_engine!r}"
-            )
+        if self.alert_max_items < 1:
+            found.append(f"TXN_ALERT_MAX_ITEMS must be >= 1, got {self.alert_max_items}")
+        from warehouse.alerts import url_problem  # the sentence never repeats the URL (credentials)
+
+        if (webhook_problem := url_problem(self.alert_webhook_url)) is not None:
+            found.append(webhook_problem)
         if self.flink_jobmanager:
             from flink_jobs.environment import parse_jobmanager
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -13,7 +12,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from warehouse import schema, synthetic
+from warehouse import flink_output, schema, synthetic
+from warehouse.windows import WindowSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT / "data"
@@ -21,57 +21,59 @@ LAB_EXAMPLE = DATA / "lab_example.csv"
 SAMPLE = DATA / "sample_transactions.csv"
 
 
-def write_staged_input(path: Path, events) -> Path:
-    """The Flink job's input format: source_row,key,event_time_ms,amount (CSV, no header)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        for source_row, key, ts, amount in events:
-            writer.writerow([source_row, key, ts, repr(float(amount))])
-    return path
-
-
-def run_flink_job(staged: Path, output: Path, *, parallelism: int, **options) -> dict:
-    """Run `python -m flink_jobs.window_average` as a separate process, as the asset does."""
-    command = [sys.executable, "-m", "flink_jobs.window_average", "--input", str(staged), "--output", str(output),
-               "--parallelism", str(parallelism)]  # fmt: skip
-    for name, value in options.items():
-        command += [f"--{name.replace('_', '-')}", str(value)]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def read_job_output(output: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(windows, late) as DataFrames sorted like the warehouse tables."""
-
-    def load(folder: str, columns: list[str], order: list[str]) -> pd.DataFrame:
-        rows = []
-        for path in sorted((output / folder).glob("*.jsonl")):
-            with open(path, encoding="utf-8") as handle:
-                rows += [json.loads(line) for line in handle]
-        frame = pd.DataFrame(rows, columns=columns)
-        return frame.sort_values(order).reset_index(drop=True)
-
-    windows = load("windows", ["key", "window_start_ms", "window_end_ms", "avg_amount", "txn_count"],
-                   ["key", "window_start_ms"])  # fmt: skip
-    late = load("late", ["source_row", "key", "event_time_ms", "amount", "watermark_ms"], ["source_row"])
-    return windows, late
-
-
 def transactions_db(path: Path, events, source_file: str = "input.csv") -> duckdb.DuckDBPyConnection:
-    """A real DuckDB file whose `transactions` table holds the given events."""
+    """A real DuckDB file whose `transactions` table holds the given (source_row, key, ts, amount)
+    events (amounts as Decimal, str or int; stored exactly as DECIMAL(18,4))."""
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
     schema.create_tables(con)
-    frame = pd.DataFrame(list(events), columns=["source_row", "key", "event_time_ms", "amount"])
+    frame = pd.DataFrame(
+        [(row, key, ts, str(amount)) for row, key, ts, amount in events],
+        columns=["source_row", "key", "event_time_ms", "amount"],
+    )
     con.register("events", frame)
     con.execute(
         "INSERT INTO transactions SELECT ?, source_row, source_row, key, key, "
-        "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, amount FROM events",
+        "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, amount::DECIMAL(18,4) FROM events",
         [source_file],
     )
     con.unregister("events")
     return con
+
+
+def run_window_job(con: duckdb.DuckDBPyConnection, workdir: Path, spec: WindowSpec, *, parallelism: int,
+                   source_file: str = "input.csv") -> dict:  # fmt: skip
+    """Stage the file's transactions, run `python -m flink_jobs.window_job` as a separate process
+    (as the asset does) and load its output into window_averages and late_events."""
+    staged = workdir / "staged.csv"
+    output = workdir / "output"
+    flink_output.stage_input(con, source_file, staged)
+    command = [sys.executable, "-m", "flink_jobs.window_job", "--input", str(staged), "--output", str(output),
+               "--parallelism", str(parallelism), *spec.job_arguments()]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    con.execute("DELETE FROM window_averages WHERE source_file = ?", [source_file])
+    con.execute("DELETE FROM late_events WHERE source_file = ?", [source_file])
+    flink_output.load_output(con, output, source_file, spec)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def job_windows(con: duckdb.DuckDBPyConnection, source_file: str = "input.csv") -> list[tuple]:
+    """(key, start, end, count, sum, min, max) of window_averages, sorted like the reference."""
+    return con.execute(
+        "SELECT key, window_start_ms, window_end_ms, txn_count, sum_amount, min_amount, max_amount "
+        "FROM window_averages WHERE source_file = ? ORDER BY ALL",
+        [source_file],
+    ).fetchall()
+
+
+def job_late(con: duckdb.DuckDBPyConnection, source_file: str = "input.csv") -> list[tuple]:
+    """(source_row, key, ts, amount, watermark_ms) of late_events, sorted by source_row."""
+    return con.execute(
+        "SELECT source_row, key, event_time_ms, amount, watermark_ms FROM late_events "
+        "WHERE source_file = ? ORDER BY source_row",
+        [source_file],
+    ).fetchall()
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,12 @@ with the severity of the check. Functions taking a connection only read from it.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
 
 from warehouse import schema
-from warehouse.replay import window_start
+from warehouse.windows import WindowSpec
 
 EXAMPLES = 5
 
@@ -38,96 +36,124 @@ def contract_check(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
     )
 
 
-# --- window alignment and bounds ---------------------------------------------------------------
+# --- windows ------------------------------------------------------------------------------------
 
-_ALIGNMENT_SQL = f"""
-WITH on_time AS (
-    -- on-time rows bucketed into windows of the configured size (floor, also before 1970); an
-    -- equality join on the bucket is ~150x faster than a range join at 1M rows, and a window of
-    -- another size finds no matching bucket, so it is still reported (out_of_bounds)
-    SELECT t.source_file, t.key,
-           {schema.window_start_sql("t.event_time_ms")} AS window_start_ms,
-           min(t.amount) AS min_amount, max(t.amount) AS max_amount
-    FROM transactions t ANTI JOIN late_events l USING (source_file, source_row)
-    GROUP BY ALL
-),
-per_window AS (
-    SELECT w.source_file, w.key, w.window_start_ms, w.window_end_ms, w.avg_amount,
-           epoch_ms(w.window_start) AS start_from_ts, epoch_ms(w.window_end) AS end_from_ts,
-           o.min_amount, o.max_amount
-    FROM window_averages w LEFT JOIN on_time o USING (source_file, key, window_start_ms)
-)
-SELECT source_file, key, window_start_ms, window_end_ms, avg_amount, min_amount, max_amount,
-       (((window_start_ms % $size) + $size) % $size) <> 0 AS misaligned,
-       window_end_ms - window_start_ms <> $size AS wrong_length,
-       start_from_ts <> window_start_ms OR end_from_ts <> window_end_ms AS timestamps_disagree,
-       min_amount IS NULL OR NOT (min_amount <= avg_amount AND avg_amount <= max_amount) AS out_of_bounds
-FROM per_window
+
+def _alignment_sql(spec: WindowSpec) -> str:
+    """Per window of the file: which shape rule it breaks (the rules of the spec's kind)."""
+    if spec.kind == "session":
+        misaligned = "false"  # a session starts at its first event
+        wrong_length = f"window_end_ms - window_start_ms < {int(spec.gap_ms)}"
+    else:
+        step = int(spec.size_ms if spec.kind == "tumbling" else spec.slide_ms)
+        misaligned = f"(((window_start_ms % {step}) + {step}) % {step}) <> 0"
+        wrong_length = f"window_end_ms - window_start_ms <> {int(spec.size_ms)}"
+    return f"""
+SELECT key, window_start_ms, window_end_ms, txn_count, sum_amount, min_amount, max_amount,
+       {misaligned} AS misaligned,
+       {wrong_length} AS wrong_length,
+       epoch_ms(window_start) <> window_start_ms OR epoch_ms(window_end) <> window_end_ms AS timestamps_disagree,
+       NOT (txn_count >= 1 AND min_amount <= max_amount
+            AND min_amount * txn_count <= sum_amount AND sum_amount <= max_amount * txn_count) AS out_of_bounds
+FROM window_averages WHERE source_file = $f
 """
 
 
-def window_alignment_check(con: duckdb.DuckDBPyConnection, window_size_ms: int) -> CheckOutcome:
-    """Every window of the whole history is aligned to the configured size and within its rows' range.
+def window_shape_check(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> CheckOutcome:
+    """Every window of the file has the shape of the configured kind, and consistent aggregates.
 
-    * ``window_start_ms`` is a multiple of the window size (floor alignment to the epoch);
-    * ``window_end_ms - window_start_ms`` equals the window size;
-    * the TIMESTAMPTZ columns agree with the ``*_ms`` columns;
-    * ``min(amount) <= avg_amount <= max(amount)`` over the window's on-time transactions.
+    * tumbling: starts on a multiple of the size; sliding: on a multiple of the slide; both are
+      exactly `size` long; a session is at least one gap long;
+    * the TIMESTAMPTZ columns agree with the `*_ms` columns;
+    * count >= 1 and `min * count <= sum <= max * count` (exact DECIMAL arithmetic).
 
-    It covers all files in the warehouse, not only the one being replayed: the anomaly thresholds
-    are computed over all history, so a history that mixes window sizes must not be published.
+    Only the replayed file's windows are read: the other files' windows were checked when they
+    were published, and the `replays` table keeps one window config per warehouse.
     """
-    # Evaluated once into a temporary table, then summarized and sampled from it.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE window_alignment AS {_ALIGNMENT_SQL}", {"size": window_size_ms})
+    con.execute(f"CREATE OR REPLACE TEMP TABLE window_shape AS {_alignment_sql(spec)}", {"f": source_file})
     try:
-        rows = con.execute(
+        checked, misaligned, wrong_length, disagree, out_of_bounds = schema.fetch_one(
+            con,
             "SELECT count(*), count(*) FILTER (WHERE misaligned), count(*) FILTER (WHERE wrong_length), "
-            "count(*) FILTER (WHERE timestamps_disagree), count(*) FILTER (WHERE out_of_bounds) "
-            "FROM window_alignment"
-        ).fetchall()
-        checked, misaligned, wrong_length, disagree, out_of_bounds = rows[0]
+            "count(*) FILTER (WHERE timestamps_disagree), count(*) FILTER (WHERE out_of_bounds) FROM window_shape",
+        )
         bad = con.execute(
-            "SELECT source_file, key, window_start_ms, window_end_ms, avg_amount, min_amount, max_amount "
-            "FROM window_alignment WHERE misaligned OR wrong_length OR timestamps_disagree OR out_of_bounds "
-            f"ORDER BY source_file, key, window_start_ms LIMIT {EXAMPLES}"
+            "SELECT key, window_start_ms, window_end_ms, txn_count, sum_amount::VARCHAR, min_amount::VARCHAR, "
+            "max_amount::VARCHAR FROM window_shape "
+            "WHERE misaligned OR wrong_length OR timestamps_disagree OR out_of_bounds "
+            f"ORDER BY key, window_start_ms LIMIT {EXAMPLES}"
         ).fetchall()
     finally:
-        con.execute("DROP TABLE IF EXISTS window_alignment")
+        con.execute("DROP TABLE IF EXISTS window_shape")
     passed = misaligned == wrong_length == disagree == out_of_bounds == 0
     description = None
     if not passed:
         parts = []
         if misaligned:
-            parts.append(f"{misaligned} window(s) do not start on a multiple of {window_size_ms} ms")
+            step = spec.size_ms if spec.kind == "tumbling" else spec.slide_ms
+            parts.append(f"{misaligned} window(s) do not start on a multiple of {step} ms")
         if wrong_length:
-            parts.append(f"{wrong_length} window(s) are not {window_size_ms} ms long")
+            length = f"at least {spec.gap_ms}" if spec.kind == "session" else f"{spec.size_ms}"
+            parts.append(f"{wrong_length} window(s) are not {length} ms long")
         if disagree:
             parts.append(f"{disagree} window(s) have timestamps that disagree with their *_ms columns")
         if out_of_bounds:
-            parts.append(f"{out_of_bounds} window average(s) lie outside min..max of their transactions")
-        description = "; ".join(parts) + " (a history replayed with another window size needs its own warehouse)"
+            parts.append(f"{out_of_bounds} window(s) have a sum outside count * [min, max]")
+        description = "; ".join(parts) + f" (configured: {spec.describe()})"
+    columns = ("key", "window_start_ms", "window_end_ms", "txn_count", "sum_amount", "min_amount", "max_amount")
     return CheckOutcome(
         passed=passed,
         description=description,
         metadata={
             "windows_checked": int(checked),
-            "window_size_ms": int(window_size_ms),
+            "window_spec": spec.describe(),
             "misaligned": int(misaligned),
             "wrong_length": int(wrong_length),
             "timestamps_disagree": int(disagree),
             "out_of_bounds": int(out_of_bounds),
-            "examples": [
-                {
-                    "source_file": r[0],
-                    "key": r[1],
-                    "window_start_ms": r[2],
-                    "window_end_ms": r[3],
-                    "avg_amount": r[4],
-                    "min_amount": r[5],
-                    "max_amount": r[6],
-                }
-                for r in bad
-            ],
+            "examples": [dict(zip(columns, r)) for r in bad],
+        },
+    )
+
+
+def conservation_check(
+    con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str, counted_pairs: int
+) -> CheckOutcome:
+    """Nothing lost between transactions and windows: every late event is a transaction of the
+    file, every other transaction is counted, and `sum(txn_count)` equals `counted_pairs`, the
+    number of (event, window) pairs the replay rule counts (one per on-time event for tumbling and
+    session windows; for sliding windows, each on-time event once per window that is not late)."""
+    transactions, counted, late, late_strangers = schema.fetch_one(
+        con,
+        "SELECT (SELECT count(*) FROM transactions WHERE source_file = $f), "
+        "(SELECT coalesce(sum(txn_count), 0) FROM window_averages WHERE source_file = $f), "
+        "(SELECT count(*) FROM late_events WHERE source_file = $f), "
+        "(SELECT count(*) FROM late_events l WHERE source_file = $f AND NOT EXISTS ("
+        "  SELECT 1 FROM transactions t WHERE t.source_file = $f AND t.source_row = l.source_row))",
+        {"f": source_file},
+    )
+    counted = int(counted)
+    on_time = transactions - late
+    passed = late_strangers == 0 and counted == counted_pairs and counted >= on_time and (
+        spec.kind == "sliding" or counted == on_time
+    )
+    description = None
+    if not passed:
+        description = (
+            f"{transactions:,} transactions: {late:,} late events ({late_strangers:,} of them not among the "
+            f"transactions) and {counted:,} counted in windows, but the replay rule counts {counted_pairs:,} "
+            f"(event, window) pairs for {on_time:,} on-time events ({spec.describe()})"
+        )
+    return CheckOutcome(
+        passed=bool(passed),
+        description=description,
+        metadata={
+            "transactions": int(transactions),
+            "late_events": int(late),
+            "on_time_events": int(on_time),
+            "counted_in_windows": counted,
+            "expected_event_window_pairs": int(counted_pairs),
+            "late_events_not_in_transactions": int(late_strangers),
         },
     )
 
@@ -147,74 +173,3 @@ def ratio_check(count: int, total: int, limit: float, what: str, of: str) -> Che
         metadata={what.replace(" ", "_"): int(count), of.replace(" ", "_"): int(total),
                   "ratio": round(ratio, 6), "limit": float(limit)},  # fmt: skip
     )
-
-
-def recommended_out_of_orderness(
-    late: Iterable[tuple[int, int]],
-    total_events: int,
-    *,
-    window_size_ms: int,
-    out_of_orderness_ms: int,
-    allowed_lateness_ms: int = 0,
-    on_time_target: float = 0.99,
-) -> int:
-    """The smallest out-of-orderness that would have made >= on_time_target of the events on time.
-
-    ``late`` holds ``(event_time_ms, watermark_ms)`` of the late events. The watermark an event sees
-    is ``max(previous event times) - out_of_orderness - 1`` (late events advance the max too), so
-    raising the out-of-orderness by ``d`` lowers every watermark by exactly ``d`` and changes nothing
-    else. A late event becomes on time once ``window_end - 1 + allowed_lateness > watermark - d``,
-    i.e. ``d >= watermark - window_end + 2 - allowed_lateness``.
-    """
-    if not 0 < on_time_target <= 1:
-        raise ValueError(f"on_time_target must be in (0, 1], got {on_time_target}")
-    size = window_size_ms
-    needs = sorted(
-        (
-            watermark - (window_start(event_time, size) + size) + 2 - allowed_lateness_ms
-            for event_time, watermark in late
-        ),
-        reverse=True,
-    )
-    # Events that may stay late; float slack so that 0.99 * 100 counts as 99.
-    may_stay_late = max(0, math.floor((1 - on_time_target) * total_events + 1e-9))
-    if may_stay_late >= len(needs):
-        return out_of_orderness_ms
-    return out_of_orderness_ms + max(0, needs[may_stay_late])
-
-
-def late_ratio_check(
-    late: Sequence[tuple[int, int]],
-    total_events: int,
-    *,
-    limit: float,
-    window_size_ms: int,
-    out_of_orderness_ms: int,
-    allowed_lateness_ms: int = 0,
-    on_time_target: float = 0.99,
-) -> CheckOutcome:
-    """Late events / transactions <= limit; the description recommends an out-of-orderness if not."""
-    base = ratio_check(len(late), total_events, limit, "late events", "transactions")
-    recommended = recommended_out_of_orderness(
-        late,
-        total_events,
-        window_size_ms=window_size_ms,
-        out_of_orderness_ms=out_of_orderness_ms,
-        allowed_lateness_ms=allowed_lateness_ms,
-        on_time_target=on_time_target,
-    )
-    lag = max((watermark - event_time for event_time, watermark in late), default=0)
-    metadata = {
-        **base.metadata,
-        "watermark_lag_ms": int(lag),
-        "out_of_orderness_ms": int(out_of_orderness_ms),
-        "recommended_out_of_orderness_ms": int(recommended),
-        "on_time_target": float(on_time_target),
-    }
-    description = base.description
-    if not base.passed:
-        description += (
-            f". An out-of-orderness of {recommended} ms (TXN_OUT_OF_ORDERNESS_MS, now {out_of_orderness_ms}) "
-            f"would have put >= {on_time_target:.0%} of the events on time"
-        )
-    return CheckOutcome(passed=base.passed, description=description, metadata=metadata)

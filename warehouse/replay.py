@@ -1,26 +1,21 @@
-"""Plain-Python reference implementation of the event-time replay semantics.
+"""Plain-Python reference of the replay semantics: the executable specification.
 
-This module is the executable specification the Flink job and the DuckDB
-reconciliation (:mod:`warehouse.reconcile`) are checked against.  It favours
-obviousness over speed.
+The Flink job (flink_jobs/window_job.py, Flink's own WindowOperator) and the DuckDB recomputation
+(:mod:`warehouse.reconcile`) are checked against it. It favours obviousness over speed and shares
+no code with either; the rules it follows are those of :mod:`warehouse.windows`.
 
-Semantics
----------
-* Events (valid transactions) are replayed in file order, i.e. ascending
-  ``source_row``.
-* Before event ``e`` arrives the watermark is::
-
-      W(e) = max(event_time_ms of the events before e) - out_of_orderness_ms - 1
-
-  There is no watermark (``None``) for the first event, which is never late.
-* Tumbling windows ``[start, start + size)`` are aligned to the epoch:
-  ``start = floor(ts / size) * size`` (floor, so negative timestamps work).
-* ``e`` is *late* iff ``start + size - 1 + allowed_lateness_ms <= W(e)``.
-  Late events are dropped from every window; all other events are averaged
-  per ``(key, window)``.
-* The average is the correctly rounded exact mean: the exact rational sum of
-  the amounts divided by the count, rounded once to a double.  It therefore
-  does not depend on the order of summation.
+* Events are replayed in file order (ascending ``source_row``). Before event ``e`` the watermark is
+  ``W(e) = max(event time of the events before e) - out_of_orderness - 1`` (none before the first
+  event). Late events advance the maximum too.
+* A window ``w`` is late for ``e`` iff ``w.end - 1 + allowed_lateness <= W(e)``.
+* Tumbling and sliding: ``e`` is counted in each of its windows that is not late; it is a late
+  event only when all of them are.
+* Session: before ``e``, every session of any key whose ``end - 1 + allowed_lateness <= W(e)`` is
+  closed, its contents final. ``e`` opens ``[ts, ts + gap)``, which merges with the open sessions of
+  its key that it intersects (overlap or touch). If the result is late (only possible when nothing
+  was merged), ``e`` is a late event; otherwise it joins the merged session.
+* Per window: count, exact sum, min and max (Decimal). The mean is ``sum / count``, derived where
+  the output is loaded.
 """
 
 from __future__ import annotations
@@ -28,161 +23,93 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from fractions import Fraction
-import math
+from decimal import Decimal
 
-__all__ = [
-    "DEFAULT_ALLOWED_LATENESS_MS",
-    "DEFAULT_OUT_OF_ORDERNESS_MS",
-    "DEFAULT_WINDOW_SIZE_MS",
-    "ReplayConfig",
-    "ReplayResult",
-    "Event",
-    "LateEvent",
-    "WindowAverage",
-    "exact_mean",
-    "is_late",
-    "replay",
-    "window_start",
-]
+from warehouse.windows import WindowSpec
 
-DEFAULT_WINDOW_SIZE_MS = 5000
-DEFAULT_OUT_OF_ORDERNESS_MS = 1000
-DEFAULT_ALLOWED_LATENESS_MS = 0
+__all__ = ["Event", "LateEvent", "ReplayResult", "Window", "replay"]
 
-# (source_row, key, ts_ms, amount)
-Event = tuple[int, str, int, float]
-# (key, window_start_ms, window_end_ms, avg_amount, txn_count)
-WindowAverage = tuple[str, int, int, float, int]
-# (source_row, key, ts_ms, amount, watermark_ms)
-LateEvent = tuple[int, str, int, float, int]
-
-
-def window_start(ts_ms: int, size_ms: int) -> int:
-    """Start of the epoch-aligned tumbling window of ``size_ms`` containing ``ts_ms``.
-
-    Uses floor division, so ``window_start(-1, 5000) == -5000``.
-    """
-    if size_ms <= 0:
-        raise ValueError(f"size_ms must be > 0, got {size_ms}")
-    return (ts_ms // size_ms) * size_ms  # Python's // floors, also for negatives
-
-
-def is_late(
-    ts_ms: int,
-    watermark_ms: int | None,
-    size_ms: int,
-    allowed_lateness_ms: int,
-) -> bool:
-    """True iff an event at ``ts_ms`` is late given the current watermark.
-
-    The window's last timestamp is ``start + size - 1``; the event is late when
-    that timestamp plus the allowed lateness is at or behind the watermark.
-    With no watermark yet (``None``) nothing is late.
-    """
-    if watermark_ms is None:
-        return False
-    start = window_start(ts_ms, size_ms)
-    return start + size_ms - 1 + allowed_lateness_ms <= watermark_ms
-
-
-def exact_mean(amounts: Iterable[float]) -> float:
-    """Correctly rounded mean: exact rational sum / count, rounded once.
-
-    Raises ``ValueError`` for an empty input or a non-finite amount.
-    """
-    total = Fraction(0)
-    count = 0
-    for amount in amounts:
-        if not math.isfinite(amount):
-            raise ValueError(f"amount must be finite, got {amount!r}")
-        total += Fraction(amount)
-        count += 1
-    if count == 0:
-        raise ValueError("exact_mean() of an empty sequence")
-    return float(total / count)
-
-
-@dataclass(frozen=True)
-class ReplayConfig:
-    """Window and watermark parameters (all in milliseconds)."""
-
-    window_size_ms: int = DEFAULT_WINDOW_SIZE_MS
-    out_of_orderness_ms: int = DEFAULT_OUT_OF_ORDERNESS_MS
-    allowed_lateness_ms: int = DEFAULT_ALLOWED_LATENESS_MS
-
-    def __post_init__(self) -> None:
-        for name in ("window_size_ms", "out_of_orderness_ms", "allowed_lateness_ms"):
-            value = getattr(self, name)
-            # bool is an int subclass; reject it (and floats) explicitly.
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(
-                    f"ReplayConfig.{name} must be an int number of milliseconds, "
-                    f"got {value!r} ({type(value).__name__})"
-                )
-        if self.window_size_ms <= 0:
-            raise ValueError(
-                f"ReplayConfig.window_size_ms must be > 0, got {self.window_size_ms}"
-            )
-        if self.out_of_orderness_ms < 0:
-            raise ValueError(
-                "ReplayConfig.out_of_orderness_ms must be >= 0, "
-                f"got {self.out_of_orderness_ms}"
-            )
-        if self.allowed_lateness_ms < 0:
-            raise ValueError(
-                "ReplayConfig.allowed_lateness_ms must be >= 0, "
-                f"got {self.allowed_lateness_ms}"
-            )
+# (source_row, key, event_time_ms, amount)
+Event = tuple[int, str, int, Decimal]
+# (key, window_start_ms, window_end_ms, txn_count, sum_amount, min_amount, max_amount)
+Window = tuple[str, int, int, int, Decimal, Decimal, Decimal]
+# (source_row, key, event_time_ms, amount, watermark_ms)
+LateEvent = tuple[int, str, int, Decimal, int]
 
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """Output of :func:`replay`.
+    """``windows`` sorted by (key, start, end); ``late`` sorted by source_row."""
 
-    ``windows``: ``(key, window_start_ms, window_end_ms, avg_amount, txn_count)``
-    sorted by ``(key, window_start_ms)``; ``window_end_ms`` is exclusive.
-
-    ``late``: ``(source_row, key, ts_ms, amount, watermark_ms)`` sorted by
-    ``source_row``; ``watermark_ms`` is the watermark the event was judged against.
-    """
-
-    windows: list[WindowAverage] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
     late: list[LateEvent] = field(default_factory=list)
+    # (key, start, end) -> amounts in arrival order, for custom aggregates and tests
+    contents: dict[tuple[str, int, int], list[tuple[int, Decimal]]] = field(default_factory=dict)
 
 
-def replay(
-    events: Iterable[Event],
-    config: ReplayConfig | None = None,
-) -> ReplayResult:
-    """Replay ``(source_row, key, ts_ms, amount)`` events in ascending ``source_row``.
-
-    ``source_row`` values must be unique (they define the arrival order).
-    """
-    if config is None:
-        config = ReplayConfig()
+def replay(events: Iterable[Event], spec: WindowSpec | None = None) -> ReplayResult:
+    """Replay ``(source_row, key, event_time_ms, amount)`` events in ascending ``source_row``."""
+    spec = (spec or WindowSpec()).validate()
     ordered = sorted(events, key=lambda e: e[0])
     for previous, current in zip(ordered, ordered[1:]):
         if previous[0] == current[0]:
             raise ValueError(f"duplicate source_row {current[0]}: arrival order is ambiguous")
+    if spec.kind == "session":
+        contents, late = _sessions(ordered, spec)
+    else:
+        contents, late = _aligned(ordered, spec)
+    windows = []
+    for (key, start, end), members in sorted(contents.items()):
+        amounts = [amount for _, amount in members]
+        windows.append((key, start, end, len(amounts), sum(amounts, Decimal(0)), min(amounts), max(amounts)))
+    return ReplayResult(windows=windows, late=late, contents=dict(sorted(contents.items())))
 
-    size = config.window_size_ms
-    max_ts: int | None = None
-    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
+
+def _aligned(ordered: list[Event], spec: WindowSpec):
+    contents: dict[tuple[str, int, int], list[tuple[int, Decimal]]] = defaultdict(list)
     late: list[LateEvent] = []
-
-    for source_row, key, ts_ms, amount in ordered:
-        watermark = None if max_ts is None else max_ts - config.out_of_orderness_ms - 1
-        if is_late(ts_ms, watermark, size, config.allowed_lateness_ms):
-            assert watermark is not None
-            late.append((source_row, key, ts_ms, amount, watermark))
+    max_ts: int | None = None
+    for source_row, key, ts, amount in ordered:
+        watermark = spec.watermark_after(max_ts)
+        on_time = [w for w in spec.windows_of(ts) if not spec.is_late(w[1], watermark)]
+        if on_time:
+            for start, end in on_time:
+                contents[(key, start, end)].append((ts, amount))
         else:
-            groups[(key, window_start(ts_ms, size))].append(amount)
-        # Every valid event advances the max timestamp, late ones included.
-        max_ts = ts_ms if max_ts is None else max(max_ts, ts_ms)
+            late.append((source_row, key, ts, amount, watermark))
+        max_ts = ts if max_ts is None else max(max_ts, ts)
+    return contents, late
 
-    windows = [
-        (key, start, start + size, exact_mean(amounts), len(amounts))
-        for (key, start), amounts in sorted(groups.items())
-    ]
-    return ReplayResult(windows=windows, late=late)
+
+def _sessions(ordered: list[Event], spec: WindowSpec):
+    final: dict[tuple[str, int, int], list[tuple[int, Decimal]]] = {}
+    open_sessions: dict[str, list[list]] = defaultdict(list)  # key -> [start, end, members]
+    late: list[LateEvent] = []
+    max_ts: int | None = None
+    for source_row, key, ts, amount in ordered:
+        watermark = spec.watermark_after(max_ts)
+        for other_key, sessions in open_sessions.items():  # close what the watermark has passed
+            still_open = []
+            for session in sessions:
+                if spec.is_late(session[1], watermark):
+                    final[(other_key, session[0], session[1])] = session[2]
+                else:
+                    still_open.append(session)
+            sessions[:] = still_open
+        start, end = ts, ts + spec.gap_ms
+        sessions = open_sessions[key]
+        touching = [s for s in sessions if s[0] <= end and start <= s[1]]  # TimeWindow.intersects
+        if not touching and spec.is_late(end, watermark):
+            late.append((source_row, key, ts, amount, watermark))
+        else:
+            members: list[tuple[int, Decimal]] = []
+            for s in touching:
+                start, end = min(start, s[0]), max(end, s[1])
+                members += s[2]
+                sessions.remove(s)
+            sessions.append([start, end, members + [(ts, amount)]])
+        max_ts = ts if max_ts is None else max(max_ts, ts)
+    for key, sessions in open_sessions.items():  # the end of input closes the rest
+        for start, end, members in sessions:
+            final[(key, start, end)] = members
+    return final, late

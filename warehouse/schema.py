@@ -6,59 +6,140 @@ daily extracts accumulate: replaying a file replaces exactly that file's rows. A
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import duckdb
 
-# table -> ordered (column, DuckDB type). Asset names equal table names.
-TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+AMOUNT_TYPE = "DECIMAL(18,4)"  # 14 integer digits (up to 10**14 - 1) and 4 decimal places, exact
+SUM_TYPE = "DECIMAL(38,4)"  # what SUM(DECIMAL(18,4)) gives in DuckDB and Flink: no overflow
+
+
+class Column(NamedTuple):
+    name: str
+    type: str
+    description: str
+
+
+_C = Column
+_SOURCE_FILE = _C("source_file", "VARCHAR", "Absolute path of the replayed CSV; replaying a file replaces its rows")
+_KEY = _C("key", "VARCHAR", "Value of the key column (TXN_KEY_COLUMN) the windows are keyed by")
+
+# table -> ordered columns. Asset names equal table names. The pipeline inserts by position, so
+# the order is part of the contract.
+CONTRACT: dict[str, tuple[Column, ...]] = {
     "transactions": (
-        ("source_file", "VARCHAR"),
-        ("source_row", "BIGINT"),
-        ("line", "BIGINT"),
-        ("transaction_id", "VARCHAR"),
-        ("key", "VARCHAR"),
-        ("event_time", "TIMESTAMP WITH TIME ZONE"),
-        ("event_time_ms", "BIGINT"),
-        ("amount", "DOUBLE"),
+        _SOURCE_FILE,
+        _C("source_row", "BIGINT", "1-based data-record number in the file (header and blank lines not counted)"),
+        _C("line", "BIGINT", "Physical line of the file where the record starts"),
+        _C("transaction_id", "VARCHAR", "The transaction_id column of the file"),
+        _KEY,
+        _C("event_time", "TIMESTAMP WITH TIME ZONE", "Event time, normalized to UTC"),
+        _C("event_time_ms", "BIGINT", "Event time as UTC epoch milliseconds (floored)"),
+        _C("amount", AMOUNT_TYPE, "Amount, read exactly from the decimal text"),
     ),
     "rejected_rows": (
-        ("source_file", "VARCHAR"),
-        ("source_row", "BIGINT"),
-        ("line", "BIGINT"),
-        ("raw", "VARCHAR"),
-        ("reason", "VARCHAR"),
+        _SOURCE_FILE,
+        _C("source_row", "BIGINT", "1-based data-record number in the file"),
+        _C("line", "BIGINT", "Physical line of the file where the record starts"),
+        _C("raw", "VARCHAR", "The record's original text"),
+        _C("reason", "VARCHAR", "Why the row was rejected (several reasons are joined with '; ')"),
+    ),
+    "watermark_advice": (
+        _SOURCE_FILE,
+        _C("target_late_ratio", "DOUBLE", "Late-event ratio this row's bound is the smallest to meet (late_ratio <= target); NULL on the configured bound's row"),
+        _C("out_of_orderness_ms", "BIGINT", "Smallest whole-ms TXN_OUT_OF_ORDERNESS_MS that meets the target with the configured windows and allowed lateness (is_current row: the configured value)"),
+        _C("late_ratio", "DOUBLE", "late_events / transactions"),
+        _C("late_events", "BIGINT", "Late events a replay of the file with this bound gives (sessions: an upper bound, see late_events_exact)"),
+        _C("added_latency_ms", "BIGINT", "out_of_orderness_ms minus the configured bound: how much later every window closes (negative: earlier)"),
+        _C("transactions", "BIGINT", "Valid transactions of the file, the ratio's denominator"),
+        _C("is_current", "BOOLEAN", "True on the one row that describes the configured TXN_OUT_OF_ORDERNESS_MS"),
+        _C("target_source", "VARCHAR", "Where the target comes from: TXN_ADVICE_TARGETS, TXN_MAX_LATE_RATIO (late_ratio_within_limit) or TXN_OUT_OF_ORDERNESS_MS (the configured bound)"),
+        _C("late_events_exact", "BOOLEAN", "True when late_events is exactly what a replay gives (tumbling, sliding); false for sessions, where it is an upper bound"),
+        _C("window_kind", "VARCHAR", "Window kind the advice is for (TXN_WINDOW_KIND)"),
+        _C("window_size_ms", "BIGINT", "Window size (tumbling, sliding; 0 for sessions)"),
+        _C("window_slide_ms", "BIGINT", "Slide of sliding windows (0 otherwise)"),
+        _C("session_gap_ms", "BIGINT", "Gap of session windows (0 otherwise)"),
+        _C("allowed_lateness_ms", "BIGINT", "Allowed lateness the advice is for (TXN_ALLOWED_LATENESS_MS)"),
     ),
     "window_averages": (
-        ("source_file", "VARCHAR"),
-        ("key", "VARCHAR"),
-        ("window_start", "TIMESTAMP WITH TIME ZONE"),
-        ("window_end", "TIMESTAMP WITH TIME ZONE"),
-        ("avg_amount", "DOUBLE"),
-        ("txn_count", "BIGINT"),
-        ("window_start_ms", "BIGINT"),
-        ("window_end_ms", "BIGINT"),
+        _SOURCE_FILE,
+        _KEY,
+        _C("window_start", "TIMESTAMP WITH TIME ZONE", "Window start (inclusive), UTC"),
+        _C("window_end", "TIMESTAMP WITH TIME ZONE", "Window end (exclusive), UTC"),
+        _C("avg_amount", "DOUBLE", "sum_amount / txn_count, the exact mean rounded once to a double"),
+        _C("txn_count", "BIGINT", "On-time transactions counted in the window"),
+        _C("sum_amount", SUM_TYPE, "Exact sum of the window's amounts"),
+        _C("min_amount", AMOUNT_TYPE, "Smallest amount in the window"),
+        _C("max_amount", AMOUNT_TYPE, "Largest amount in the window"),
+        _C("window_start_ms", "BIGINT", "Window start as UTC epoch milliseconds"),
+        _C("window_end_ms", "BIGINT", "Window end as UTC epoch milliseconds (exclusive)"),
     ),
     "late_events": (
-        ("source_file", "VARCHAR"),
-        ("source_row", "BIGINT"),
-        ("key", "VARCHAR"),
-        ("event_time", "TIMESTAMP WITH TIME ZONE"),
-        ("amount", "DOUBLE"),
-        ("event_time_ms", "BIGINT"),
-        ("watermark_ms", "BIGINT"),
-        ("window_start", "TIMESTAMP WITH TIME ZONE"),
-        ("window_end", "TIMESTAMP WITH TIME ZONE"),
+        _SOURCE_FILE,
+        _C("source_row", "BIGINT", "The transaction's source_row"),
+        _KEY,
+        _C("event_time", "TIMESTAMP WITH TIME ZONE", "Event time, UTC"),
+        _C("amount", AMOUNT_TYPE, "Amount of the late transaction"),
+        _C("event_time_ms", "BIGINT", "Event time as UTC epoch milliseconds"),
+        _C("watermark_ms", "BIGINT", "The watermark the event was judged against: max earlier event time - out-of-orderness - 1"),
+        _C("window_start", "TIMESTAMP WITH TIME ZONE", "Start of the latest window the event belongs to (sessions: its own window)"),
+        _C("window_end", "TIMESTAMP WITH TIME ZONE", "End of that window (exclusive)"),
+    ),
+    "replays": (
+        _SOURCE_FILE,
+        _C("run_id", "VARCHAR", "Dagster run that replayed the file"),
+        _C("replayed_at", "TIMESTAMP WITH TIME ZONE", "When the run wrote its windows (UTC)"),
+        _C("window_kind", "VARCHAR", "tumbling, sliding or session (TXN_WINDOW_KIND)"),
+        _C("window_size_ms", "BIGINT", "Window size (tumbling, sliding; 0 for sessions)"),
+        _C("window_slide_ms", "BIGINT", "Slide of sliding windows (0 otherwise)"),
+        _C("session_gap_ms", "BIGINT", "Gap of session windows (0 otherwise)"),
+        _C("out_of_orderness_ms", "BIGINT", "Bounded out-of-orderness of the watermark"),
+        _C("allowed_lateness_ms", "BIGINT", "Allowed lateness of windows"),
+        _C("transactions", "BIGINT", "Transactions replayed"),
+        _C("windows", "BIGINT", "Windows written"),
+        _C("late_events", "BIGINT", "Late events written"),
     ),
     "anomaly_thresholds": (
-        ("key", "VARCHAR"),
-        ("threshold", "DOUBLE"),
-        ("method", "VARCHAR"),
-        ("window_count", "BIGINT"),
-        ("median_avg_amount", "DOUBLE"),
-        ("mad_avg_amount", "DOUBLE"),
-        ("max_avg_amount", "DOUBLE"),
-        ("anomalous_windows", "BIGINT"),
+        _KEY,
+        _C("threshold", "DOUBLE", "avg_amount above which a one-transaction window of this key is anomalous (n transactions: lower, see log_center)"),
+        _C("method", "VARCHAR", "How the threshold was computed (warehouse/thresholds.py METHOD)"),
+        _C("params", "VARCHAR", "The method's parameters as JSON (z, min_windows, min_scale, transform)"),
+        _C("z", "DOUBLE", "Robust z-score above which a window is anomalous (TXN_ANOMALY_Z)"),
+        _C("window_count", "BIGINT", "Windows of the key in the whole history"),
+        _C("txn_count", "BIGINT", "Transactions in those windows"),
+        _C("log_center", "DOUBLE", "Median of y = sign(avg_amount) * ln(1 + |avg_amount|) over the key's windows"),
+        _C("log_scale", "DOUBLE", "Robust spread of sqrt(txn_count) * (y - log_center): 1.4826 * MAD, floored (see params)"),
+        _C("median_avg_amount", "DOUBLE", "Median of the key's window averages"),
+        _C("max_avg_amount", "DOUBLE", "Largest window average of the key"),
+        _C("anomalous_windows", "BIGINT", "Windows of the whole history above their threshold under these parameters"),
+    ),
+    "anomalies": (
+        _SOURCE_FILE,
+        _KEY,
+        _C("window_start", "TIMESTAMP WITH TIME ZONE", "Window start (inclusive), UTC"),
+        _C("window_end", "TIMESTAMP WITH TIME ZONE", "Window end (exclusive), UTC"),
+        _C("avg_amount", "DOUBLE", "The window's average amount"),
+        _C("threshold", "DOUBLE", "avg_amount above which this window (with its txn_count) is anomalous"),
+        _C("score", "DOUBLE", "Robust z-score sqrt(txn_count) * (y - log_center) / log_scale; above z (params)"),
+        _C("method", "VARCHAR", "Method of the threshold the window was judged against"),
+        _C("params", "VARCHAR", "That method's parameters as JSON"),
+        _C("txn_count", "BIGINT", "On-time transactions in the window"),
+        _C("window_start_ms", "BIGINT", "Window start as UTC epoch milliseconds"),
+        _C("window_end_ms", "BIGINT", "Window end as UTC epoch milliseconds (exclusive)"),
+        _C("run_id", "VARCHAR", "Dagster run that judged the window"),
     ),
 }
+del _C
+
+# table -> ordered (column, DuckDB type)
+TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    table: tuple((c.name, c.type) for c in columns) for table, columns in CONTRACT.items()
+}
+
+
+def column_descriptions(table: str) -> dict[str, str]:
+    return {c.name: c.description for c in CONTRACT[table]}
+
 
 def create_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create any missing table of the contract (existing tables are left as they are)."""

@@ -1,0 +1,288 @@
+package txn.replay;
+
+import java.math.BigDecimal;
+import java.util.ArrayList;
+import java.util.List;
+
+import org.apache.flink.api.common.eventtime.TimestampAssigner;
+import org.apache.flink.api.common.eventtime.TimestampAssignerSupplier;
+import org.apache.flink.api.common.eventtime.Watermark;
+import org.apache.flink.api.common.eventtime.WatermarkGenerator;
+import org.apache.flink.api.common.eventtime.WatermarkGeneratorSupplier;
+import org.apache.flink.api.common.eventtime.WatermarkOutput;
+import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.api.common.functions.AggregateFunction;
+import org.apache.flink.api.common.functions.MapFunction;
+import org.apache.flink.api.java.functions.KeySelector;
+import org.apache.flink.streaming.api.functions.ProcessFunction;
+import org.apache.flink.streaming.api.functions.windowing.ProcessWindowFunction;
+import org.apache.flink.streaming.api.windowing.triggers.Trigger;
+import org.apache.flink.streaming.api.windowing.triggers.TriggerResult;
+import org.apache.flink.streaming.api.windowing.windows.TimeWindow;
+import org.apache.flink.util.Collector;
+import org.apache.flink.util.OutputTag;
+
+/**
+ * The Java building blocks of the replay job (flink_jobs/window_job.py wires them together).
+ *
+ * <p>Python never touches a record: parsing, the per-event watermark, keying, Flink's own
+ * WindowOperator (tumbling, sliding or session assigner, allowed lateness, late side output) and the
+ * exact DECIMAL aggregation all run here. Keys travel as the hex of their UTF-8 bytes, so a key may
+ * hold commas, quotes or newlines and the staged file stays one record per line.
+ */
+public final class ReplayOperators {
+    private ReplayOperators() {}
+
+    /** One staged transaction. {@code watermark} is the watermark it was judged against. */
+    public static class Event {
+        public long sourceRow;
+        public long eventTimeMs;
+        public BigDecimal amount;
+        public String hexKey;
+        public long watermark = Long.MIN_VALUE;
+
+        public Event() {}
+    }
+
+    /** Parses a staged line {@code source_row,event_time_ms,amount,hex_key}. */
+    public static class ParseStagedLine implements MapFunction<String, Event> {
+        @Override
+        public Event map(String line) {
+            int a = line.indexOf(',');
+            int b = line.indexOf(',', a + 1);
+            int c = line.indexOf(',', b + 1);
+            if (a < 0 || b < 0 || c < 0) {
+                throw new IllegalArgumentException("staged line is not source_row,event_time_ms,amount,hex_key: " + line);
+            }
+            Event event = new Event();
+            event.sourceRow = Long.parseLong(line, 0, a, 10);
+            event.eventTimeMs = Long.parseLong(line, a + 1, b, 10);
+            event.amount = new BigDecimal(line.substring(b + 1, c));
+            event.hexKey = line.substring(c + 1);
+            return event;
+        }
+    }
+
+    /**
+     * Bounded out-of-orderness with a watermark after every event: {@code max - bound - 1}, emitted
+     * in onEvent (Flink's BoundedOutOfOrdernessWatermarks emits the same value, but only
+     * periodically, which makes lateness depend on timing).
+     */
+    public static class PerEventWatermarks implements WatermarkStrategy<Event> {
+        private final long outOfOrdernessMs;
+
+        public PerEventWatermarks(long outOfOrdernessMs) {
+            this.outOfOrdernessMs = outOfOrdernessMs;
+        }
+
+        @Override
+        public WatermarkGenerator<Event> createWatermarkGenerator(WatermarkGeneratorSupplier.Context context) {
+            final long bound = outOfOrdernessMs;
+            return new WatermarkGenerator<Event>() {
+                private long maxTimestamp = Long.MIN_VALUE;
+
+                @Override
+                public void onEvent(Event event, long eventTimestamp, WatermarkOutput output) {
+                    if (eventTimestamp > maxTimestamp) {
+                        maxTimestamp = eventTimestamp;
+                        output.emitWatermark(new Watermark(maxTimestamp - bound - 1));
+                    }
+                }
+
+                @Override
+                public void onPeriodicEmit(WatermarkOutput output) {}
+            };
+        }
+
+        @Override
+        public TimestampAssigner<Event> createTimestampAssigner(TimestampAssignerSupplier.Context context) {
+            return (event, previous) -> event.eventTimeMs;
+        }
+    }
+
+    /** Records the current watermark on each event (the one the window operator judges it by). */
+    public static class AttachWatermark extends ProcessFunction<Event, Event> {
+        @Override
+        public void processElement(Event event, Context context, Collector<Event> out) {
+            event.watermark = context.timerService().currentWatermark();
+            out.collect(event);
+        }
+    }
+
+    public static class KeyOf implements KeySelector<Event, String> {
+        @Override
+        public String getKey(Event event) {
+            return event.hexKey;
+        }
+    }
+
+    /**
+     * Fires a window once, when it is cleaned up (watermark past {@code end - 1 + allowedLateness},
+     * or the end of input): the final firing of the default EventTimeTrigger, without the earlier
+     * ones, so every window (and every session, after all its merges) is one output row.
+     */
+    public static class FireAtCleanup extends Trigger<Object, TimeWindow> {
+        private final long allowedLatenessMs;
+
+        public FireAtCleanup(long allowedLatenessMs) {
+            this.allowedLatenessMs = allowedLatenessMs;
+        }
+
+        private long cleanupTime(TimeWindow window) {
+            long time = window.maxTimestamp() + allowedLatenessMs;
+            return time >= window.maxTimestamp() ? time : Long.MAX_VALUE; // as WindowOperator.cleanupTime
+        }
+
+        @Override
+        public TriggerResult onElement(Object element, long timestamp, TimeWindow window, TriggerContext ctx) {
+            ctx.registerEventTimeTimer(cleanupTime(window));
+            return TriggerResult.CONTINUE;
+        }
+
+        @Override
+        public TriggerResult onEventTime(long time, TimeWindow window, TriggerContext ctx) {
+            return time == cleanupTime(window) ? TriggerResult.FIRE : TriggerResult.CONTINUE;
+        }
+
+        @Override
+        public TriggerResult onProcessingTime(long time, TimeWindow window, TriggerContext ctx) {
+            return TriggerResult.CONTINUE;
+        }
+
+        @Override
+        public boolean canMerge() {
+            return true;
+        }
+
+        @Override
+        public void onMerge(TimeWindow window, OnMergeContext ctx) {
+            ctx.registerEventTimeTimer(cleanupTime(window));
+        }
+
+        @Override
+        public void clear(TimeWindow window, TriggerContext ctx) {
+            ctx.deleteEventTimeTimer(cleanupTime(window));
+        }
+    }
+
+    /** Exact per-window aggregates: count, DECIMAL sum, min and max. */
+    public static class Totals {
+        public long count;
+        public BigDecimal sum = BigDecimal.ZERO;
+        public BigDecimal min;
+        public BigDecimal max;
+        /** Only with collectEvents: the window's events as "event_time_ms,amount", one piece per
+         * window Flink merged into this one (sessions), in arrival order within a piece. */
+        public List<List<String>> pieces;
+
+        public Totals() {}
+    }
+
+    public static class ExactTotals implements AggregateFunction<Event, Totals, Totals> {
+        private final boolean collectEvents;
+
+        public ExactTotals(boolean collectEvents) {
+            this.collectEvents = collectEvents;
+        }
+
+        @Override
+        public Totals createAccumulator() {
+            Totals totals = new Totals();
+            if (collectEvents) {
+                totals.pieces = new ArrayList<>();
+                totals.pieces.add(new ArrayList<>());
+            }
+            return totals;
+        }
+
+        @Override
+        public Totals add(Event event, Totals totals) {
+            totals.count += 1;
+            totals.sum = totals.sum.add(event.amount);
+            if (totals.min == null || event.amount.compareTo(totals.min) < 0) {
+                totals.min = event.amount;
+            }
+            if (totals.max == null || event.amount.compareTo(totals.max) > 0) {
+                totals.max = event.amount;
+            }
+            if (totals.pieces != null) {
+                totals.pieces.get(totals.pieces.size() - 1).add(event.eventTimeMs + "," + event.amount.toPlainString());
+            }
+            return totals;
+        }
+
+        @Override
+        public Totals getResult(Totals totals) {
+            return totals;
+        }
+
+        @Override
+        public Totals merge(Totals a, Totals b) {
+            Totals merged = new Totals();
+            merged.count = a.count + b.count;
+            merged.sum = a.sum.add(b.sum);
+            merged.min = a.min == null ? b.min : b.min == null ? a.min : a.min.min(b.min);
+            merged.max = a.max == null ? b.max : b.max == null ? a.max : a.max.max(b.max);
+            if (a.pieces != null || b.pieces != null) {
+                merged.pieces = new ArrayList<>();
+                for (Totals side : new Totals[] {a, b}) {
+                    if (side.pieces != null) {
+                        for (List<String> piece : side.pieces) {
+                            if (!piece.isEmpty()) {
+                                merged.pieces.add(piece);
+                            }
+                        }
+                    }
+                }
+                merged.pieces.add(new ArrayList<>()); // later events of the merged window
+            }
+            return merged;
+        }
+    }
+
+    /**
+     * One output line per window: {@code hex_key,start,end,count,sum,min,max}; with collected
+     * events a fifth field group follows: {@code |piece;piece...} where a piece is
+     * {@code ts,amount ts,amount ...}.
+     */
+    public static class WindowLine extends ProcessWindowFunction<Totals, String, String, TimeWindow> {
+        @Override
+        public void process(String hexKey, Context context, Iterable<Totals> results, Collector<String> out) {
+            TimeWindow window = context.window();
+            for (Totals totals : results) {
+                StringBuilder line = new StringBuilder(96);
+                line.append(hexKey).append(',').append(window.getStart()).append(',').append(window.getEnd())
+                        .append(',').append(totals.count).append(',').append(totals.sum.toPlainString())
+                        .append(',').append(totals.min.toPlainString()).append(',').append(totals.max.toPlainString());
+                if (totals.pieces != null) {
+                    line.append('|');
+                    boolean firstPiece = true;
+                    for (List<String> piece : totals.pieces) {
+                        if (piece.isEmpty()) {
+                            continue;
+                        }
+                        if (!firstPiece) {
+                            line.append(';');
+                        }
+                        firstPiece = false;
+                        line.append(String.join(" ", piece));
+                    }
+                }
+                out.collect(line.toString());
+            }
+        }
+    }
+
+    /** Late events, as {@code source_row,event_time_ms,amount,watermark_ms,hex_key}. */
+    public static class LateLine implements MapFunction<Event, String> {
+        @Override
+        public String map(Event event) {
+            return event.sourceRow + "," + event.eventTimeMs + "," + event.amount.toPlainString() + ","
+                    + event.watermark + "," + event.hexKey;
+        }
+    }
+
+    public static OutputTag<Event> lateTag() {
+        return new OutputTag<Event>("late-events") {};
+    }
+}
