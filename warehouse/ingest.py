@@ -56,12 +56,39 @@ Rows are rejected (the rest of the file is still processed) for: a wrong
 number of fields, malformed quoting, a quoted field left open at the end of
 the file, a NUL character, an empty ``transaction_id`` or key value, an empty
 or invalid timestamp (see :mod:`warehouse.timestamps`), and an empty,
-non-numeric, NaN, infinite or float64-overflowing amount. Amounts must match
-``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?``; thousands separators,
-``_`` digit separators, hex, ``inf`` and ``nan`` are not accepted. ``-0`` and
-``1e308`` are valid; values that underflow (``1e-400``) become 0.0. When a
-row has several problems the reasons are joined with ``'; '``. Offending values
-longer than 60 characters are shortened in reasons (``raw`` is never shortened).
+non-numeric, NaN or infinite amount or one that ``DECIMAL(18, 4)`` cannot hold
+exactly (see "Amounts"). When a row has several problems the reasons are joined
+with ``'; '``. Offending values longer than 60 characters are shortened in
+reasons (``raw`` is never shortened).
+
+Amounts
+-------
+The warehouse keeps ``amount`` as ``DECIMAL(18, 4)``
+(``warehouse.schema.AMOUNT_TYPE``), so the decimal text is read exactly, never
+through a float: ``Chunk.valid["amount_units"]`` is the amount as an int64
+number of units of 0.0001 (``12.34`` -> 123400; the loader inserts
+``amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4)``, exact).
+
+* Amounts must match ``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?``;
+  thousands separators, ``_`` digit separators, hex, ``inf`` and ``nan`` are
+  not accepted.
+* Nothing is rounded: a value whose exact value has more than 4 decimal places
+  (``1.23456``, ``1e-5``, ``5e-324``, ``1e-400``) is rejected. Zeros do not
+  count: ``1.50000`` is 1.5 and ``007`` is 7.
+* ``|amount| >= 10**14`` (``1e14``, ``1e308``) is rejected as too large;
+  ``-99999999999999.9999`` to ``99999999999999.9999`` are valid.
+* Exponents are exact (``1.5e3`` is 1500, ``12345e-4`` is 1.2345); ``-0``,
+  ``-0.0`` and ``+0`` are 0. The checks look at digit counts before any
+  arithmetic, so ``1e999999999`` or a megabyte of digits costs one pass over
+  the text.
+* Values without an exponent of up to 64 characters (the common case) are read
+  vectorized from the character-code array the grammar DFA already builds
+  (one byte per character); values with an exponent, or longer, one by one
+  with integer arithmetic. Measured on the 1M-row synthetic file (200k-row
+  chunks): amount parsing takes ~0.53 s CPU against ~0.75 s for the float
+  parsing it replaced, and its peak memory for a chunk is 20 MiB (81 MiB when
+  one value is 64 characters wide) against 31 (195) MiB. A value with an
+  exponent costs ~3 us, about 3x what ``float()`` did.
 
 Chunks
 ------
@@ -102,7 +129,7 @@ __all__ = ["Chunk", "InputFileError", "REQUIRED_COLUMNS", "read_transactions"]
 
 REQUIRED_COLUMNS = ("transaction_id", "timestamp", "amount")
 
-VALID_COLUMNS = ("source_row", "line", "transaction_id", "key", "event_time_ms", "amount")
+VALID_COLUMNS = ("source_row", "line", "transaction_id", "key", "event_time_ms", "amount_units")
 REJECTED_COLUMNS = ("source_row", "line", "raw", "reason")
 
 _MAX_LINE_BYTES = 64 << 20
@@ -131,7 +158,7 @@ class InputFileError(Exception):
 
 @dataclass
 class Chunk:
-    valid: pd.DataFrame  # source_row, line, transaction_id, key, event_time_ms, amount
+    valid: pd.DataFrame  # source_row, line, transaction_id, key, event_time_ms, amount_units
     rejected: pd.DataFrame  # source_row, line, raw, reason
 
 
@@ -144,7 +171,7 @@ _NON_FINITE_WORDS = frozenset({"nan", "inf", "infinity", "snan"})
 
 # Character classes.
 _C_DIGIT, _C_SIGN, _C_DOT, _C_EXP, _C_OTHER, _C_PAD = range(6)
-_CLASS_LUT = np.full(128, _C_OTHER, dtype=np.intp)
+_CLASS_LUT = np.full(128, _C_OTHER, dtype=np.uint8)
 _CLASS_LUT[ord("0"): ord("9") + 1] = _C_DIGIT
 _CLASS_LUT[[ord("+"), ord("-")]] = _C_SIGN
 _CLASS_LUT[ord(".")] = _C_DOT
@@ -169,7 +196,16 @@ for _state, _cls, _to in (
 _TRANS[:, _C_PAD] = np.arange(10)  # past the end of a value: keep the state
 _ACCEPTING = np.zeros(10, dtype=bool)
 _ACCEPTING[[2, 4, 8]] = True
+_EXP_DIGITS = 8  # the DFA state inside an exponent's digits
 _DFA_MAX_WIDTH = 64  # longer values are checked with the regular expression
+_DIGIT_LUT = np.zeros(128, dtype=np.uint8)
+_DIGIT_LUT[ord("0"): ord("9") + 1] = np.arange(10)
+
+# Amounts are DECIMAL(18, 4) (warehouse.schema.AMOUNT_TYPE): ingest yields them as
+# int64 units of 10**-4, |units| < 10**18.
+_AMOUNT_SCALE = 4
+_MAX_UNIT_DIGITS = 18
+_AMOUNT_DECIMAL = f"DECIMAL({_MAX_UNIT_DIGITS}, {_AMOUNT_SCALE})"
 
 
 def _show(value: str) -> str:
@@ -179,15 +215,15 @@ def _show(value: str) -> str:
 
 
 def _parse_amounts(values: list[str]) -> tuple[np.ndarray, dict[int, str]]:
-    """Parse trimmed amount strings strictly.
+    """Parse trimmed amount strings strictly and exactly.
 
-    Returns (float64 amounts, {position: reason} for rejected values); rejected
-    positions hold 0.0.
+    Returns (int64 amounts in units of 10**-4, {position: reason} for rejected
+    values); rejected positions hold 0.
     """
     n = len(values)
-    amounts = np.zeros(n, dtype=np.float64)
+    units = np.zeros(n, dtype=np.int64)
     if n == 0:
-        return amounts, {}
+        return units, {}
     lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
     long_rows = np.flatnonzero(lens > _DFA_MAX_WIDTH).tolist()
     short = values
@@ -196,35 +232,87 @@ def _parse_amounts(values: list[str]) -> tuple[np.ndarray, dict[int, str]]:
         for i in long_rows:
             short[i] = ""
     width = max(1, min(_DFA_MAX_WIDTH, int(lens.max())))
-    codes = np.array(short, dtype=f"<U{width}").view(np.uint32).reshape(n, width)
-    classes = _CLASS_LUT[np.minimum(codes, 127)]
+    text = np.array(short, dtype=f"<U{width}").view(np.uint32).reshape(n, width)
+    codes = np.minimum(text, 127, out=text).astype(np.uint8)  # one byte per character
+    del text
+    classes = _CLASS_LUT[codes]
     classes[np.arange(width) >= lens[:, None]] = _C_PAD
     state = np.zeros(n, dtype=np.intp)
     for j in range(width):
         state = _TRANS[state, classes[:, j]]
     ok = _ACCEPTING[state] & (lens > 0)
+
+    # Values without an exponent, read from the code array. In a value whose '.' is in
+    # column p (p = its length without one) the digit in column j is worth 10**k units,
+    # k = p - j - (j < p) + 4. Only nonzero digits matter, so leading and trailing zeros
+    # are free: a value is too large if its first nonzero digit has k >= 18 and has a
+    # fifth decimal if its last one has k < 0.
+    is_dot = classes == _C_DOT
+    dot = np.where(is_dot.any(axis=1), is_dot.argmax(axis=1), np.minimum(lens, width))
+    digits = _DIGIT_LUT[codes]
+    nonzero = digits != 0
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), width)
+    last = width - 1 - nonzero[:, ::-1].argmax(axis=1)  # meaningful only where first < width
+    big = first <= dot - (_MAX_UNIT_DIGITS - _AMOUNT_SCALE + 1)
+    fine = (first < width) & (last > dot + _AMOUNT_SCALE)
+    cols = np.arange(width)
+    p = np.arange(width + 1)[:, None]
+    k = p - cols - (cols < p) + _AMOUNT_SCALE
+    weight = np.where((k >= 0) & (k < _MAX_UNIT_DIGITS), 10 ** np.clip(k, 0, _MAX_UNIT_DIGITS - 1), 0)
+    for j in range(width):  # column by column: memory stays O(n), not O(n * width) int64
+        units += digits[:, j] * weight[dot, j]
+    np.negative(units, out=units, where=codes[:, 0] == ord("-"))
+
+    # Exponents and values longer than the code array: exact integer arithmetic, one by one.
     for i in long_rows:
         ok[i] = _AMOUNT_RE.fullmatch(values[i]) is not None
+    for i in np.flatnonzero(ok & ((state == _EXP_DIGITS) | (lens > _DFA_MAX_WIDTH))).tolist():
+        units[i], big[i], fine[i] = _exact_units(values[i])
 
-    if ok.all():
-        amounts[:] = np.fromiter(map(float, values), dtype=np.float64, count=n)
-    else:
-        good = np.flatnonzero(ok)
-        amounts[good] = np.fromiter((float(values[i]) for i in good.tolist()),
-                                    dtype=np.float64, count=good.size)
-    overflow = np.isinf(amounts)  # only possible for grammar-valid values
-    bad = ~ok | overflow
-    reasons = {i: _amount_reason(values[i], bool(overflow[i])) for i in np.flatnonzero(bad).tolist()}
-    amounts[bad] = 0.0
-    return amounts, reasons
+    big &= ok
+    fine &= ok & ~big
+    bad = ~ok | big | fine
+    reasons = {i: _amount_reason(values[i], bool(big[i]), bool(fine[i]))
+               for i in np.flatnonzero(bad).tolist()}
+    units[bad] = 0
+    return units, reasons
 
 
-def _amount_reason(value: str, overflow: bool) -> str:
+def _exact_units(value: str) -> tuple[int, bool, bool]:
+    """(units, too large, more than 4 decimals) of a value that matches the grammar.
+
+    Never builds a big integer: the checks come first, on digit counts, so
+    ``1e999999999`` or a megabyte of digits costs one pass over the text.
+    """
+    mantissa, _, exponent = value.replace("E", "e").partition("e")
+    whole, _, frac = mantissa.lstrip("+-").partition(".")
+    digits = (whole + frac).lstrip("0")
+    if not digits:
+        return 0, False, False  # zero, whatever the exponent
+    significant = digits.rstrip("0")
+    exp_digits = exponent.lstrip("+-").lstrip("0") or "0"
+    if len(exp_digits) > 30:  # beyond any field length: the sign of the exponent decides
+        return 0, not exponent.startswith("-"), exponent.startswith("-")
+    power = len(digits) - len(significant) - len(frac)  # of the last significant digit
+    power += -int(exp_digits) if exponent.startswith("-") else int(exp_digits)
+    if power + len(significant) + _AMOUNT_SCALE > _MAX_UNIT_DIGITS:
+        return 0, True, False
+    if power < -_AMOUNT_SCALE:
+        return 0, False, True
+    units = int(significant) * 10 ** (power + _AMOUNT_SCALE)  # at most 18 digits
+    return (-units if mantissa.startswith("-") else units), False, False
+
+
+def _amount_reason(value: str, too_large: bool = False, too_fine: bool = False) -> str:
     shown = _show(value)
     if not value:
         return "missing amount"
-    if overflow:
-        return f"amount {shown} is too large for a 64-bit float"
+    if too_large:
+        return (f"amount {shown} is too large: the warehouse keeps amounts as {_AMOUNT_DECIMAL}, "
+                f"which holds -99,999,999,999,999.9999 to 99,999,999,999,999.9999")
+    if too_fine:
+        return (f"amount {shown} has more than {_AMOUNT_SCALE} decimal places; the warehouse keeps "
+                f"amounts as {_AMOUNT_DECIMAL} and rounds nothing: round it in the source")
     if value.lower().lstrip("+-") in _NON_FINITE_WORDS:
         return f"amount {shown} is not a finite number"
     if "," in value and _AMOUNT_RE.fullmatch(value.replace(",", "")):
@@ -650,7 +738,7 @@ def _empty_valid() -> pd.DataFrame:
         "transaction_id": np.zeros(0, dtype=object),
         "key": np.zeros(0, dtype=object),
         "event_time_ms": np.zeros(0, dtype=np.int64),
-        "amount": np.zeros(0, dtype=np.float64),
+        "amount_units": np.zeros(0, dtype=np.int64),
     })
 
 
@@ -681,7 +769,7 @@ def _validate(records: _Records, first_row: int, key_column: str, key_slot: int,
                    else np.fromiter(map(len, key), dtype=np.int64, count=m) == 0)
     event_ms, ts_reasons = parse_event_times(pd.Series(ts, dtype=object), timezone)
     ts_bad = ts_reasons.notna().to_numpy()
-    amounts, amount_reasons = _parse_amounts(amt)
+    amount_units, amount_reasons = _parse_amounts(amt)
 
     bad = tid_missing | key_missing | ts_bad
     bad[list(amount_reasons)] = True
@@ -726,7 +814,7 @@ def _validate(records: _Records, first_row: int, key_column: str, key_slot: int,
         "transaction_id": tid_col,
         "key": tid_col if key_is_id else column(key),
         "event_time_ms": event_ms if all_kept else event_ms[keep],
-        "amount": amounts if all_kept else amounts[keep],
+        "amount_units": amount_units if all_kept else amount_units[keep],
     })
     return Chunk(valid=valid, rejected=rejected)
 

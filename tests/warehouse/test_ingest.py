@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import os
-import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal, localcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,11 @@ VALID_DTYPES = {
     "transaction_id": np.dtype("O"),
     "key": np.dtype("O"),
     "event_time_ms": np.dtype("int64"),
-    "amount": np.dtype("float64"),
+    "amount_units": np.dtype("int64"),
 }
+TOO_LARGE = ("the warehouse keeps amounts as DECIMAL(18, 4), which holds -99,999,999,999,999.9999 "
+             "to 99,999,999,999,999.9999")
+TOO_FINE = "the warehouse keeps amounts as DECIMAL(18, 4) and rounds nothing: round it in the source"
 REJECTED_DTYPES = {
     "source_row": np.dtype("int64"),
     "line": np.dtype("int64"),
@@ -83,7 +85,7 @@ def test_lab_example(tmp_path):
     assert len(chunks) == 1
     assert rejected.empty
     assert valid["event_time_ms"].tolist() == [1715421600000, 1715421603000, 1715421606000]
-    assert valid["amount"].tolist() == [100.0, 200.0, 300.0]
+    assert valid["amount_units"].tolist() == [1_000_000, 2_000_000, 3_000_000]
     assert valid["transaction_id"].tolist() == ["tx1"] * 3
     assert valid["key"].tolist() == ["tx1"] * 3
     assert valid["source_row"].tolist() == [1, 2, 3]
@@ -120,7 +122,7 @@ def test_fields_are_trimmed(tmp_path):
     valid, rejected, _ = read_all(path)
     assert rejected.empty
     assert valid["transaction_id"].tolist() == ["tx 1", "tx2"]
-    assert valid["amount"].tolist() == [12.5, -3.0]
+    assert valid["amount_units"].tolist() == [125_000, -30_000]
     assert valid["event_time_ms"].tolist() == [utc_ms(2024, 5, 11, 10), utc_ms(2024, 5, 11, 10, 0, 1)]
 
 
@@ -190,7 +192,7 @@ def test_bom_and_crlf(tmp_path):
     content = "\ufefftransaction_id,timestamp,amount\r\nk1,2024-05-11 10:00:00,1\r\nk2,2024-05-11 10:00:01,x\r\n"
     valid, rejected, _ = read_all(write(tmp_path, content))
     assert valid["transaction_id"].tolist() == ["k1"]
-    assert valid["amount"].tolist() == [1.0]
+    assert valid["amount_units"].tolist() == [10_000]
     assert rejected["raw"].tolist() == ["k2,2024-05-11 10:00:01,x"]
     assert rejected["line"].tolist() == [3]
 
@@ -247,7 +249,7 @@ def test_column_order_extra_columns_and_header_case(tmp_path):
     valid, rejected, _ = read_all(write(tmp_path, content))
     assert rejected.empty
     assert valid["transaction_id"].tolist() == ["k1", "k2"]
-    assert valid["amount"].tolist() == [12.5, 1.0]
+    assert valid["amount_units"].tolist() == [125_000, 10_000]
     assert valid["event_time_ms"].tolist() == [utc_ms(2024, 5, 11, 10), utc_ms(2024, 5, 11, 10, 0, 1)]
 
 
@@ -378,8 +380,9 @@ def test_invalid_arguments_raise_value_error_immediately(tmp_path):
         ("k,2024-05-11 10:00:00,NaN", "amount 'NaN' is not a finite number"),
         ("k,2024-05-11 10:00:00,-inf", "amount '-inf' is not a finite number"),
         ("k,2024-05-11 10:00:00,Infinity", "amount 'Infinity' is not a finite number"),
-        ("k,2024-05-11 10:00:00,1e400", "amount '1e400' is too large for a 64-bit float"),
-        ("k,2024-05-11 10:00:00,-1e309", "amount '-1e309' is too large for a 64-bit float"),
+        ("k,2024-05-11 10:00:00,1e400", "amount '1e400' is too large: " + TOO_LARGE),
+        ("k,2024-05-11 10:00:00,-1e309", "amount '-1e309' is too large: " + TOO_LARGE),
+        ("k,2024-05-11 10:00:00,1.23456", "amount '1.23456' has more than 4 decimal places; " + TOO_FINE),
         (",bad,", "missing transaction_id; unparseable timestamp 'bad'"),
         (",2024-05-11 10:00:00,x", "missing transaction_id; non-numeric amount 'x'"),
     ],
@@ -398,18 +401,144 @@ def test_several_problems_are_joined(tmp_path):
     assert reason == "missing transaction_id; missing timestamp; missing amount"
 
 
+def amount_units(tmp_path, texts: list[str]) -> list[int]:
+    """Units of valid amounts (one row each, in one file so they share one code array)."""
+    body = "".join(f"k,2024-05-11 10:00:00,{t}\n" for t in texts)
+    valid, rejected, _ = read_all(write(tmp_path, HEADER + body))
+    assert rejected.empty, rejected["reason"].tolist()
+    return valid["amount_units"].tolist()
+
+
+def amount_reasons(tmp_path, texts: list[str]) -> list[str]:
+    body = "".join(f"k,2024-05-11 10:00:00,{t}\n" for t in texts)
+    valid, rejected, _ = read_all(write(tmp_path, HEADER + body))
+    assert valid.empty and len(rejected) == len(texts)
+    return rejected["reason"].tolist()
+
+
+LONG = 70  # leading zeros that push a value past the 64-character code array (the one-by-one path)
+
+
 @pytest.mark.parametrize(
-    "text, expected",
-    [("-0", -0.0), ("1e308", 1e308), (".5", 0.5), ("+1.5e-3", 1.5e-3), ("007", 7.0),
-     ("-12.340", -12.34), ("1E+2", 100.0), ("1e-400", 0.0), ("0.1", 0.1),
-     (str(int(sys.float_info.max)), sys.float_info.max)],  # 309 digits: beyond the fast DFA
+    "text, units",
+    [("-0", 0), ("-0.0", 0), ("+0", 0), ("0", 0), (".5", 5_000), ("+.5", 5_000), ("007", 70_000),
+     ("-12.340", -123_400), ("0.1", 1_000), ("1", 10_000), ("123.45", 1_234_500),
+     ("0" * LONG + "1.5", 15_000), ("-" + "0" * LONG + ".25", -2_500), ("1." + "0" * LONG, 10_000)],
 )
-def test_valid_amounts(tmp_path, text, expected):
-    valid, rejected, _ = read_all(write(tmp_path, HEADER + f"k,2024-05-11 10:00:00,{text}\n"))
-    assert rejected.empty
-    value = valid.loc[0, "amount"]
-    assert value == expected
-    assert math.copysign(1.0, value) == math.copysign(1.0, expected)  # -0 keeps its sign
+def test_valid_amounts(tmp_path, text, units):
+    assert amount_units(tmp_path, [text]) == [units]
+
+
+def test_minus_zero_is_zero(tmp_path):
+    # DECIMAL has no negative zero; every spelling of zero is 0 units.
+    assert amount_units(tmp_path, ["-0", "-0.0", "+0", "-.0000", "-0e5", "0E-999999999", "-" + "0" * LONG]) == [0] * 7
+
+
+def test_exactly_four_decimals_are_kept_exactly(tmp_path):
+    texts = ["1.2345", "-0.0001", "0.0001", "12345678901234.5678", "0.1234", ".9999"]
+    assert amount_units(tmp_path, texts) == [12_345, -1, 1, 123_456_789_012_345_678, 1_234, 9_999]
+
+
+def test_trailing_zeros_are_not_decimal_places(tmp_path):
+    texts = ["1.50000", "1.23450000000", "0.000100", "2.0000000000000000000000000", "1.5" + "0" * LONG]
+    assert amount_units(tmp_path, texts) == [15_000, 12_345, 1, 20_000, 15_000]
+
+
+@pytest.mark.parametrize("text", [
+    "1.23456", "0.00001", ".12345", "-0.00005", "99999999999999.99999", "1.000000000000000000001",
+    "1e-5", "5e-324", "1e-400", "1.2345e-1", "12345e-5", "-1E-5", "0.0001e-1",
+    "0." + "0" * LONG + "1",
+])
+def test_more_than_four_decimals_is_rejected_not_rounded(tmp_path, text):
+    shown = repr(text) if len(text) <= 60 else repr(text[:57] + "...")
+    assert amount_reasons(tmp_path, [text]) == [f"amount {shown} has more than 4 decimal places; " + TOO_FINE]
+
+
+def test_decimal_18_4_bounds(tmp_path):
+    texts = ["99999999999999.9999", "-99999999999999.9999", "9.99999999999999999e13", "1.5e13", "0" * LONG + "9" * 14]
+    assert amount_units(tmp_path, texts) == [10**18 - 1, -(10**18 - 1), 10**18 - 1, 15 * 10**16, (10**14 - 1) * 10**4]
+
+
+@pytest.mark.parametrize("text", [
+    "1e14", "-1e14", "1e308", "1E+309", "100000000000000", "-100000000000000.0", "99999999999999.99990e1",
+    "123456789012345.12345", "1" * LONG, "0.1e15",
+])
+def test_too_large_is_rejected(tmp_path, text):
+    shown = repr(text) if len(text) <= 60 else repr(text[:57] + "...")
+    assert amount_reasons(tmp_path, [text]) == [f"amount {shown} is too large: " + TOO_LARGE]
+
+
+@pytest.mark.parametrize(
+    "text, units",
+    [("1.5e3", 15_000_000), ("12345e-4", 12_345), ("1E+2", 1_000_000), ("-1.5E+3", -15_000_000),
+     ("0.00001e1", 1), (".5e1", 50_000), ("1e-0", 10_000), ("1e+0004", 100_000_000), ("5e-4", 5),
+     ("0.000000000000000000012345e20", 12_345), ("123456789012345e-4", 123_456_789_012_345),
+     ("1e13", 10**17), ("0" * LONG + "1.5e3", 15_000_000)],
+)
+def test_exponents_are_exact(tmp_path, text, units):
+    assert amount_units(tmp_path, [text]) == [units]
+
+
+def test_absurd_exponents_and_digit_counts_are_rejected_fast(tmp_path):
+    import time
+
+    mb = 1 << 20
+    big = ["1e999999999", "-1e999999999", "1e" + "9" * 5000, "1" * mb]  # 5000 > int()'s digit limit
+    fine = ["1e-999999999", "1e-" + "9" * 5000, "0." + "0" * mb + "1"]
+    started = time.perf_counter()
+    reasons = amount_reasons(tmp_path, big + fine)
+    assert time.perf_counter() - started < 5
+    assert all("is too large" in r for r in reasons[: len(big)])
+    assert all("more than 4 decimal places" in r for r in reasons[len(big):])
+    # many leading zeros in the exponent are not a big exponent
+    assert amount_units(tmp_path, ["0e999999999", "1e-" + "0" * 40 + "4", "1e+" + "0" * 40 + "13"]) == [0, 1, 10**17]
+
+
+def test_amount_type_matches_the_warehouse_schema():
+    from warehouse.schema import AMOUNT_TYPE
+
+    assert AMOUNT_TYPE.replace(" ", "") == "DECIMAL(18,4)"  # what ingest's units and reasons assume
+
+
+_DIGITS = st.text("0123456789", max_size=16)
+
+
+@st.composite
+def _decimal_texts(draw):
+    """Strings of the amount grammar: signs, leading/trailing zeros, exponents, long forms."""
+    whole, frac = draw(_DIGITS), draw(_DIGITS)
+    if not whole and not frac:
+        whole = "0"
+    text = draw(st.sampled_from(["", "+", "-"])) + "0" * draw(st.sampled_from([0, 0, 1, 3, LONG]))
+    text += whole + ("." + frac if frac or not whole else "")
+    text += "0" * draw(st.sampled_from([0, 0, 2])) if frac else ""
+    if draw(st.booleans()):
+        text += draw(st.sampled_from(["e", "E"])) + draw(st.sampled_from(["", "+", "-"]))
+        text += str(draw(st.integers(0, 30))).zfill(draw(st.integers(1, 3)))
+    return text
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(st.one_of(_decimal_texts(),
+                                st.decimals(-10**14 + 1, 10**14 - 1, places=4).map(str)), min_size=1, max_size=30))
+def test_property_amounts_are_exact_or_rejected(texts):
+    with tempfile.TemporaryDirectory() as tmp:
+        body = "".join(f"k,2024-05-11 10:00:00,{t}\n" for t in texts)
+        path = Path(tmp) / "amounts.csv"
+        path.write_text(HEADER + body, encoding="utf-8")
+        valid, rejected, _ = read_all(path)
+    units = dict(zip(valid["source_row"], valid["amount_units"], strict=True))
+    reasons = dict(zip(rejected["source_row"], rejected["reason"], strict=True))
+    with localcontext() as ctx:
+        ctx.prec = 200  # every product below is exact
+        for row, text in enumerate(texts, start=1):
+            scaled = Decimal(text) * 10_000
+            if abs(scaled) >= 10**18:
+                assert "is too large" in reasons[row], text
+            elif scaled != scaled.to_integral_value():
+                assert "more than 4 decimal places" in reasons[row], text
+            else:
+                assert units[row] == int(scaled), text
 
 
 def test_long_offending_values_are_shortened_in_reason_but_not_in_raw(tmp_path):
@@ -529,7 +658,7 @@ def test_large_chunks_crossing_read_blocks(tmp_path, multiline_every):
     valid, rejected, chunks = read_all(write(tmp_path, HEADER + "".join(parts)), chunk_rows=4500)
     assert rejected.empty
     assert [len(c.valid) for c in chunks] == [4500, 4500, 1000]
-    assert valid["amount"].tolist() == [float(i) for i in range(n)]
+    assert valid["amount_units"].tolist() == [i * 10_000 for i in range(n)]
     assert valid["source_row"].tolist() == list(range(1, n + 1))
     multi_before = np.cumsum([0] + [multiline_every is not None and i % multiline_every == 0
                                     for i in range(n - 1)])
@@ -541,10 +670,11 @@ def test_large_chunks_crossing_read_blocks(tmp_path, multiline_every):
 _KEY_PIECES = st.sampled_from(list("abcXYZ019 ,\"\n\r\t'-_é계🚀\u00a0\u2028") + ["\r\n", '""'])
 _VALID_AMOUNTS = st.one_of(
     st.integers(-10**12, 10**12).map(str),
-    st.floats(allow_nan=False, allow_infinity=False).map(repr).filter(lambda s: "inf" not in s),
-    st.sampled_from(["-0", ".5", "+1.5e-3", "1e308", "007"]),
+    st.decimals(-10**14 + 1, 10**14 - 1, places=4).map(str),
+    st.sampled_from(["-0", ".5", "+1.5e-3", "1e13", "007", "1.50000"]),
 )
-_INVALID_AMOUNTS = st.sampled_from(["", "abc", "1,234.50", "1_000", "0x10", "nan", "inf", "1e400", "1.", "--1", "$3"])
+_INVALID_AMOUNTS = st.sampled_from(["", "abc", "1,234.50", "1_000", "0x10", "nan", "inf", "1e400", "1.", "--1", "$3",
+                                    "1e14", "1.23456", "1e-5"])
 _INVALID_TIMES = st.sampled_from(["", "2024/05/11 10:00", "2024-02-30 00:00:00", "2024-01-01 24:00:00",
                                   "yesterday", "2024-05-11 10:00:00+25:00", "2024-05-11"])
 
@@ -585,7 +715,7 @@ def _rows(draw):
         text = '""'
     valid = ok_id and ok_time and ok_amount and extra == 0
     return {"text": text, "valid": valid, "key": key.strip(), "ms": expected_ms,
-            "amount": float(amount) if valid else None}
+            "units": int(Decimal(amount) * 10_000) if valid else None}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -621,7 +751,7 @@ def test_property_every_record_lands_exactly_once(rows, newline, chunk_rows, bla
         assert rec.line == expected_lines[rec.source_row - 1]
         assert rec.transaction_id == row["key"] == rec.key
         assert rec.event_time_ms == row["ms"]
-        assert rec.amount == row["amount"]
+        assert rec.amount_units == row["units"]
     for rec in rejected.itertuples():
         row = rows[rec.source_row - 1]
         assert rec.line == expected_lines[rec.source_row - 1]
