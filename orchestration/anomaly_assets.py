@@ -1,0 +1,360 @@
+"""The anomaly assets: `anomaly_thresholds` (per key, over the whole history) and `anomalies` (the
+replayed file's windows above their threshold), their checks, and the alert webhook.
+
+Both steps write the run's staging copy of the warehouse like every other step
+(orchestration.assets: `_leased_store`, `_finish`). `anomalies` is the last table of
+`PIPELINE_ORDER`, so in a full run its step publishes the warehouse; only then, and only when the
+file has anomalies, does it POST the alert (warehouse.alerts). The alert comes after the publish
+on purpose: a webhook that is down, slow or answers an error cannot fail the run or change what was
+published. Its outcome is one WARN line and the `alert*` metadata of the materialization.
+
+The method and its parameters live in warehouse.thresholds (plain functions, plain tests); this
+module only wires them to Dagster.
+"""
+
+import time
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from orchestration.assets import (
+    GROUP,
+    OWNERS,
+    PREVIEW_ROWS,
+    _contract_result,
+    _contract_spec,
+    _fetch_df,
+    _finish,
+    _leased_store,
+    _preview,
+    _result,
+    column_schema,
+)
+from orchestration.plots import anomaly_svg, markdown_image
+from orchestration.settings import PipelineSettings
+from warehouse import alerts, quality, schema, thresholds
+from warehouse import anomalies as anomaly_rows
+from warehouse.store import WarehouseStore
+
+PLOT_KEYS = 4  # keys drawn in each anomaly plot
+TOP_IN_CHECK = 10  # anomalies listed in the no_new_anomalies check's table
+# How the alert is delivered. Module-level so that tests can shorten the 5 s timeout and the
+# backoff (runs under dagster.materialize execute in this process).
+ALERT_POLICY = alerts.DeliveryPolicy()
+
+
+def _method(settings: PipelineSettings) -> thresholds.Method:
+    return thresholds.Method(z=settings.anomaly_z, min_windows=settings.anomaly_min_windows)
+
+
+def _plot(con, keys: list[str], title: str, source_file: str | None) -> str:
+    """Markdown with an SVG of the keys' window averages, their threshold(1) and, marked, the
+    anomalous windows: of `source_file` from the anomalies table, or (None) of the whole history
+    judged against the current thresholds."""
+    series = {}
+    for key in keys:
+        (threshold,) = schema.fetch_one(con, "SELECT threshold FROM anomaly_thresholds WHERE key = ?", [key])
+        if source_file is None:
+            points = con.execute(
+                "SELECT window_start_ms, avg_amount FROM window_averages WHERE key = ? ORDER BY window_start_ms",
+                [key],
+            ).fetchall()
+            marked = [
+                row[0]
+                for row in con.execute(
+                    "SELECT w.window_start_ms FROM window_averages w JOIN anomaly_thresholds t USING (key) "
+                    "WHERE w.key = ? AND w.avg_amount > "
+                    + thresholds.window_threshold_sql("t.log_center", "t.log_scale", "t.z", "w.txn_count"),
+                    [key],
+                ).fetchall()
+            ]
+        else:
+            points = con.execute(
+                "SELECT window_start_ms, avg_amount FROM window_averages WHERE key = ? AND source_file = ? "
+                "ORDER BY window_start_ms",
+                [key, source_file],
+            ).fetchall()
+            marked = [
+                row[0]
+                for row in con.execute(
+                    "SELECT window_start_ms FROM anomalies WHERE key = ? AND source_file = ?", [key, source_file]
+                ).fetchall()
+            ]
+        series[key] = (points, threshold, marked)
+    return markdown_image(anomaly_svg(series, title), "window averages, threshold and anomalous windows")
+
+
+# --- anomaly_thresholds ---------------------------------------------------------------------
+
+
+@asset(
+    name="anomaly_thresholds",
+    description="Per-key anomaly threshold over all window averages in the warehouse: a robust z-score of "
+    "sign(avg)*ln(1+|avg|), scaled by sqrt(txn_count) (warehouse/thresholds.py).",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+    deps=["window_averages"],
+    metadata={"dagster/column_schema": column_schema("anomaly_thresholds"), "table": "anomaly_thresholds"},
+    check_specs=[
+        AssetCheckSpec(
+            "threshold_for_every_eligible_key",
+            asset="anomaly_thresholds",
+            description="Every key with at least TXN_ANOMALY_MIN_WINDOWS windows has a finite threshold.",
+        ),
+        _contract_spec("anomaly_thresholds"),
+    ],
+)
+def anomaly_thresholds(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
+    with _leased_store(context, pipeline) as (settings, store):
+        yield from _anomaly_thresholds(context, settings, store)
+
+
+def _anomaly_thresholds(context: AssetExecutionContext, settings: PipelineSettings, store: WarehouseStore) -> Iterator:
+    started = time.monotonic()
+    method = _method(settings)
+    with store.connect_staging(context.run.run_id) as con:
+        con.execute("BEGIN")
+        n_keys = thresholds.replace_thresholds(con, min_windows=method.min_windows, z=method.z)
+        con.execute("COMMIT")
+        fit_s = time.monotonic() - started
+        eligible, with_threshold, n_keys_all = schema.fetch_one(
+            con,
+            "SELECT count(*) FILTER (WHERE e.n >= ?), "
+            "count(*) FILTER (WHERE e.n >= ? AND isfinite(t.threshold)), count(*) "
+            "FROM (SELECT key, count(*) AS n FROM window_averages GROUP BY key) e "
+            "LEFT JOIN anomaly_thresholds t USING (key)",
+            [method.min_windows, method.min_windows],
+        )
+        n_anomalous, judged_windows = schema.fetch_one(
+            con, "SELECT coalesce(sum(anomalous_windows), 0), coalesce(sum(window_count), 0) FROM anomaly_thresholds"
+        )
+        preview = _fetch_df(
+            con,
+            "SELECT key, threshold, window_count, txn_count, median_avg_amount, log_center, log_scale, "
+            "anomalous_windows FROM anomaly_thresholds ORDER BY anomalous_windows DESC, key LIMIT ?",
+            [PREVIEW_ROWS],
+        )
+        busiest = [
+            row[0]
+            for row in con.execute(
+                "SELECT key FROM anomaly_thresholds ORDER BY window_count DESC, key LIMIT ?", [PLOT_KEYS]
+            ).fetchall()
+        ]
+        plot = _plot(
+            con,
+            busiest,
+            f"Window averages (blue), threshold of a 1-transaction window (red dashed), anomalous windows (red) "
+            f"of the {len(busiest)} busiest keys, all history",
+            None,
+        )
+        contract = _contract_result(con, "anomaly_thresholds")
+    every_key = AssetCheckResult(
+        asset_key="anomaly_thresholds",
+        check_name="threshold_for_every_eligible_key",
+        passed=bool(eligible == with_threshold),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "eligible_keys": int(eligible),
+            "keys_with_threshold": int(with_threshold),
+            "keys_with_too_little_history": int(n_keys_all - eligible),
+            "min_windows": method.min_windows,
+        },
+        description=None
+        if eligible == with_threshold
+        else f"{eligible - with_threshold} of {eligible} keys with enough history have no finite threshold",
+    )
+    published = _finish(context, store, [every_key, contract])
+    yield MaterializeResult(
+        asset_key="anomaly_thresholds",
+        metadata={
+            "dagster/row_count": int(n_keys),
+            "anomalous_windows": int(n_anomalous),
+            "judged_windows": int(judged_windows),
+            "flagged_ratio": round(n_anomalous / judged_windows, 6) if judged_windows else 0.0,
+            "keys_with_too_little_history": int(n_keys_all - eligible),
+            "method": thresholds.METHOD,
+            "params": MetadataValue.json(method.params()),
+            "min_windows": method.min_windows,
+            "z": method.z,
+            "preview": _preview(preview),
+            "plot": MetadataValue.md(plot),
+            "fit_s": round(fit_s, 3),
+            "duration_s": round(time.monotonic() - started, 3),
+            **published,
+        },
+    )
+    yield every_key
+    yield contract
+
+
+# --- anomalies --------------------------------------------------------------------------------
+
+
+@asset(
+    name="anomalies",
+    description="Windows of the replayed file above their key's threshold, with the threshold, the score, the "
+    "method and its parameters; replaying a file replaces its rows. Sends the alert webhook "
+    "(TXN_ALERT_WEBHOOK_URL) once the run has published.",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    owners=OWNERS,
+    deps=["anomaly_thresholds", "window_averages"],
+    metadata={"dagster/column_schema": column_schema("anomalies"), "table": "anomalies"},
+    check_specs=[
+        AssetCheckSpec(
+            "no_new_anomalies",
+            asset="anomalies",
+            description="The replayed file has no anomalous window (warns, non-blocking); the metadata lists the top ones.",
+        ),
+        AssetCheckSpec(
+            "every_anomaly_above_its_threshold",
+            asset="anomalies",
+            description="Every row is a window of window_averages, once, with an average above its finite "
+            "threshold and a finite score above z.",
+        ),
+        _contract_spec("anomalies"),
+    ],
+)
+def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
+    started = time.monotonic()
+    with _leased_store(context, pipeline) as (settings, store):
+        source_file = str(settings.source_path)
+        run_id = context.run.run_id
+        with store.connect_staging(run_id) as con:
+            con.execute("BEGIN")
+            count = anomaly_rows.replace_anomalies(con, source_file, run_id)
+            con.execute("COMMIT")
+            n_windows, n_all = schema.fetch_one(
+                con,
+                "SELECT (SELECT count(*) FROM window_averages WHERE source_file = $f), (SELECT count(*) FROM anomalies)",
+                {"f": source_file},
+            )
+            top_df = _fetch_df(
+                con,
+                "SELECT key, window_start, window_end, avg_amount, txn_count, threshold, score FROM anomalies "
+                f"WHERE source_file = ? ORDER BY {anomaly_rows.TOP_ORDER} LIMIT ?",
+                [source_file, max(PREVIEW_ROWS, TOP_IN_CHECK)],
+            )
+            items = anomaly_rows.top(con, source_file, settings.alert_max_items) if count else []
+            problems = anomaly_rows.consistency_problems(con, source_file)
+            plot_keys = [
+                row[0]
+                for row in con.execute(
+                    "SELECT w.key FROM window_averages w JOIN anomaly_thresholds t USING (key) "
+                    "LEFT JOIN (SELECT key, count(*) AS n FROM anomalies WHERE source_file = $f GROUP BY key) a "
+                    "USING (key) WHERE w.source_file = $f GROUP BY w.key "
+                    "ORDER BY max(coalesce(a.n, 0)) DESC, count(*) DESC, w.key LIMIT $k",
+                    {"f": source_file, "k": PLOT_KEYS},
+                ).fetchall()
+            ]
+            plot = _plot(
+                con,
+                plot_keys,
+                f"This file's window averages (blue), threshold of a 1-transaction window (red dashed) and "
+                f"anomalies (red) of {len(plot_keys)} keys, most anomalies first",
+                source_file,
+            )
+            contract = _contract_result(con, "anomalies")
+        checks = [
+            AssetCheckResult(
+                asset_key="anomalies",
+                check_name="no_new_anomalies",
+                passed=count == 0,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "anomalies": int(count),
+                    "windows_judged": int(n_windows),
+                    "top": _preview(top_df.head(TOP_IN_CHECK)),
+                },
+                description=None
+                if count == 0
+                else f"{count} of {n_windows} windows of {source_file} are above their key's threshold",
+            ),
+            _result(
+                "anomalies",
+                "every_anomaly_above_its_threshold",
+                quality.CheckOutcome(
+                    passed=not problems,
+                    description="; ".join(problems) or None,
+                    metadata={"anomalies_checked": int(count)},
+                ),
+                AssetCheckSeverity.ERROR,
+            ),
+            contract,
+        ]
+        published = _finish(context, store, checks)
+    if published.get("published"):
+        alert = _send_alert(context, settings, source_file, run_id, count, items)
+    else:
+        alert = {"alert": "not sent: the run did not publish"}
+    yield MaterializeResult(
+        asset_key="anomalies",
+        metadata={
+            "dagster/row_count": int(count),
+            "windows_judged": int(n_windows),
+            "anomalies_all_files": int(n_all),
+            "source_file": MetadataValue.path(source_file),
+            "method": thresholds.METHOD,
+            "params": MetadataValue.json(_method(settings).params()),
+            "preview": _preview(top_df.head(PREVIEW_ROWS)),
+            "plot": MetadataValue.md(plot),
+            **alert,
+            "duration_s": round(time.monotonic() - started, 3),
+            **published,
+        },
+    )
+    yield from checks
+
+
+def _send_alert(
+    context: AssetExecutionContext,
+    settings: PipelineSettings,
+    source_file: str,
+    run_id: str,
+    count: int,
+    items: list[dict[str, object]],
+) -> dict[str, object]:
+    """POST the alert if configured and there is something to report; the metadata of the outcome.
+    Never raises: the run has already published."""
+    url = settings.alert_webhook_url.strip()
+    if not url:
+        return {"alert": "off (TXN_ALERT_WEBHOOK_URL is not set)"}
+    target = alerts.redact(url)
+    if not count:
+        return {"alert": "nothing to report", "alert_target": target}
+    try:
+        body = alerts.payload(source_file, run_id, count, items, settings.alert_max_items)
+        delivery = alerts.post_json(url, body, ALERT_POLICY)
+    except Exception as error:  # noqa: BLE001 - post_json does not raise; this guards the payload
+        delivery = alerts.Delivery(False, 0, None, f"{type(error).__name__}: {error}", 0.0)
+        body = {"anomalies": []}
+    meta: dict[str, object] = {
+        "alert": "sent" if delivery.delivered else "failed",
+        "alert_target": target,
+        "alert_items": len(body["anomalies"]),
+        "alert_attempts": delivery.attempts,
+        "alert_seconds": delivery.elapsed_s,
+    }
+    if delivery.status is not None:
+        meta["alert_http_status"] = delivery.status
+    if delivery.delivered:
+        context.log.info(
+            f"Anomaly alert sent to {target}: {len(body['anomalies'])} of {count} anomalies (HTTP {delivery.status})"
+        )
+    else:
+        meta["alert_error"] = delivery.error or "unknown error"
+        context.log.warning(
+            f"Anomaly alert for {count} anomalies of this run NOT delivered to {target} after "
+            f"{delivery.attempts} attempt(s) in {delivery.elapsed_s:g} s: {delivery.error}. "
+            "The run and its published data are unaffected; the anomalies table has them."
+        )
+    return meta
