@@ -10,8 +10,6 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import timedelta
-from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -29,16 +27,13 @@ from dagster import (
     RunsFilter,
     TableColumn,
     TableSchema,
-    asset,
     multi_asset,
 )
-from dagster._core.errors import DagsterPipesExecutionError
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-from orchestration.plots import anomaly_svg, markdown_image
-from orchestration.settings import REPO_ROOT, AutomationSettings, PipelineSettings
+from orchestration.dagster_compat import RUNS_IN_PROGRESS, is_pipes_execution_error
+from orchestration.settings import REPO_ROOT, PipelineSettings
 from warehouse import flink_output as flink_output_files
-from warehouse import quality, reconcile, replays, schema, thresholds
+from warehouse import advice, quality, reconcile, replays, schema
 from warehouse.ingest import InputFileError, read_transactions
 from warehouse.store import WarehouseStore
 
@@ -52,13 +47,8 @@ PIPELINE_ORDER = (
 PREVIEW_ROWS = 10
 PLOT_KEYS = 4  # the busiest keys (most windows) drawn in the anomaly plot
 
-AUTOMATION = AutomationSettings.from_env()  # freshness, schedule and sensor: read when the definitions load
-WINDOW_FRESHNESS = FreshnessPolicy.time_window(
-    fail_window=timedelta(minutes=AUTOMATION.freshness_fail_minutes),
-    warn_window=timedelta(minutes=AUTOMATION.freshness_warn_minutes)
-    if AUTOMATION.freshness_warn_minutes < AUTOMATION.freshness_fail_minutes
-    else None,
-)
+# The assets whose FreshnessPolicy comes from AutomationSettings (set in orchestration/definitions.py).
+WINDOW_ASSETS = ("window_averages", "late_events")
 
 
 
@@ -142,7 +132,7 @@ def _leased_store(
             _refuse_other_window_config(store, pipeline)
             active = {
                 run.run_id
-                for run in context.instance.get_runs(filters=RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)))
+                for run in context.instance.get_runs(filters=RunsFilter(statuses=list(RUNS_IN_PROGRESS)))
             }
             removed = store.discard_all_except(active | {run_id})
             if removed:
@@ -372,19 +362,24 @@ def _ingest_transactions(
             "sliding or session), computed by Flink's own window operator in the PyFlink job.",
             {"flink", "duckdb"},
             deps=["transactions"],
-            freshness_policy=WINDOW_FRESHNESS,
         ),
         _spec(
             "late_events",
             "Transactions that arrived behind the watermark for all their windows (Flink's late side output).",
             {"flink", "duckdb"},
             deps=["transactions"],
-            freshness_policy=WINDOW_FRESHNESS,
         ),
         _spec(
             "replays",
             "One row per replayed file and run: the window config that produced its rows, and its counts.",
             {"duckdb"},
+            deps=["transactions"],
+        ),
+        _spec(
+            "custom_aggregates",
+            "Your own AggregateFunction(s) (TXN_AGGREGATE=package.module:ClassName) per key and event-time "
+            "window: get_result over exactly the window's on-time events, run inside the Flink job.",
+            {"flink", "python", "duckdb"},
             deps=["transactions"],
         ),
     ],
@@ -413,10 +408,12 @@ def _ingest_transactions(
         _contract_spec("window_averages"),
         _contract_spec("late_events"),
         _contract_spec("replays"),
+        _contract_spec("custom_aggregates"),
         AssetCheckSpec(
             "late_ratio_within_limit",
             asset="late_events",
-            description="Late events / transactions of the file <= TXN_MAX_LATE_RATIO (warns, non-blocking).",
+            description="Late events / transactions of the file <= TXN_MAX_LATE_RATIO (warns, non-blocking); "
+            "when it fails it cites the watermark advice: the smallest out-of-orderness within the limit.",
         ),
     ],
 )
@@ -434,9 +431,13 @@ def _replay_event_time_windows(
     store: WarehouseStore,
     pipes_subprocess_client: PipesSubprocessClient,
 ) -> Iterator:
+    from flink_jobs.custom_aggregates import parse_spec, read_failure
+    from warehouse import custom_aggregates
+
     started = time.monotonic()
     source_file = str(pipeline.source_path)
     spec = pipeline.window_spec()
+    aggregates = parse_spec(pipeline.aggregates)  # imported and checked by pipeline.problems() already
     run_dir = store.run_dir(context.run.run_id)
     staged_input = run_dir / "flink_input.csv"
     flink_output = run_dir / "flink_output"
@@ -457,12 +458,19 @@ def _replay_event_time_windows(
         ]  # fmt: skip
         if pipeline.flink_jobmanager:
             command += ["--jobmanager", pipeline.flink_jobmanager]
-        context.log.info(f"Submitting Flink job for {n_transactions:,} transactions: {spec.describe()}")
+        for path in aggregates:
+            command += ["--aggregate", path]
+        context.log.info(f"Submitting Flink job for {n_transactions:,} transactions: {spec.describe()}"
+                         + (f", custom aggregates {', '.join(aggregates)}" if aggregates else ""))  # fmt: skip
         try:
             invocation = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
-        except DagsterPipesExecutionError as error:
+        except Exception as error:
+            if not is_pipes_execution_error(error):
+                raise
+            # A failing custom aggregate leaves its one sentence there (not in the exit code)
+            reason = read_failure(flink_output) or str(error)
             raise Failure(
-                description=f"The Flink job for {source_file} failed ({error}). The published warehouse "
+                description=f"The Flink job for {source_file} failed ({reason}). The published warehouse "
                 f"{store.path} keeps its previous results; rerun once the cause is fixed."
             ) from None
         for message in invocation.get_custom_messages():
@@ -476,7 +484,9 @@ def _replay_event_time_windows(
         con.execute("BEGIN")
         con.execute("DELETE FROM window_averages WHERE source_file = ?", [source_file])
         con.execute("DELETE FROM late_events WHERE source_file = ?", [source_file])
+        con.execute("DELETE FROM custom_aggregates WHERE source_file = ?", [source_file])
         flink_output_files.load_output(con, flink_output, source_file, spec)
+        n_custom = custom_aggregates.load_output(con, flink_output, source_file)
         n_windows, n_late, max_lateness_ms = schema.fetch_one(
             con,
             "SELECT (SELECT count(*) FROM window_averages WHERE source_file = $f), "
@@ -513,10 +523,11 @@ def _replay_event_time_windows(
             _contract_result(con, "window_averages"),
             _contract_result(con, "late_events"),
             _contract_result(con, "replays"),
+            _contract_result(con, "custom_aggregates"),
             _result(
                 "late_events",
                 "late_ratio_within_limit",
-                quality.ratio_check(n_late, n_transactions, pipeline.max_late_ratio, "late events", "transactions"),
+                advice.late_ratio_check(con, source_file, spec, pipeline.max_late_ratio, n_late, n_transactions),
                 AssetCheckSeverity.WARN,
             ),
         ]
@@ -534,6 +545,12 @@ def _replay_event_time_windows(
         )
         replays_preview = _fetch_df(
             con, "SELECT * FROM replays ORDER BY replayed_at DESC, source_file LIMIT ?", [PREVIEW_ROWS]
+        )
+        custom_preview = _fetch_df(
+            con,
+            "SELECT aggregate, key, window_start, window_end, value FROM custom_aggregates WHERE source_file = ? "
+            "ORDER BY aggregate, key, window_start_ms, window_end_ms LIMIT ?",
+            [source_file, PREVIEW_ROWS],
         )
     published = _finish(context, store, checks)
     common = {
@@ -572,6 +589,16 @@ def _replay_event_time_windows(
         asset_key="replays",
         metadata={"dagster/row_count": len(replays_preview), "preview": _preview(replays_preview), **common},
     )
+    yield MaterializeResult(
+        asset_key="custom_aggregates",
+        metadata={
+            "dagster/row_count": n_custom,
+            "aggregates": MetadataValue.text(", ".join(aggregates) if aggregates else "none (TXN_AGGREGATE is empty)"),
+            "aggregate_count": len(aggregates),
+            "preview": _preview(custom_preview),
+            **common,
+        },
+    )
     yield from checks
 
 
@@ -597,90 +624,3 @@ def _reconciliation_check(windows: dict, late: dict) -> AssetCheckResult:
         },
         description=None if passed else "window_averages/late_events differ from the DuckDB recomputation",
     )
-
-
-# --- anomaly_thresholds -----------------------------------------------------------------------
-
-
-@asset(
-    name="anomaly_thresholds",
-    description=f"Per-key anomaly threshold over all window averages in the warehouse: {thresholds.METHOD}.",
-    group_name=GROUP,
-    kinds={"duckdb"},
-    owners=OWNERS,
-    deps=["window_averages"],
-    metadata={"dagster/column_schema": column_schema("anomaly_thresholds"), "table": "anomaly_thresholds"},
-    check_specs=[
-        AssetCheckSpec(
-            "threshold_for_every_eligible_key",
-            asset="anomaly_thresholds",
-            description="Every key with enough windows has a finite threshold.",
-        ),
-        _contract_spec("anomaly_thresholds"),
-    ],
-)
-def anomaly_thresholds(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
-    with _leased_store(context, pipeline) as (settings, store):
-        yield from _anomaly_thresholds(context, settings, store)
-
-
-def _anomaly_thresholds(
-    context: AssetExecutionContext, pipeline: PipelineSettings, store: WarehouseStore
-) -> Iterator:
-    started = time.monotonic()
-    with store.connect_staging(context.run.run_id) as con:
-        con.execute("BEGIN")
-        n_keys = thresholds.replace_thresholds(con, min_windows=pipeline.anomaly_min_windows, z=pipeline.anomaly_z)
-        con.execute("COMMIT")
-        eligible, with_threshold = schema.fetch_one(con, "SELECT count(*), count(t.threshold) FILTER (WHERE isfinite(t.threshold)) FROM ("
-            "  SELECT key FROM window_averages GROUP BY key HAVING count(*) >= ?) e "
-            "LEFT JOIN anomaly_thresholds t USING (key)",
-            [pipeline.anomaly_min_windows],)
-        n_anomalous = schema.fetch_one(con, "SELECT coalesce(sum(anomalous_windows), 0) FROM anomaly_thresholds")[0]
-        preview = _fetch_df(
-            con,
-            "SELECT key, threshold, window_count, median_avg_amount, anomalous_windows "
-            "FROM anomaly_thresholds ORDER BY anomalous_windows DESC, key LIMIT ?",
-            [PREVIEW_ROWS],
-        )
-        plot = _anomaly_plot(con)
-        contract = _contract_result(con, "anomaly_thresholds")
-    check = AssetCheckResult(
-        asset_key="anomaly_thresholds",
-        check_name="threshold_for_every_eligible_key",
-        passed=bool(eligible == with_threshold),
-        metadata={"eligible_keys": eligible, "keys_with_threshold": with_threshold},
-    )
-    published = _finish(context, store, [check, contract])
-    yield MaterializeResult(
-        asset_key="anomaly_thresholds",
-        metadata={
-            "dagster/row_count": n_keys,
-            "anomalous_windows": int(n_anomalous),
-            "method": thresholds.METHOD,
-            "min_windows": pipeline.anomaly_min_windows,
-            "z": pipeline.anomaly_z,
-            "preview": _preview(preview),
-            "plot": MetadataValue.md(plot),
-            "duration_s": round(time.monotonic() - started, 3),
-            **published,
-        },
-    )
-    yield check
-    yield contract
-
-
-def _anomaly_plot(con) -> str:
-    """Markdown with an SVG of the busiest keys' window averages against their threshold."""
-    keys = con.execute(
-        "SELECT key, threshold FROM anomaly_thresholds ORDER BY window_count DESC, key LIMIT ?", [PLOT_KEYS]
-    ).fetchall()
-    series = {}
-    for key, threshold in keys:
-        points = con.execute(
-            "SELECT window_start_ms, avg_amount FROM window_averages WHERE key = ? ORDER BY window_start_ms",
-            [key],
-        ).fetchall()
-        series[key] = (points, threshold)
-    title = f"Window averages (blue) vs anomaly threshold (red) of the {len(series)} busiest keys, all history"
-    return markdown_image(anomaly_svg(series, title), "window averages against the anomaly threshold")

@@ -9,11 +9,16 @@
 
 Runs never race on the warehouse: the instance's run queue admits one run at a time (see
 orchestration/dagster.yaml, which `make dev` copies into DAGSTER_HOME).
+
+Nothing here reads the environment when imported: `build_automation(settings)` builds the schedule,
+the sensors and the freshness checks from `AutomationSettings`, which orchestration/definitions.py
+reads once, where the definitions are built.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from dagster import (
     AssetKey,
     DefaultScheduleStatus,
     DefaultSensorStatus,
+    FreshnessPolicy,
     RunFailureSensorContext,
     RunRequest,
     ScheduleDefinition,
@@ -33,8 +39,7 @@ from dagster import (
     sensor,
 )
 
-from orchestration.assets import AUTOMATION
-from orchestration.settings import PipelineSettings
+from orchestration.settings import AutomationSettings, PipelineSettings
 
 SOURCE_FILE_TAG = "txn/source_file"
 
@@ -42,17 +47,6 @@ replay_transactions_job = define_asset_job(
     "replay_transactions",
     selection="*",
     description="Replay the configured source CSV into the warehouse: every asset and its checks.",
-)
-
-
-daily_replay = ScheduleDefinition(
-    name="daily_replay",
-    job=replay_transactions_job,
-    cron_schedule=AUTOMATION.schedule_cron,
-    execution_timezone=AUTOMATION.schedule_timezone,
-    default_status=DefaultScheduleStatus.STOPPED,
-    description=f"Replays the configured source CSV (TXN_SOURCE_CSV) at '{AUTOMATION.schedule_cron}' {AUTOMATION.schedule_timezone}. "
-    "Off by default: turn it on in the UI (Automation) or with `dagster schedule start daily_replay`.",
 )
 
 
@@ -73,7 +67,9 @@ def replay_run_config(source_csv: Path, settings: PipelineSettings | None = None
     return {"resources": {"pipeline": {"config": {**settings.as_metadata(), "source_csv": str(source_csv)}}}}
 
 
-def incoming_run_requests(folder: Path, now: float, settle_s: float = AUTOMATION.incoming_settle_s) -> list[RunRequest]:
+def incoming_run_requests(
+    folder: Path, now: float, settle_s: float = AutomationSettings.incoming_settle_s
+) -> list[RunRequest]:
     """One RunRequest per settled *.csv or *.csv.gz file in the folder, oldest first."""
     if not folder.is_dir():
         return []
@@ -100,23 +96,6 @@ def incoming_run_requests(folder: Path, now: float, settle_s: float = AUTOMATION
                 tags={SOURCE_FILE_TAG: str(path.resolve())},
             )
         )
-    return requests
-
-
-@sensor(
-    name="incoming_csv_sensor",
-    job=replay_transactions_job,
-    minimum_interval_seconds=AUTOMATION.incoming_interval_s,
-    default_status=DefaultSensorStatus.RUNNING,
-    description=f"Replays every new or changed *.csv in {AUTOMATION.incoming_dir} (TXN_INCOMING_DIR) into the warehouse, "
-    "one run per file version (run key: name + mtime + size).",
-)
-def incoming_csv_sensor(context: SensorEvaluationContext):
-    import time
-
-    requests = incoming_run_requests(AUTOMATION.incoming_dir, time.time())
-    if not requests:
-        return SkipReason(f"no settled *.csv file in {AUTOMATION.incoming_dir}")
     return requests
 
 
@@ -151,14 +130,64 @@ def pipeline_failure_summary(context: RunFailureSensorContext) -> None:
     context.log.error(failure_summary(context))
 
 
-def window_freshness_checks(fail_after: timedelta = timedelta(minutes=AUTOMATION.freshness_fail_minutes)):
+def window_freshness_checks(fail_after: timedelta):
     """Freshness checks that fail when window_averages / late_events were last updated too long ago."""
     return build_last_update_freshness_checks(
         assets=[AssetKey("window_averages"), AssetKey("late_events")], lower_bound_delta=fail_after
     )
 
 
-freshness_checks = window_freshness_checks()
-freshness_checks_sensor = build_sensor_for_freshness_checks(
-    freshness_checks=freshness_checks, default_status=DefaultSensorStatus.RUNNING, name="freshness_checks_sensor"
-)
+def window_freshness_policy(settings: AutomationSettings) -> FreshnessPolicy:
+    """The FreshnessPolicy of the window assets (warn is dropped when it is not below fail)."""
+    warn = settings.freshness_warn_minutes
+    fail = settings.freshness_fail_minutes
+    return FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=fail), warn_window=timedelta(minutes=warn) if warn < fail else None
+    )
+
+
+@dataclass(frozen=True)
+class Automation:
+    schedules: list
+    sensors: list
+    asset_checks: list
+
+
+def build_automation(settings: AutomationSettings) -> Automation:
+    """The schedule, the sensors and the freshness checks for these settings."""
+    daily_replay = ScheduleDefinition(
+        name="daily_replay",
+        job=replay_transactions_job,
+        cron_schedule=settings.schedule_cron,
+        execution_timezone=settings.schedule_timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=f"Replays the configured source CSV (TXN_SOURCE_CSV) at '{settings.schedule_cron}' "
+        f"{settings.schedule_timezone}. Off by default: turn it on in the UI (Automation) or with "
+        "`dagster schedule start daily_replay`.",
+    )
+
+    @sensor(
+        name="incoming_csv_sensor",
+        job=replay_transactions_job,
+        minimum_interval_seconds=settings.incoming_interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Replays every new or changed *.csv in {settings.incoming_dir} (TXN_INCOMING_DIR) into the "
+        "warehouse, one run per file version (run key: name + mtime + size).",
+    )
+    def incoming_csv_sensor(context: SensorEvaluationContext):
+        import time
+
+        requests = incoming_run_requests(settings.incoming_dir, time.time(), settings.incoming_settle_s)
+        if not requests:
+            return SkipReason(f"no settled *.csv file in {settings.incoming_dir}")
+        return requests
+
+    freshness_checks = window_freshness_checks(timedelta(minutes=settings.freshness_fail_minutes))
+    freshness_checks_sensor = build_sensor_for_freshness_checks(
+        freshness_checks=freshness_checks, default_status=DefaultSensorStatus.RUNNING, name="freshness_checks_sensor"
+    )
+    return Automation(
+        schedules=[daily_replay],
+        sensors=[incoming_csv_sensor, pipeline_failure_summary, freshness_checks_sensor],
+        asset_checks=list(freshness_checks),
+    )

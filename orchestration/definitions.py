@@ -1,29 +1,53 @@
-"""Dagster definitions: `dagster dev -w workspace.yaml` or `dagster asset materialize -m orchestration`."""
+"""Dagster definitions: `dagster dev -w workspace.yaml` or `dagster asset materialize -m orchestration`.
+
+The environment is read here and nowhere else at load time: `PipelineSettings.from_env()` (the
+`pipeline` resource, overridable per run) and `AutomationSettings.from_env()` (freshness, schedule
+and sensors, fixed for the life of the code location).
+"""
 
 from __future__ import annotations
 
-from dagster import Definitions, PipesSubprocessClient, in_process_executor
+from dagster import AssetsDefinition, Definitions, PipesSubprocessClient, in_process_executor
 
-from orchestration.assets import anomaly_thresholds, ingest_transactions, replay_event_time_windows
-from orchestration.automation import (
-    daily_replay,
-    freshness_checks,
-    freshness_checks_sensor,
-    incoming_csv_sensor,
-    pipeline_failure_summary,
-    replay_transactions_job,
-)
-from orchestration.settings import REPO_ROOT, PipelineSettings
+from orchestration.advice_assets import watermark_advice
+from orchestration.anomaly_assets import anomalies, anomaly_thresholds
+from orchestration.assets import WINDOW_ASSETS, ingest_transactions, replay_event_time_windows
+from orchestration.automation import build_automation, replay_transactions_job, window_freshness_policy
+from orchestration.settings import REPO_ROOT, AutomationSettings, PipelineSettings
 
-defs = Definitions(
-    assets=[ingest_transactions, replay_event_time_windows, anomaly_thresholds],
-    asset_checks=freshness_checks,
-    jobs=[replay_transactions_job],
-    schedules=[daily_replay],
-    sensors=[incoming_csv_sensor, pipeline_failure_summary, freshness_checks_sensor],
-    executor=in_process_executor,
-    resources={
-        "pipeline": PipelineSettings.from_env(),
-        "pipes_subprocess_client": PipesSubprocessClient(cwd=str(REPO_ROOT)),
-    },
-)
+# Every table asset, in the order a full run writes them.
+PIPELINE_ASSETS: list[AssetsDefinition] = [
+    ingest_transactions,
+    watermark_advice,
+    replay_event_time_windows,
+    anomaly_thresholds,
+    anomalies,
+]
+
+
+def build_definitions(automation_settings: AutomationSettings, pipeline: PipelineSettings) -> Definitions:
+    automation = build_automation(automation_settings)
+    policy = window_freshness_policy(automation_settings)
+    assets = [
+        definition.map_asset_specs(
+            lambda spec: spec.replace_attributes(freshness_policy=policy)
+            if spec.key.to_user_string() in WINDOW_ASSETS
+            else spec
+        )
+        for definition in PIPELINE_ASSETS
+    ]
+    return Definitions(
+        assets=assets,
+        asset_checks=automation.asset_checks,
+        jobs=[replay_transactions_job],
+        schedules=automation.schedules,
+        sensors=automation.sensors,
+        executor=in_process_executor,
+        resources={
+            "pipeline": pipeline,
+            "pipes_subprocess_client": PipesSubprocessClient(cwd=str(REPO_ROOT)),
+        },
+    )
+
+
+defs = build_definitions(AutomationSettings.from_env(), PipelineSettings.from_env())

@@ -205,6 +205,13 @@ class PipelineSettings(ConfigurableResource):
                 parse_jobmanager(self.flink_jobmanager)
             except ValueError as error:
                 found.append(f"{error} (TXN_FLINK_JOBMANAGER)")
+        if self.aggregates.strip():
+            from flink_jobs.custom_aggregates import load_aggregates  # imports the user's module(s)
+
+            try:
+                load_aggregates(self.aggregates)
+            except ValueError as error:
+                found.append(str(error))
         if Path(self.warehouse).is_dir():
             found.append(f"warehouse path {self.warehouse} is a directory, expected a DuckDB file (TXN_WAREHOUSE)")
         return found

@@ -1,0 +1,1 @@
+"""Example custom aggregates for TXN_AGGREGATE (see README, "Your own AggregateFunction")."""

@@ -1,0 +1,28 @@
+"""The two things we need from Dagster that have no public name in the pinned 1.13, each wrapped once.
+
+* Which runs may still use their staging files: Dagster's `IN_PROGRESS_RUN_STATUSES` is private and
+  its meaning moved between versions (1.13 holds SUSPENDED but not QUEUED), so the list is spelled
+  out here from the public `DagsterRunStatus`.
+* The error `PipesSubprocessClient.run` raises when the subprocess fails
+  (`dagster._core.errors.DagsterPipesExecutionError`, not exported): recognised by its class name,
+  so a renamed or moved class makes the check fail loudly in tests rather than import a private path.
+"""
+
+from __future__ import annotations
+
+from dagster import DagsterRunStatus
+
+RUNS_IN_PROGRESS = (
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.MANAGED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.SUSPENDED,
+    DagsterRunStatus.CANCELING,
+)
+
+
+def is_pipes_execution_error(error: BaseException) -> bool:
+    """True for the error Dagster Pipes raises when the external process exits with a failure."""
+    return any(cls.__name__ == "DagsterPipesExecutionError" for cls in type(error).__mro__)
