@@ -39,7 +39,8 @@ from warehouse.store import WarehouseStore
 
 GROUP = "replay"
 OWNERS = ["team:data-engineering"]
-# Tables in the order a full run writes them; the run's last selected one publishes the warehouse.
+# Tables in the order a full run writes them (their deps enforce it); the run's last selected one
+# publishes the warehouse.
 PIPELINE_ORDER = (
     "transactions", "rejected_rows", "watermark_advice", "window_averages", "late_events", "replays",
     "anomaly_thresholds", "anomalies",
@@ -153,7 +154,10 @@ def _refuse_other_window_config(store: WarehouseStore, pipeline: PipelineSetting
 def _publishes_here(context: AssetExecutionContext) -> bool:
     """True when this step materializes the last table of the run's selection."""
     run = context.instance.get_run_by_id(context.run.run_id)
-    selected = {key.to_user_string() for key in (run.asset_selection or ())} & set(PIPELINE_ORDER)
+    # a CLI or UI run records its selection; dagster.materialize([...]) records none and runs all
+    # the assets it was given, which are then the assets of its job
+    keys = run.asset_selection or context.job_def.asset_layer.asset_graph.get_all_asset_keys()
+    selected = {key.to_user_string() for key in keys} & set(PIPELINE_ORDER)
     if not selected:
         selected = set(PIPELINE_ORDER)
     last = max(selected, key=PIPELINE_ORDER.index)
@@ -361,13 +365,13 @@ def _ingest_transactions(
             "Count, exact sum, min, max and average amount per key and event-time window (tumbling, "
             "sliding or session), computed by Flink's own window operator in the PyFlink job.",
             {"flink", "duckdb"},
-            deps=["transactions"],
+            deps=["transactions", "watermark_advice"],
         ),
         _spec(
             "late_events",
             "Transactions that arrived behind the watermark for all their windows (Flink's late side output).",
             {"flink", "duckdb"},
-            deps=["transactions"],
+            deps=["transactions", "watermark_advice"],
         ),
         _spec(
             "replays",

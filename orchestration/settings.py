@@ -95,7 +95,7 @@ class PipelineSettings(ConfigurableResource):
         description="Your own AggregateFunction(s): package.module:ClassName, comma-separated (TXN_AGGREGATE).",
     )
     anomaly_min_windows: int = Field(
-        default=5, description="Windows a key needs before it gets a threshold (TXN_ANOMALY_MIN_WINDOWS)."
+        default=30, description="Windows a key needs before it gets a threshold (TXN_ANOMALY_MIN_WINDOWS)."
     )
     anomaly_z: float = Field(
         default=3.5, description="Modified z-score above which a window is anomalous (TXN_ANOMALY_Z)."

@@ -42,6 +42,8 @@ more than 5% late events.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import argparse
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -202,7 +204,7 @@ def write_transactions_csv(
     return path
 
 
-def read_events(path: str | os.PathLike[str]) -> list[tuple[int, str, int, float]]:
+def read_events(path: str | os.PathLike[str]) -> list[tuple[int, str, int, Decimal]]:
     """Read a transaction CSV as replay events ``(source_row, key, ts_ms, amount)``.
 
     A convenience for tests and benchmarks (no validation: every row must
@@ -212,7 +214,7 @@ def read_events(path: str | os.PathLike[str]) -> list[tuple[int, str, int, float
     """
     import pandas as pd  # local: the generator itself does not need pandas
 
-    df = pd.read_csv(path, dtype={"transaction_id": str, "timestamp": str, "amount": float})
+    df = pd.read_csv(path, dtype={"transaction_id": str, "timestamp": str, "amount": str})
     stamps = pd.to_datetime(df["timestamp"], format="ISO8601", utc=True)
     ts_ms = (stamps.astype("datetime64[ns, UTC]").astype("int64") // 1_000_000).tolist()
     return list(
@@ -220,7 +222,7 @@ def read_events(path: str | os.PathLike[str]) -> list[tuple[int, str, int, float
             range(1, len(df) + 1),
             df["transaction_id"].tolist(),
             ts_ms,
-            df["amount"].astype(float).tolist(),
+            [Decimal(text) for text in df["amount"]],  # exact, as the warehouse keeps them
         )
     )
 

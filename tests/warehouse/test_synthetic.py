@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import warehouse.synthetic as synthetic
-from warehouse.replay import ReplayConfig, replay
+from warehouse.replay import replay
+from warehouse.windows import WindowSpec
 from warehouse.synthetic import (
     HEADER,
     SAMPLE_SETTINGS,
@@ -32,10 +33,10 @@ SAMPLE_ARGS = ["--rows", "12000", "--keys", "24", "--seed", "20240511"]
 LINE = re.compile(r"^tx\d{4,},\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3},\d+\.\d{2}$")
 
 
-def late_fraction(path: Path, config: ReplayConfig | None = None) -> float:
+def late_fraction(path: Path, config: WindowSpec | None = None) -> float:
     events = read_events(path)
-    result = replay(events, config or ReplayConfig())
-    assert len(events) == sum(w[4] for w in result.windows) + len(result.late)
+    result = replay(events, config or WindowSpec())
+    assert len(events) == sum(w[3] for w in result.windows) + len(result.late)  # txn_count
     return len(result.late) / len(events)
 
 
@@ -177,7 +178,7 @@ def test_late_fraction_is_tunable(tmp_path: Path) -> None:
 
 
 def test_allowed_lateness_reduces_late_events() -> None:
-    lenient = late_fraction(SAMPLE, ReplayConfig(allowed_lateness_ms=60_000))
+    lenient = late_fraction(SAMPLE, WindowSpec(allowed_lateness_ms=60_000))
     assert lenient == 0.0
 
 
