@@ -133,11 +133,18 @@ VALID_COLUMNS = ("source_row", "line", "transaction_id", "key", "event_time_ms",
 REJECTED_COLUMNS = ("source_row", "line", "raw", "reason")
 
 _MAX_LINE_BYTES = 64 << 20
-# A quoted field may span lines, so it is bounded separately. The csv module's limit is
-# process-wide; it is only ever raised (default 128 KiB: a 1 MB quoted key was mis-split).
+# A quoted field may span lines, so it is bounded separately (default 128 KiB: a 1 MB quoted key
+# was mis-split).
 _MAX_FIELD_CHARS = 64 << 20
-if csv.field_size_limit() < _MAX_FIELD_CHARS:
-    csv.field_size_limit(_MAX_FIELD_CHARS)
+
+
+def _csv_reader(lines, **options):
+    """csv.reader with fields up to _MAX_FIELD_CHARS. The csv module's limit is process-wide, so it
+    is raised only here, where a file is parsed, and never lowered."""
+    if csv.field_size_limit() < _MAX_FIELD_CHARS:
+        csv.field_size_limit(_MAX_FIELD_CHARS)
+    return csv.reader(lines, **options)
+
 _MAX_BLOCK_BYTES = 64 << 20  # a chunk may hold fewer records rather than more input
 _MIN_BLOCK_LINES = 2_000_000  # physical lines scanned per block: max(this, 2 * chunk_rows)
 _SCAN_STEP = 8 << 20
@@ -622,7 +629,7 @@ class _Source:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            parsed = list(csv.reader(lines, strict=True))
+            parsed = list(_csv_reader(lines, strict=True))
         except csv.Error:
             return None
         finally:
@@ -690,7 +697,7 @@ class _Source:
                 pos += 1
                 yield lines[pos - 1]
 
-        reader = csv.reader(feed(), strict=True)
+        reader = _csv_reader(feed(), strict=True)
         out = []
         while len(out) < limit:
             if pos > 4096:  # keep only the lines of the current record in memory
