@@ -5,7 +5,6 @@ step publishes it atomically, unless a blocking check failed. Checks run inside 
 produces their table, against the staging copy, so they judge exactly what is about to be published.
 """
 
-
 import contextlib
 import sys
 import time
@@ -32,8 +31,8 @@ from dagster import (
 
 from orchestration.dagster_compat import RUNS_IN_PROGRESS, is_pipes_execution_error
 from orchestration.settings import REPO_ROOT, PipelineSettings
-from warehouse import flink_output as flink_output_files
 from warehouse import advice, quality, reconcile, replays, schema
+from warehouse import flink_output as flink_output_files
 from warehouse.ingest import InputFileError, read_transactions
 from warehouse.store import WarehouseStore
 
@@ -50,7 +49,6 @@ PLOT_KEYS = 4  # the busiest keys (most windows) drawn in the anomaly plot
 
 # The assets whose FreshnessPolicy comes from AutomationSettings (set in orchestration/definitions.py).
 WINDOW_ASSETS = ("window_averages", "late_events")
-
 
 
 def column_schema(table: str) -> TableSchema:
@@ -88,9 +86,7 @@ def _contract_spec(table: str) -> AssetCheckSpec:
 def _result(
     asset: str, check_name: str, outcome: quality.CheckOutcome, severity: AssetCheckSeverity
 ) -> AssetCheckResult:
-    metadata = {
-        k: MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in outcome.metadata.items()
-    }
+    metadata = {k: MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in outcome.metadata.items()}
     return AssetCheckResult(
         asset_key=asset,
         check_name=check_name,
@@ -132,8 +128,7 @@ def _leased_store(
         if not store.staging_path(run_id).exists():
             _refuse_other_window_config(store, pipeline)
             active = {
-                run.run_id
-                for run in context.instance.get_runs(filters=RunsFilter(statuses=list(RUNS_IN_PROGRESS)))
+                run.run_id for run in context.instance.get_runs(filters=RunsFilter(statuses=list(RUNS_IN_PROGRESS)))
             }
             removed = store.discard_all_except(active | {run_id})
             if removed:
@@ -238,9 +233,7 @@ def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettin
         yield from _ingest_transactions(context, settings, store)
 
 
-def _ingest_transactions(
-    context: AssetExecutionContext, pipeline: PipelineSettings, store: WarehouseStore
-) -> Iterator:
+def _ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettings, store: WarehouseStore) -> Iterator:
     started = time.monotonic()
     source = pipeline.source_path
     source_file = str(source)
@@ -254,9 +247,7 @@ def _ingest_transactions(
         # run succeeds, so nothing is lost by it, while one transaction over the whole file kept it
         # all in memory (1.6 GB at 10M rows, 0.56 GB this way).
         try:
-            for chunk in read_transactions(
-                source, key_column=pipeline.key_column, timezone=pipeline.source_timezone
-            ):
+            for chunk in read_transactions(source, key_column=pipeline.key_column, timezone=pipeline.source_timezone):
                 con.register("chunk_valid", chunk.valid)
                 con.execute(
                     "INSERT INTO transactions SELECT ?, source_row, line, transaction_id, key, "
@@ -278,12 +269,15 @@ def _ingest_transactions(
         except InputFileError as error:
             raise Failure(description=str(error)) from None
 
-        n_valid, n_rejected, distinct_rows, min_row, max_row = schema.fetch_one(con, "SELECT (SELECT count(*) FROM transactions WHERE source_file = $f), "
+        n_valid, n_rejected, distinct_rows, min_row, max_row = schema.fetch_one(
+            con,
+            "SELECT (SELECT count(*) FROM transactions WHERE source_file = $f), "
             "(SELECT count(*) FROM rejected_rows WHERE source_file = $f), count(DISTINCT source_row), "
             "coalesce(min(source_row), 1), coalesce(max(source_row), 0) FROM ("
             "SELECT source_row FROM transactions WHERE source_file = $f UNION ALL "
             "SELECT source_row FROM rejected_rows WHERE source_file = $f)",
-            {"f": source_file},)
+            {"f": source_file},
+        )
         accounted = n_valid + n_rejected == records == distinct_rows and (min_row, max_row) == (1, records)
         check = AssetCheckResult(
             asset_key="transactions",

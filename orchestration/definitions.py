@@ -30,9 +30,9 @@ def build_definitions(automation_settings: AutomationSettings, pipeline: Pipelin
     policy = window_freshness_policy(automation_settings)
     assets = [
         definition.map_asset_specs(
-            lambda spec: spec.replace_attributes(freshness_policy=policy)
-            if spec.key.to_user_string() in WINDOW_ASSETS
-            else spec
+            lambda spec: (
+                spec.replace_attributes(freshness_policy=policy) if spec.key.to_user_string() in WINDOW_ASSETS else spec
+            )
         )
         for definition in PIPELINE_ASSETS
     ]

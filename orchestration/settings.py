@@ -20,9 +20,9 @@ from flink_jobs.output import JVM_HEAP
 from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM
 from warehouse import windows
 from warehouse.advice import parse_targets
-from warehouse.windows import WindowSpec
 from warehouse.store import MEMORY_LIMIT
 from warehouse.timestamps import validate_timezone
+from warehouse.windows import WindowSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE_CSV = REPO_ROOT / "data" / "sample_transactions.csv"
@@ -86,7 +86,9 @@ class PipelineSettings(ConfigurableResource):
     allowed_lateness_ms: int = Field(
         default=windows.DEFAULT_ALLOWED_LATENESS_MS, description="Allowed lateness in ms (TXN_ALLOWED_LATENESS_MS)."
     )
-    flink_parallelism: int = Field(default=DEFAULT_PARALLELISM, description="Flink parallelism (TXN_FLINK_PARALLELISM).")
+    flink_parallelism: int = Field(
+        default=DEFAULT_PARALLELISM, description="Flink parallelism (TXN_FLINK_PARALLELISM)."
+    )
     flink_jobmanager: str = Field(
         default="", description="host:port of a Flink cluster; empty = local mini-cluster (TXN_FLINK_JOBMANAGER)."
     )
@@ -115,14 +117,16 @@ class PipelineSettings(ConfigurableResource):
         "(TXN_DUCKDB_MEMORY_LIMIT).",
     )
     flink_jvm_heap: str = Field(
-        default=DEFAULT_JVM_HEAP, description="Max heap (-Xmx) of the local Flink mini-cluster JVM (TXN_FLINK_JVM_HEAP)."
+        default=DEFAULT_JVM_HEAP,
+        description="Max heap (-Xmx) of the local Flink mini-cluster JVM (TXN_FLINK_JVM_HEAP).",
     )
     advice_targets: str = Field(
         default="0.05,0.01,0.001,0",
         description="Late-event ratios the watermark advice finds the smallest bound for (TXN_ADVICE_TARGETS).",
     )
     alert_webhook_url: str = Field(
-        default="", description="http(s) URL that gets one JSON POST per run with new anomalies (TXN_ALERT_WEBHOOK_URL)."
+        default="",
+        description="http(s) URL that gets one JSON POST per run with new anomalies (TXN_ALERT_WEBHOOK_URL).",
     )
     alert_max_items: int = Field(
         default=100, description="Most anomalies listed in one alert, largest score first (TXN_ALERT_MAX_ITEMS)."

@@ -117,8 +117,8 @@ import gzip
 import os
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -144,6 +144,7 @@ def _csv_reader(lines, **options):
     if csv.field_size_limit() < _MAX_FIELD_CHARS:
         csv.field_size_limit(_MAX_FIELD_CHARS)
     return csv.reader(lines, **options)
+
 
 _MAX_BLOCK_BYTES = 64 << 20  # a chunk may hold fewer records rather than more input
 _MIN_BLOCK_LINES = 2_000_000  # physical lines scanned per block: max(this, 2 * chunk_rows)
@@ -179,7 +180,7 @@ _NON_FINITE_WORDS = frozenset({"nan", "inf", "infinity", "snan"})
 # Character classes.
 _C_DIGIT, _C_SIGN, _C_DOT, _C_EXP, _C_OTHER, _C_PAD = range(6)
 _CLASS_LUT = np.full(128, _C_OTHER, dtype=np.uint8)
-_CLASS_LUT[ord("0"): ord("9") + 1] = _C_DIGIT
+_CLASS_LUT[ord("0") : ord("9") + 1] = _C_DIGIT
 _CLASS_LUT[[ord("+"), ord("-")]] = _C_SIGN
 _CLASS_LUT[ord(".")] = _C_DOT
 _CLASS_LUT[[ord("e"), ord("E")]] = _C_EXP
@@ -189,13 +190,20 @@ _CLASS_LUT[[ord("e"), ord("E")]] = _C_EXP
 _DEAD = 9
 _TRANS = np.full((10, 6), _DEAD, dtype=np.intp)
 for _state, _cls, _to in (
-    (0, _C_DIGIT, 2), (0, _C_SIGN, 1), (0, _C_DOT, 5),
-    (1, _C_DIGIT, 2), (1, _C_DOT, 5),
-    (2, _C_DIGIT, 2), (2, _C_DOT, 3), (2, _C_EXP, 6),
+    (0, _C_DIGIT, 2),
+    (0, _C_SIGN, 1),
+    (0, _C_DOT, 5),
+    (1, _C_DIGIT, 2),
+    (1, _C_DOT, 5),
+    (2, _C_DIGIT, 2),
+    (2, _C_DOT, 3),
+    (2, _C_EXP, 6),
     (3, _C_DIGIT, 4),
-    (4, _C_DIGIT, 4), (4, _C_EXP, 6),
+    (4, _C_DIGIT, 4),
+    (4, _C_EXP, 6),
     (5, _C_DIGIT, 4),
-    (6, _C_DIGIT, 8), (6, _C_SIGN, 7),
+    (6, _C_DIGIT, 8),
+    (6, _C_SIGN, 7),
     (7, _C_DIGIT, 8),
     (8, _C_DIGIT, 8),
 ):
@@ -206,7 +214,7 @@ _ACCEPTING[[2, 4, 8]] = True
 _EXP_DIGITS = 8  # the DFA state inside an exponent's digits
 _DFA_MAX_WIDTH = 64  # longer values are checked with the regular expression
 _DIGIT_LUT = np.zeros(128, dtype=np.uint8)
-_DIGIT_LUT[ord("0"): ord("9") + 1] = np.arange(10)
+_DIGIT_LUT[ord("0") : ord("9") + 1] = np.arange(10)
 
 # Amounts are DECIMAL(18, 4) (warehouse.schema.AMOUNT_TYPE): ingest yields them as
 # int64 units of 10**-4, |units| < 10**18.
@@ -279,8 +287,7 @@ def _parse_amounts(values: list[str]) -> tuple[np.ndarray, dict[int, str]]:
     big &= ok
     fine &= ok & ~big
     bad = ~ok | big | fine
-    reasons = {i: _amount_reason(values[i], bool(big[i]), bool(fine[i]))
-               for i in np.flatnonzero(bad).tolist()}
+    reasons = {i: _amount_reason(values[i], bool(big[i]), bool(fine[i])) for i in np.flatnonzero(bad).tolist()}
     units[bad] = 0
     return units, reasons
 
@@ -315,11 +322,15 @@ def _amount_reason(value: str, too_large: bool = False, too_fine: bool = False) 
     if not value:
         return "missing amount"
     if too_large:
-        return (f"amount {shown} is too large: the warehouse keeps amounts as {_AMOUNT_DECIMAL}, "
-                f"which holds -99,999,999,999,999.9999 to 99,999,999,999,999.9999")
+        return (
+            f"amount {shown} is too large: the warehouse keeps amounts as {_AMOUNT_DECIMAL}, "
+            f"which holds -99,999,999,999,999.9999 to 99,999,999,999,999.9999"
+        )
     if too_fine:
-        return (f"amount {shown} has more than {_AMOUNT_SCALE} decimal places; the warehouse keeps "
-                f"amounts as {_AMOUNT_DECIMAL} and rounds nothing: round it in the source")
+        return (
+            f"amount {shown} has more than {_AMOUNT_SCALE} decimal places; the warehouse keeps "
+            f"amounts as {_AMOUNT_DECIMAL} and rounds nothing: round it in the source"
+        )
     if value.lower().lstrip("+-") in _NON_FINITE_WORDS:
         return f"amount {shown} is not a finite number"
     if "," in value and _AMOUNT_RE.fullmatch(value.replace(",", "")):
@@ -353,7 +364,7 @@ def _newline_positions(arr: np.ndarray, limit: int) -> np.ndarray:
     """Offsets of the first ``limit`` b"\\n" bytes, scanning in steps to bound memory."""
     found, total = [], 0
     for offset in range(0, len(arr), _SCAN_STEP):
-        hits = np.flatnonzero(arr[offset: offset + _SCAN_STEP] == 10)
+        hits = np.flatnonzero(arr[offset : offset + _SCAN_STEP] == 10)
         if total + len(hits) >= limit:
             found.append(hits[: limit - total] + offset)
             break
@@ -381,8 +392,10 @@ def _split_keepends(text: str) -> list[str]:
 
 def _csv_error_reason(message: str, hit_eof: bool, start_line: int) -> str:
     if hit_eof:
-        return (f"unterminated quoted field: a '\"' opened in the record starting on line "
-                f"{start_line} is never closed before the end of the file")
+        return (
+            f"unterminated quoted field: a '\"' opened in the record starting on line "
+            f"{start_line} is never closed before the end of the file"
+        )
     if "expected after" in message:
         return "malformed quoting: a closing '\"' must be followed by ',' or the end of the line"
     if "new-line character" in message:
@@ -435,7 +448,7 @@ class _Source:
                     break
                 data += more
             if data.startswith(_BOM):
-                data = data[len(_BOM):]
+                data = data[len(_BOM) :]
                 self.pending_offset = self.bytes_read = len(_BOM)
         self.bytes_read += len(data)
         self.pending += data
@@ -449,8 +462,7 @@ class _Source:
 
     def _fill(self, want_newlines: int) -> None:
         want_newlines = min(want_newlines, self.max_lines)
-        while (not self.eof and self.pending_nl < want_newlines
-               and len(self.pending) < _MAX_BLOCK_BYTES):
+        while not self.eof and self.pending_nl < want_newlines and len(self.pending) < _MAX_BLOCK_BYTES:
             need = want_newlines - self.pending_nl
             per_line = len(self.pending) / self.pending_nl if self.pending_nl else self.bytes_per_line
             size = int(min(_MAX_READ, max(_MIN_READ, need * per_line * 1.1)))
@@ -513,9 +525,7 @@ class _Source:
             return None
         fields, problem, start_line, _ = records[0]
         if problem is not None:
-            raise InputFileError(
-                f"input file '{self.path}' has a malformed header on line {start_line}: {problem}"
-            )
+            raise InputFileError(f"input file '{self.path}' has a malformed header on line {start_line}: {problem}")
         return fields, start_line
 
     # ---- records ------------------------------------------------------------
@@ -593,8 +603,9 @@ class _Source:
             if not all_good or self._needs_strip(arr, j, commas, starts[rec], ends[rec]):
                 column = list(map(str.strip, column))
             fields.append(column)
-        problem = {i: f"expected {width} fields, got {int(ncommas[rec[i]]) + 1}"
-                   for i in np.flatnonzero(~good).tolist()}
+        problem = {
+            i: f"expected {width} fields, got {int(ncommas[rec[i]]) + 1}" for i in np.flatnonzero(~good).tolist()
+        }
         rec_list = rec.tolist()
 
         def raw(i: int) -> str:
@@ -613,8 +624,7 @@ class _Source:
         stop = ends if j == width - 1 else per_line[:, j]
         nonempty = stop > first
         last_index = len(arr) - 1
-        edge = (_MAYBE_SPACE[arr[np.minimum(first, last_index)]]
-                | _MAYBE_SPACE[arr[np.maximum(stop - 1, 0)]])
+        edge = _MAYBE_SPACE[arr[np.minimum(first, last_index)]] | _MAYBE_SPACE[arr[np.maximum(stop - 1, 0)]]
         return bool((edge & nonempty).any())
 
     def _one_line_records(self, cand: bytes) -> _Records | None:
@@ -647,8 +657,7 @@ class _Source:
             selected = [parsed[i] for i in rec[good].tolist()]
         columns = list(zip(*selected)) if selected else [()] * width
         fields = [list(map(str.strip, columns[j])) for j in self.wanted]
-        problem = {i: f"expected {width} fields, got {int(counts[rec[i]])}"
-                   for i in np.flatnonzero(~good).tolist()}
+        problem = {i: f"expected {width} fields, got {int(counts[rec[i]])}" for i in np.flatnonzero(~good).tolist()}
         rec_list = rec.tolist()
 
         def raw(i: int) -> str:
@@ -739,27 +748,30 @@ class _Source:
 
 
 def _empty_valid() -> pd.DataFrame:
-    return pd.DataFrame({
-        "source_row": np.zeros(0, dtype=np.int64),
-        "line": np.zeros(0, dtype=np.int64),
-        "transaction_id": np.zeros(0, dtype=object),
-        "key": np.zeros(0, dtype=object),
-        "event_time_ms": np.zeros(0, dtype=np.int64),
-        "amount_units": np.zeros(0, dtype=np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "source_row": np.zeros(0, dtype=np.int64),
+            "line": np.zeros(0, dtype=np.int64),
+            "transaction_id": np.zeros(0, dtype=object),
+            "key": np.zeros(0, dtype=object),
+            "event_time_ms": np.zeros(0, dtype=np.int64),
+            "amount_units": np.zeros(0, dtype=np.int64),
+        }
+    )
 
 
 def _empty_rejected() -> pd.DataFrame:
-    return pd.DataFrame({
-        "source_row": np.zeros(0, dtype=np.int64),
-        "line": np.zeros(0, dtype=np.int64),
-        "raw": np.zeros(0, dtype=object),
-        "reason": np.zeros(0, dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "source_row": np.zeros(0, dtype=np.int64),
+            "line": np.zeros(0, dtype=np.int64),
+            "raw": np.zeros(0, dtype=object),
+            "reason": np.zeros(0, dtype=object),
+        }
+    )
 
 
-def _validate(records: _Records, first_row: int, key_column: str, key_slot: int,
-              timezone: str) -> Chunk:
+def _validate(records: _Records, first_row: int, key_column: str, key_slot: int, timezone: str) -> Chunk:
     key_is_id = key_slot == 0
     n = len(records.line)
     source_row = np.arange(first_row, first_row + n, dtype=np.int64)
@@ -772,8 +784,7 @@ def _validate(records: _Records, first_row: int, key_column: str, key_slot: int,
     key = tid if key_is_id else records.fields[key_slot]
 
     tid_missing = np.fromiter(map(len, tid), dtype=np.int64, count=m) == 0
-    key_missing = (tid_missing if key_is_id
-                   else np.fromiter(map(len, key), dtype=np.int64, count=m) == 0)
+    key_missing = tid_missing if key_is_id else np.fromiter(map(len, key), dtype=np.int64, count=m) == 0
     event_ms, ts_reasons = parse_event_times(pd.Series(ts, dtype=object), timezone)
     ts_bad = ts_reasons.notna().to_numpy()
     amount_units, amount_reasons = _parse_amounts(amt)
@@ -797,12 +808,14 @@ def _validate(records: _Records, first_row: int, key_column: str, key_slot: int,
 
     if reasons:
         rej_idx = np.array(sorted(reasons), dtype=np.int64)
-        rejected = pd.DataFrame({
-            "source_row": source_row[rej_idx],
-            "line": records.line[rej_idx],
-            "raw": np.array([records.raw(i) for i in rej_idx.tolist()], dtype=object),
-            "reason": np.array([reasons[i] for i in rej_idx.tolist()], dtype=object),
-        })
+        rejected = pd.DataFrame(
+            {
+                "source_row": source_row[rej_idx],
+                "line": records.line[rej_idx],
+                "raw": np.array([records.raw(i) for i in rej_idx.tolist()], dtype=object),
+                "reason": np.array([reasons[i] for i in rej_idx.tolist()], dtype=object),
+            }
+        )
     else:
         rejected = _empty_rejected()
 
@@ -815,14 +828,16 @@ def _validate(records: _Records, first_row: int, key_column: str, key_slot: int,
         return arr if all_kept else arr[keep]
 
     tid_col = column(tid)
-    valid = pd.DataFrame({
-        "source_row": source_row[rows],
-        "line": records.line[rows],
-        "transaction_id": tid_col,
-        "key": tid_col if key_is_id else column(key),
-        "event_time_ms": event_ms if all_kept else event_ms[keep],
-        "amount_units": amount_units if all_kept else amount_units[keep],
-    })
+    valid = pd.DataFrame(
+        {
+            "source_row": source_row[rows],
+            "line": records.line[rows],
+            "transaction_id": tid_col,
+            "key": tid_col if key_is_id else column(key),
+            "event_time_ms": event_ms if all_kept else event_ms[keep],
+            "amount_units": amount_units if all_kept else amount_units[keep],
+        }
+    )
     return Chunk(valid=valid, rejected=rejected)
 
 
@@ -913,8 +928,7 @@ def _reject_other_delimiter(path: str, header: list[str], line: int, wanted: lis
             )
 
 
-def _resolve_header(path: str, header: list[str], line: int,
-                    key_column: str) -> tuple[list[int], int]:
+def _resolve_header(path: str, header: list[str], line: int, key_column: str) -> tuple[list[int], int]:
     """Header positions of the required columns (+ key column) and the key's slot."""
     names = [h.strip().lower() for h in header]
     wanted = list(REQUIRED_COLUMNS)
@@ -930,8 +944,7 @@ def _resolve_header(path: str, header: list[str], line: int,
         if missing == [key_name] and key_name not in REQUIRED_COLUMNS:
             what, listed = "key column", repr(key_column)
         raise InputFileError(
-            f"input file '{path}' is missing {what} {listed} in its header on line {line} "
-            f"(found columns: {found})"
+            f"input file '{path}' is missing {what} {listed} in its header on line {line} (found columns: {found})"
         )
     duplicated = [w for w in wanted if names.count(w) > 1]
     if duplicated:
@@ -950,8 +963,7 @@ def _read(path: str, key_column: str, timezone: str, chunk_rows: int) -> Iterato
         header = source.read_header()
         if header is None:
             if source.bytes_read == 0:
-                problem = ("is empty (0 bytes after gzip decompression)" if compressed
-                           else "is empty (0 bytes)")
+                problem = "is empty (0 bytes after gzip decompression)" if compressed else "is empty (0 bytes)"
             else:
                 problem = "has no header line (it contains only blank lines)"
             raise InputFileError(

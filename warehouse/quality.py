@@ -134,8 +134,11 @@ def conservation_check(
     )
     counted = int(counted)
     on_time = transactions - late
-    passed = late_strangers == 0 and counted == counted_pairs and counted >= on_time and (
-        spec.kind == "sliding" or counted == on_time
+    passed = (
+        late_strangers == 0
+        and counted == counted_pairs
+        and counted >= on_time
+        and (spec.kind == "sliding" or counted == on_time)
     )
     description = None
     if not passed:
@@ -170,6 +173,10 @@ def ratio_check(count: int, total: int, limit: float, what: str, of: str) -> Che
         description=None
         if passed
         else f"{count:,} of {total:,} {of} are {what} ({ratio:.2%}), above the limit of {limit:.2%}",
-        metadata={what.replace(" ", "_"): int(count), of.replace(" ", "_"): int(total),
-                  "ratio": round(ratio, 6), "limit": float(limit)},  # fmt: skip
+        metadata={
+            what.replace(" ", "_"): int(count),
+            of.replace(" ", "_"): int(total),
+            "ratio": round(ratio, 6),
+            "limit": float(limit),
+        },  # fmt: skip
     )

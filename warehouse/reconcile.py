@@ -259,7 +259,9 @@ def compare_tables(
             "late event",
         )
         # the (event, window) pairs the rule counts: what sum(txn_count) must equal (conservation)
-        windows["expected_pairs"] = int(con.execute("SELECT coalesce(sum(txn_count), 0) FROM _expected_windows").fetchall()[0][0])
+        windows["expected_pairs"] = int(
+            con.execute("SELECT coalesce(sum(txn_count), 0) FROM _expected_windows").fetchall()[0][0]
+        )
         windows["max_abs_diff"] = float(
             con.execute(
                 "SELECT coalesce(max(abs(a.avg_amount - e.sum_amount::DOUBLE / e.txn_count)), 0) "

@@ -16,9 +16,7 @@ _SPEC_COLUMNS = "window_kind, window_size_ms, window_slide_ms, session_gap_ms, o
 
 def recorded_specs(con: duckdb.DuckDBPyConnection) -> list[WindowSpec]:
     """The distinct window configs recorded in `replays` ([] for a warehouse without that table)."""
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'replays'"
-    ).fetchall()[0][0]
+    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'replays'").fetchall()[0][0]
     if not exists:
         return []
     rows = con.execute(f"SELECT DISTINCT {_SPEC_COLUMNS} FROM replays ORDER BY ALL").fetchall()

@@ -105,8 +105,16 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
         _C("event_time", "TIMESTAMP WITH TIME ZONE", "Event time, UTC"),
         _C("amount", AMOUNT_TYPE, "Amount of the late transaction"),
         _C("event_time_ms", "BIGINT", "Event time as UTC epoch milliseconds"),
-        _C("watermark_ms", "BIGINT", "The watermark the event was judged against: max earlier event time - out-of-orderness - 1"),
-        _C("window_start", "TIMESTAMP WITH TIME ZONE", "Start of the latest window the event belongs to (sessions: its own window)"),
+        _C(
+            "watermark_ms",
+            "BIGINT",
+            "The watermark the event was judged against: max earlier event time - out-of-orderness - 1",
+        ),
+        _C(
+            "window_start",
+            "TIMESTAMP WITH TIME ZONE",
+            "Start of the latest window the event belongs to (sessions: its own window)",
+        ),
         _C("window_end", "TIMESTAMP WITH TIME ZONE", "End of that window (exclusive)"),
     ),
     "custom_aggregates": (
@@ -117,7 +125,11 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
         _C("window_start_ms", "BIGINT", "Window start as UTC epoch milliseconds"),
         _C("window_end_ms", "BIGINT", "Window end as UTC epoch milliseconds (exclusive)"),
         _C("aggregate", "VARCHAR", "Import path of your AggregateFunction (TXN_AGGREGATE), package.module:ClassName"),
-        _C("value", "DOUBLE", "get_result of the window's accumulator over its on-time events; NULL when it returned None"),
+        _C(
+            "value",
+            "DOUBLE",
+            "get_result of the window's accumulator over its on-time events; NULL when it returned None",
+        ),
     ),
     "replays": (
         _SOURCE_FILE,
@@ -185,8 +197,7 @@ def create_tables(con: duckdb.DuckDBPyConnection) -> None:
 def describe(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
     """The (column, type) pairs DuckDB reports for a table, in column order."""
     rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = ? ORDER BY ordinal_position",
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
         [table],
     ).fetchall()
     return [(name, data_type) for name, data_type in rows]

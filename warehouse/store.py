@@ -238,8 +238,14 @@ class WarehouseStore:
         """Remove everything a run staged (its warehouse copy and scratch files)."""
         staging = self.staging_path(run_id)
         base = self.base_path(run_id)
-        for path in (staging, staging.with_name(staging.name + ".wal"), staging.with_name(staging.name + ".partial"),
-                     base, base.with_name(base.name + ".partial"), self.lease_path(run_id)):
+        for path in (
+            staging,
+            staging.with_name(staging.name + ".wal"),
+            staging.with_name(staging.name + ".partial"),
+            base,
+            base.with_name(base.name + ".partial"),
+            self.lease_path(run_id),
+        ):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 

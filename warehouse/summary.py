@@ -43,7 +43,7 @@ def summarize(warehouse: Path) -> str:
     lines.append(f"  anomaly thresholds: {keys:,} keys, {anomalous:,} windows above threshold")
     lines.append("Query it (read-only, so scheduled runs are never blocked):")
     query = EXAMPLE_QUERY.replace("\n", " ")
-    lines.append(f"  duckdb -readonly {store.path} \"{query}\"")
+    lines.append(f'  duckdb -readonly {store.path} "{query}"')
     lines.append(
         f"  .venv/bin/python -c \"import duckdb; duckdb.connect('{store.path}', read_only=True)"
         f".sql('{query.rstrip(';')}').show()\""

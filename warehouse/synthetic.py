@@ -42,14 +42,13 @@ more than 5% late events.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import argparse
-from collections.abc import Sequence
-from datetime import datetime, timezone
 import os
-from pathlib import Path
 import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,7 +74,7 @@ SAMPLE_SETTINGS: dict[str, Any] = {"rows": 12_000, "keys": 24, "seed": 20240511}
 TEST_SETTINGS: dict[str, Any] = {"rows": 20_000, "keys": 24, "seed": 7, "late_fraction": 0.06}
 
 # Latest start that still leaves room for 4-digit years.
-_MAX_MS = int(datetime(9999, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+_MAX_MS = int(datetime(9999, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
 
 def key_names(keys: int) -> list[str]:
@@ -88,8 +87,8 @@ def _parse_start(start: str | datetime) -> int:
     """Start instant as epoch ms; naive values are taken as UTC."""
     dt = start if isinstance(start, datetime) else datetime.fromisoformat(str(start))
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
@@ -250,12 +249,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--borderline-fraction",
         type=float,
         default=0.005,
-        help="fraction of rows delayed between out-of-orderness and +window size "
-        "(about half end up late)",
+        help="fraction of rows delayed between out-of-orderness and +window size (about half end up late)",
     )
-    parser.add_argument(
-        "--outlier-fraction", type=float, default=0.002, help="fraction of amount spikes"
-    )
+    parser.add_argument("--outlier-fraction", type=float, default=0.002, help="fraction of amount spikes")
     parser.add_argument(
         "--start",
         default=DEFAULT_START,

@@ -43,10 +43,7 @@ import pandas as pd
 
 __all__ = ["parse_event_times", "validate_timezone", "EXPECTED_FORMAT"]
 
-EXPECTED_FORMAT = (
-    "expected YYYY-MM-DD HH:MM:SS[.fff] or ISO-8601 "
-    "YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]"
-)
+EXPECTED_FORMAT = "expected YYYY-MM-DD HH:MM:SS[.fff] or ISO-8601 YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]"
 
 # Longest acceptable value: 'YYYY-MM-DDTHH:MM:SS.fffffffff+HH:MM'.
 _MAX_LEN = 35
@@ -55,9 +52,26 @@ _MAX_OFFSET_MINUTES = 18 * 60
 
 # Names that denote plain UTC: no zone lookups needed at all.
 _UTC_NAMES = frozenset(
-    {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal",
-     "Etc/Zulu", "Zulu", "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0",
-     "Etc/GMT-0", "GMT0", "GMT+0", "GMT-0", "Etc/Greenwich", "Greenwich"}
+    {
+        "UTC",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Etc/Zulu",
+        "Zulu",
+        "GMT",
+        "Etc/GMT",
+        "Etc/GMT0",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Etc/Greenwich",
+        "Greenwich",
+    }
 )
 
 # Error codes (0 = valid).
@@ -84,15 +98,13 @@ def validate_timezone(name: str) -> None:
 def _zone(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(
-            f"invalid time zone {name!r}: expected an IANA time-zone name such as "
-            "'UTC' or 'Europe/Berlin'"
+            f"invalid time zone {name!r}: expected an IANA time-zone name such as 'UTC' or 'Europe/Berlin'"
         )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(
-            f"unknown time zone {name!r}: expected an IANA time-zone name such as "
-            "'UTC' or 'Europe/Berlin'"
+            f"unknown time zone {name!r}: expected an IANA time-zone name such as 'UTC' or 'Europe/Berlin'"
         ) from exc
 
 
@@ -227,9 +239,17 @@ def parse_event_times(values: pd.Series, timezone: str) -> tuple[np.ndarray, pd.
     epoch_ms[invalid] = 0
     reasons = np.full(n, None, dtype=object)
     for i in np.flatnonzero(invalid):
-        reasons[i] = _reason(int(code[i]), original[i],
-                             int(year[i]), int(month[i]), int(day[i]), int(hour[i]),
-                             int(minute[i]), int(second[i]), timezone)
+        reasons[i] = _reason(
+            int(code[i]),
+            original[i],
+            int(year[i]),
+            int(month[i]),
+            int(day[i]),
+            int(hour[i]),
+            int(minute[i]),
+            int(second[i]),
+            timezone,
+        )
     return epoch_ms, pd.Series(reasons, index=index, dtype=object)
 
 
@@ -286,8 +306,7 @@ def _zone_offsets(local_s: np.ndarray, zone: ZoneInfo) -> tuple[np.ndarray, np.n
         start = _EPOCH + timedelta(hours=h)
         end = start + _HOUR_END
         o = utcoffset(start)
-        if (o == utcoffset(start.replace(fold=1)) == utcoffset(end)
-                == utcoffset(end.replace(fold=1))):
+        if o == utcoffset(start.replace(fold=1)) == utcoffset(end) == utcoffset(end.replace(fold=1)):
             hour_off[i] = o // _ONE_SECOND
         else:
             hour_mixed[i] = True
@@ -335,8 +354,7 @@ def _reason(code: int, value, year, month, day, hour, minute, second, timezone) 
     if code == _BAD_SECOND:
         return f"invalid timestamp {shown}: second {second:02d} is outside 00-59 (leap seconds are not supported)"
     if code == _BAD_OFFSET:
-        return (f"invalid timestamp {shown}: UTC offset must be within -18:00..+18:00 "
-                "with minutes 00-59")
+        return f"invalid timestamp {shown}: UTC offset must be within -18:00..+18:00 with minutes 00-59"
     wall = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
     if code == _GAP:
         return f"nonexistent local time {wall} in {timezone} (DST gap)"

@@ -175,7 +175,9 @@ class WindowSpec:
             shape = f"sliding {self.size_ms} ms every {self.slide_ms} ms"
         else:
             shape = f"session gap {self.gap_ms} ms"
-        return f"{shape}, out-of-orderness {self.out_of_orderness_ms} ms, allowed lateness {self.allowed_lateness_ms} ms"
+        return (
+            f"{shape}, out-of-orderness {self.out_of_orderness_ms} ms, allowed lateness {self.allowed_lateness_ms} ms"
+        )
 
     def job_arguments(self) -> list[str]:
         """The Flink job's command-line arguments for this spec (flink_jobs/window_job.py)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.corpus.corpus import CORPUS, load_cases, case_path
+from tests.corpus.corpus import CORPUS, case_path, load_cases
 from warehouse.ingest import InputFileError, read_transactions
 
 CASES = load_cases()

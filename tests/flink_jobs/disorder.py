@@ -18,14 +18,18 @@ def disordered_events(n: int, *, keys: int = 7, seed: int = 0, gap_ms: int = 300
     rng = random.Random(seed)
     clock = start_ms
     events = []
-    names = [f"k{i}" for i in range(keys)] + ["key, with \"comma\"\nand newline", "ключ"]
+    names = [f"k{i}" for i in range(keys)] + ['key, with "comma"\nand newline', "ключ"]
     row = 0
 
     def emit(key: str, ts: int) -> None:
         nonlocal row
         row += 1
         cents = rng.choice([rng.randint(1, 50_000), rng.randint(1, 10**8), 0, -rng.randint(1, 9_999)])
-        amount = Decimal(cents) / Decimal(100) if rng.random() < 0.9 else Decimal(rng.randint(-10**6, 10**6)) / Decimal(10_000)
+        amount = (
+            Decimal(cents) / Decimal(100)
+            if rng.random() < 0.9
+            else Decimal(rng.randint(-(10**6), 10**6)) / Decimal(10_000)
+        )
         events.append((row, key, ts, amount))
 
     while row < n:

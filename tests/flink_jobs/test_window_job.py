@@ -14,7 +14,9 @@ pytestmark = pytest.mark.flink
 
 SPECS = {
     "tumbling": WindowSpec.of("tumbling", size_ms=5000, out_of_orderness_ms=1000, allowed_lateness_ms=700),
-    "sliding": WindowSpec.of("sliding", size_ms=10_000, slide_ms=5000, out_of_orderness_ms=1000, allowed_lateness_ms=300),
+    "sliding": WindowSpec.of(
+        "sliding", size_ms=10_000, slide_ms=5000, out_of_orderness_ms=1000, allowed_lateness_ms=300
+    ),
     "session": WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=1000, allowed_lateness_ms=500),
 }
 EVENTS = disordered_events(6000, seed=11)

@@ -46,8 +46,16 @@ def main(warehouse: str, stop_file: str, mode: str, out: str) -> None:
     if con is not None:
         con.close()
     with open(out, "w") as handle:
-        json.dump({"mode": mode, "queries": queries, "failures": failures, "states": sorted(states),
-                   "inconsistent": inconsistent}, handle)
+        json.dump(
+            {
+                "mode": mode,
+                "queries": queries,
+                "failures": failures,
+                "states": sorted(states),
+                "inconsistent": inconsistent,
+            },
+            handle,
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ def test_overlapping_runs_never_lose_a_result_silently(tmp_path):
     sources = []
     for name, key in (("a.csv", "acct-a"), ("b.csv", "acct-b")):
         path = tmp_path / name
-        path.write_text("transaction_id,timestamp,amount\n"
-                        + "".join(f"{key},2024-05-12 00:00:0{i},{i + 1}\n" for i in range(6)))
+        path.write_text(
+            "transaction_id,timestamp,amount\n" + "".join(f"{key},2024-05-12 00:00:0{i},{i + 1}\n" for i in range(6))
+        )
         sources.append(path)
 
     # One Dagster instance for both, as under `dagster dev`: each run then knows the other is in
@@ -34,8 +35,10 @@ def test_overlapping_runs_never_lose_a_result_silently(tmp_path):
         instance.get_runs()
     for source in sources:
         (tmp_path / source.stem).mkdir()
-    runs = [start_cli_run(src, warehouse, tmp_path / f"{src.stem}.log", cwd=tmp_path / src.stem,
-                          DAGSTER_HOME=str(home)) for src in sources]
+    runs = [
+        start_cli_run(src, warehouse, tmp_path / f"{src.stem}.log", cwd=tmp_path / src.stem, DAGSTER_HOME=str(home))
+        for src in sources
+    ]
     codes = [run.wait(600) for run in runs]
     for run in runs:
         kill_session_leftovers(run.pid)

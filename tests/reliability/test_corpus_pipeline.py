@@ -67,4 +67,3 @@ def test_corpus_case_end_to_end(case, base_warehouse, tmp_path):
     assert (transactions, rejected) == (case["valid"], case["rejected"])
     assert conserved and counted + late == transactions
     assert rows[str(LAB_EXAMPLE)][:7] == lab_before[:7], "the other file's results are untouched"
-

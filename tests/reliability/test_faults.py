@@ -82,8 +82,9 @@ def test_sigkill_of_the_flink_job_mid_run(scenario, tmp_path):
     try:
         staging = str(warehouse.parent / ".staging" / warehouse.name)
         job = wait_for(lambda: find_flink_job(run.pid, staging), 180, 0.05, "the Flink job process")
-        jvm = wait_for(lambda: [c for c in children(job) if "java" in " ".join(cmdline(c)[:1])], 120, 0.05,
-                       "the Flink job's JVM")
+        jvm = wait_for(
+            lambda: [c for c in children(job) if "java" in " ".join(cmdline(c)[:1])], 120, 0.05, "the Flink job's JVM"
+        )
         time.sleep(2.0)  # the JVM is up and the job is running
         assert run.poll() is None and find_flink_job(run.pid, staging) == job, "the job ended before the kill"
         os.kill(job, signal.SIGKILL)
@@ -115,7 +116,9 @@ def test_sigkill_of_the_pipeline_while_it_writes_duckdb(scenario, tmp_path):
     try:
         staged = wait_for(
             lambda: [p.name for p in staging_dir.glob("*.duckdb*")] if staging_dir.is_dir() else [],
-            180, 0.002, "the run's staging DuckDB file",
+            180,
+            0.002,
+            "the run's staging DuckDB file",
         )
         os.killpg(run.pid, signal.SIGKILL)  # the CLI and its step worker: the whole pipeline dies
         run.wait(RUN_TIMEOUT_S)

@@ -38,8 +38,18 @@ def test_readers_never_fail_and_always_see_a_published_state(tmp_path):
     known = [json.dumps([list(r) for r in published_state(warehouse)])]
     stop = tmp_path / "stop"
     readers = [
-        subprocess.Popen([sys.executable, "-m", "tests.reliability.reader", str(warehouse), str(stop), mode,
-                          str(tmp_path / f"reader{i}.json")], cwd=REPO_ROOT)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.reliability.reader",
+                str(warehouse),
+                str(stop),
+                mode,
+                str(tmp_path / f"reader{i}.json"),
+            ],
+            cwd=REPO_ROOT,
+        )
         for i, mode in enumerate(READERS)
     ]
     failed_runs = []
@@ -58,9 +68,11 @@ def test_readers_never_fail_and_always_see_a_published_state(tmp_path):
     queries = sum(r["queries"] for r in reports)
     failures = [f for r in reports for f in r["failures"]]
     seen = {s for r in reports for s in r["states"]}
-    print(f"\nreaders: runs={RUNS} (+1 initial) failed_runs={len(failed_runs)} queries={queries} "
-          f"failed_queries={len(failures)} distinct_states_seen={len(seen)} of {len(set(known))} published; "
-          + ", ".join(f"{r['mode']}:{r['queries']}" for r in reports))
+    print(
+        f"\nreaders: runs={RUNS} (+1 initial) failed_runs={len(failed_runs)} queries={queries} "
+        f"failed_queries={len(failures)} distinct_states_seen={len(seen)} of {len(set(known))} published; "
+        + ", ".join(f"{r['mode']}:{r['queries']}" for r in reports)
+    )
     assert failed_runs == []
     assert all(reader.returncode == 0 for reader in readers)
     assert failures == []

@@ -464,8 +464,13 @@ def test_publish_race_between_processes_never_loses_a_result(store):
         """
     )
     children = [
-        subprocess.Popen([sys.executable, "-c", script, str(store.path), f"racer-{i}"], cwd=REPO,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(store.path), f"racer-{i}"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for i in range(4)
     ]
     for child in children:
@@ -499,8 +504,13 @@ def test_a_leased_run_is_never_discarded_even_if_unknown_to_the_caller(store):
             sys.stdin.readline()
         """
     )
-    child = subprocess.Popen([sys.executable, "-c", script, str(store.path)], cwd=REPO, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(store.path)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline().strip() == "holding"
         with store.connect_staging("dead-run"):
@@ -517,9 +527,17 @@ def test_a_leased_run_is_never_discarded_even_if_unknown_to_the_caller(store):
 
 def test_a_killed_holder_releases_its_lease(store):
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom warehouse.store import WarehouseStore\n"
-         "s = WarehouseStore(sys.argv[1])\nwith s.run_lease('r1'):\n print('in', flush=True)\n time.sleep(600)",
-         str(store.path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom warehouse.store import WarehouseStore\n"
+            "s = WarehouseStore(sys.argv[1])\nwith s.run_lease('r1'):\n print('in', flush=True)\n time.sleep(600)",
+            str(store.path),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline().strip() == "in"
         assert store.is_leased("r1")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import warehouse.synthetic as synthetic
 from warehouse.replay import replay
-from warehouse.windows import WindowSpec
 from warehouse.synthetic import (
     HEADER,
     SAMPLE_SETTINGS,
@@ -22,6 +21,7 @@ from warehouse.synthetic import (
     read_events,
     write_transactions_csv,
 )
+from warehouse.windows import WindowSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
@@ -55,10 +55,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- #
 def test_docstring_documents_sample_command() -> None:
     doc = " ".join(synthetic.__doc__.replace("\\\n", " ").split())
-    assert (
-        "python -m warehouse.synthetic " + " ".join(SAMPLE_ARGS)
-        + " --out data/sample_transactions.csv"
-    ) in doc
+    assert ("python -m warehouse.synthetic " + " ".join(SAMPLE_ARGS) + " --out data/sample_transactions.csv") in doc
     assert SAMPLE_SETTINGS == {"rows": 12000, "keys": 24, "seed": 20240511}
 
 
@@ -97,7 +94,7 @@ def test_format(tmp_path: Path) -> None:
     assert lines[0] + "\n" == HEADER and lines[-1] == ""
     body = lines[1:-1]
     assert len(body) == 5000
-    assert all(LINE.match(line) for line in body), next(l for l in body if not LINE.match(l))
+    assert all(LINE.match(line) for line in body), next(bad for bad in body if not LINE.match(bad))
     keys = {line.split(",", 1)[0] for line in body}
     assert keys <= set(key_names(30)) and len(keys) >= 25
     amounts = pd.Series([float(line.rsplit(",", 1)[1]) for line in body])
@@ -143,8 +140,13 @@ def test_zero_rows(tmp_path: Path) -> None:
 
 def test_start_with_offset_is_converted_to_utc(tmp_path: Path) -> None:
     path = write_transactions_csv(
-        tmp_path / "t.csv", rows=1, keys=1, seed=0, start="2024-05-11T12:00:00+02:00",
-        late_fraction=0.0, borderline_fraction=0.0,
+        tmp_path / "t.csv",
+        rows=1,
+        keys=1,
+        seed=0,
+        start="2024-05-11T12:00:00+02:00",
+        late_fraction=0.0,
+        borderline_fraction=0.0,
     )
     first = path.read_text().splitlines()[1]
     assert first.split(",")[1].startswith(("2024-05-11 09:59:5", "2024-05-11 10:00:0"))
@@ -193,8 +195,23 @@ def test_cli_help() -> None:
 
 
 def test_cli_matches_function(tmp_path: Path) -> None:
-    assert main(["--rows", "500", "--keys", "4", "--seed", "11", "--late-fraction", "0.1",
-                 "--out", str(tmp_path / "cli.csv")]) == 0
+    assert (
+        main(
+            [
+                "--rows",
+                "500",
+                "--keys",
+                "4",
+                "--seed",
+                "11",
+                "--late-fraction",
+                "0.1",
+                "--out",
+                str(tmp_path / "cli.csv"),
+            ]
+        )
+        == 0
+    )
     write_transactions_csv(tmp_path / "fn.csv", rows=500, keys=4, seed=11, late_fraction=0.1)
     assert (tmp_path / "cli.csv").read_bytes() == (tmp_path / "fn.csv").read_bytes()
 

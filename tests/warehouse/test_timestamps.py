@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from warehouse.timestamps import parse_event_times, validate_timezone
 
-UTC = timezone.utc
+UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
 
@@ -89,12 +89,14 @@ def test_fractions_are_floored_to_milliseconds(text, expected_fraction_ms):
 
 
 def test_fraction_floor_before_1970_rounds_towards_the_past():
-    ms, reasons = parse([
-        "1969-12-31 23:59:59.9995",
-        "1969-12-31T23:59:59.001Z",
-        "1969-12-31 23:59:59",
-        "1970-01-01 00:00:00.0009",
-    ])
+    ms, reasons = parse(
+        [
+            "1969-12-31 23:59:59.9995",
+            "1969-12-31T23:59:59.001Z",
+            "1969-12-31 23:59:59",
+            "1970-01-01 00:00:00.0009",
+        ]
+    )
     assert reasons == [None] * 4
     whole_second = ref_ms(datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC))
     assert ms.tolist() == [whole_second + 999, whole_second + 1, whole_second, 0]
@@ -111,8 +113,7 @@ def test_year_range_extremes():
 
 
 def test_leap_days():
-    ms, reasons = parse(["2024-02-29 00:00:00", "2000-02-29 00:00:00",
-                         "1900-02-29 00:00:00", "2023-02-29 00:00:00"])
+    ms, reasons = parse(["2024-02-29 00:00:00", "2000-02-29 00:00:00", "1900-02-29 00:00:00", "2023-02-29 00:00:00"])
     assert reasons[:2] == [None, None]
     assert "day 29 does not exist in 1900-02" in reasons[2]
     assert "day 29 does not exist in 2023-02" in reasons[3]
@@ -327,10 +328,10 @@ def test_zone_conversion_matches_round_trip_oracle_every_minute(zone_name, day):
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.sampled_from(["Europe/London", "America/Los_Angeles", "Australia/Sydney", "Asia/Tehran",
-                     "Pacific/Chatham", "America/Havana"]),
-    st.lists(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)),
-             min_size=1, max_size=30),
+    st.sampled_from(
+        ["Europe/London", "America/Los_Angeles", "Australia/Sydney", "Asia/Tehran", "Pacific/Chatham", "America/Havana"]
+    ),
+    st.lists(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)), min_size=1, max_size=30),
 )
 def test_zone_conversion_matches_oracle_random(zone_name, walls):
     walls = [w.replace(microsecond=0) for w in walls]
