@@ -508,7 +508,9 @@ def _replay_event_time_windows(
             _result(
                 "window_averages",
                 "transactions_conserved",
-                quality.conservation_check(con, spec, source_file, windows_report["expected_pairs"]),
+                quality.conservation_check(
+                    con, spec, source_file, windows_report["expected_pairs"], late_report["expected"]
+                ),
                 AssetCheckSeverity.ERROR,
             ),
             _reconciliation_check(windows_report, late_report),

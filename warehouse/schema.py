@@ -90,7 +90,7 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
         _KEY,
         _C("window_start", "TIMESTAMP WITH TIME ZONE", "Window start (inclusive), UTC"),
         _C("window_end", "TIMESTAMP WITH TIME ZONE", "Window end (exclusive), UTC"),
-        _C("avg_amount", "DOUBLE", "sum_amount / txn_count, the exact mean rounded once to a double"),
+        _C("avg_amount", "DOUBLE", "sum_amount::DOUBLE / txn_count: the exact sum as a double, divided by the count"),
         _C("txn_count", "BIGINT", "On-time transactions counted in the window"),
         _C("sum_amount", SUM_TYPE, "Exact sum of the window's amounts"),
         _C("min_amount", AMOUNT_TYPE, "Smallest amount in the window"),

@@ -3,33 +3,56 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from orchestration.settings import AUTOMATION_ENV_VARS, ENV_VARS, REPO_ROOT, AutomationSettings, PipelineSettings
-from warehouse.replay import ReplayConfig
+from orchestration.settings import (
+    AUTOMATION_ENV_VARS,
+    ENV_VARS,
+    REPO_ROOT,
+    RETIRED_ENV_VARS,
+    AutomationSettings,
+    PipelineSettings,
+)
+from warehouse import windows
+from warehouse.windows import WindowSpec, WindowSpecError
 
 
 def full_env(tmp_path: Path) -> dict[str, str]:
+    """Every variable, each with a value other than its default (the window variables together are
+    not a valid spec: a session gap does not go with sliding windows; see valid_env)."""
     return {
         "TXN_SOURCE_CSV": str(tmp_path / "in" / "txns.csv"),
         "TXN_WAREHOUSE": str(tmp_path / "out" / "wh.duckdb"),
         "TXN_SOURCE_TIMEZONE": "Europe/Berlin",
         "TXN_KEY_COLUMN": "account_id",
+        "TXN_WINDOW_KIND": "sliding",
         "TXN_WINDOW_SIZE_MS": "60000",
+        "TXN_WINDOW_SLIDE_MS": "20000",
+        "TXN_SESSION_GAP_MS": "30000",
         "TXN_OUT_OF_ORDERNESS_MS": "250",
         "TXN_ALLOWED_LATENESS_MS": "1500",
         "TXN_FLINK_PARALLELISM": "4",
         "TXN_FLINK_JOBMANAGER": "flink-jm:8081",
-        "TXN_FLINK_ENGINE": "datastream",
+        "TXN_AGGREGATE": "flink_jobs.aggregates.median:MedianAmount",
         "TXN_ANOMALY_MIN_WINDOWS": "7",
         "TXN_ANOMALY_Z": "2.75",
         "TXN_MAX_REJECTED_RATIO": "0.2",
         "TXN_MAX_LATE_RATIO": "0.3",
         "TXN_DUCKDB_MEMORY_LIMIT": "512MB",
         "TXN_FLINK_JVM_HEAP": "768m",
+        "TXN_ADVICE_TARGETS": "0.1,0.001",
+        "TXN_ALERT_WEBHOOK_URL": "https://alerts.example.com/hook",
+        "TXN_ALERT_MAX_ITEMS": "7",
     }
+
+
+def valid_env(tmp_path: Path) -> dict[str, str]:
+    env = full_env(tmp_path)
+    del env["TXN_SESSION_GAP_MS"]
+    return env
 
 
 def valid_settings(tmp_path: Path, **overrides: object) -> PipelineSettings:
@@ -38,6 +61,7 @@ def valid_settings(tmp_path: Path, **overrides: object) -> PipelineSettings:
         "warehouse": str(tmp_path / "wh.duckdb"),
         "source_timezone": "UTC",
         "key_column": "transaction_id",
+        "window_kind": "tumbling",
         "window_size_ms": 5000,
         "out_of_orderness_ms": 1000,
         "allowed_lateness_ms": 0,
@@ -50,6 +74,11 @@ def valid_settings(tmp_path: Path, **overrides: object) -> PipelineSettings:
     return PipelineSettings(**values)
 
 
+def mentions(problem: str, var: str) -> bool:
+    """The sentence names the variable (as a whole word: TXN_WINDOW_SIZE_MS is not TXN_WINDOW_SIZE)."""
+    return re.search(rf"(?<![A-Z_]){re.escape(var)}(?![A-Z_])", problem) is not None
+
+
 # --------------------------------------------------------------------------- #
 # from_env
 # --------------------------------------------------------------------------- #
@@ -57,6 +86,16 @@ def test_env_vars_cover_every_field() -> None:
     assert set(ENV_VARS) == set(PipelineSettings.model_fields)
     assert len(set(ENV_VARS.values())) == len(ENV_VARS)
     assert all(var.startswith("TXN_") for var in ENV_VARS.values())
+    assert not set(RETIRED_ENV_VARS) & set(ENV_VARS.values())
+
+
+def test_window_variables_are_the_window_specs() -> None:
+    fields = {"kind": "window_kind", "size_ms": "window_size_ms", "slide_ms": "window_slide_ms",
+              "gap_ms": "session_gap_ms", "out_of_orderness_ms": "out_of_orderness_ms",
+              "allowed_lateness_ms": "allowed_lateness_ms"}  # fmt: skip
+    assert set(fields) == set(windows.ENV_VARS)
+    for name, var in windows.ENV_VARS.items():
+        assert ENV_VARS[fields[name]] == var
 
 
 def test_from_env_reads_every_variable(tmp_path: Path) -> None:
@@ -69,16 +108,21 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert settings.warehouse == str(tmp_path / "out" / "wh.duckdb")
     assert settings.source_timezone == "Europe/Berlin"
     assert settings.key_column == "account_id"
+    assert settings.window_kind == "sliding"
     assert settings.window_size_ms == 60000 and type(settings.window_size_ms) is int
+    assert settings.window_slide_ms == 20000 and type(settings.window_slide_ms) is int
+    assert settings.session_gap_ms == 30000 and type(settings.session_gap_ms) is int
     assert settings.out_of_orderness_ms == 250 and type(settings.out_of_orderness_ms) is int
     assert settings.allowed_lateness_ms == 1500 and type(settings.allowed_lateness_ms) is int
     assert settings.flink_parallelism == 4 and type(settings.flink_parallelism) is int
     assert settings.flink_jobmanager == "flink-jm:8081"
-    assert settings.flink_engine == "datastream"
+    assert settings.aggregates == "flink_jobs.aggregates.median:MedianAmount"
     assert settings.anomaly_min_windows == 7 and type(settings.anomaly_min_windows) is int
     assert settings.anomaly_z == 2.75 and type(settings.anomaly_z) is float
     assert settings.max_rejected_ratio == 0.2 and settings.max_late_ratio == 0.3
     assert settings.duckdb_memory_limit == "512MB" and settings.flink_jvm_heap == "768m"
+    assert settings.advice_targets == "0.1,0.001"
+    assert settings.alert_webhook_url == "https://alerts.example.com/hook" and settings.alert_max_items == 7
     # every value differs from its default, so each was really read
     defaults = PipelineSettings()
     for field in ENV_VARS:
@@ -88,40 +132,71 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
 
 def test_from_env_parses_integral_z_and_strips_whitespace() -> None:
     settings = PipelineSettings.from_env(
-        {"TXN_ANOMALY_Z": " 4 ", "TXN_WINDOW_SIZE_MS": "\t10000\n", "TXN_KEY_COLUMN": "  key  "}
+        {
+            "TXN_ANOMALY_Z": " 4 ",
+            "TXN_WINDOW_SIZE_MS": "\t10000\n",
+            "TXN_KEY_COLUMN": "  key  ",
+            "TXN_WINDOW_KIND": " session ",
+        }  # fmt: skip
     )
     assert settings.anomaly_z == 4.0 and type(settings.anomaly_z) is float
     assert settings.window_size_ms == 10000
     assert settings.key_column == "key"
+    assert settings.window_kind == "session"
 
 
 def test_from_env_accepts_negative_numbers_for_problems_to_report() -> None:
     settings = PipelineSettings.from_env({"TXN_WINDOW_SIZE_MS": "-5", "TXN_ANOMALY_Z": "-1.5"})
     assert settings.window_size_ms == -5
     assert settings.anomaly_z == -1.5
+    assert any(mentions(p, "TXN_WINDOW_SIZE_MS") for p in settings.problems())
 
 
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
 def test_empty_variables_keep_defaults(blank: str) -> None:
     defaults = PipelineSettings()
-    settings = PipelineSettings.from_env({var: blank for var in ENV_VARS.values()})
+    settings = PipelineSettings.from_env({var: blank for var in [*ENV_VARS.values(), *RETIRED_ENV_VARS]})
     for field in ENV_VARS:
         assert getattr(settings, field) == getattr(defaults, field), field
 
 
 def test_from_env_with_empty_mapping_ignores_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TXN_WINDOW_SIZE_MS", "123")
-    assert PipelineSettings.from_env({}).window_size_ms == PipelineSettings().window_size_ms == 5000
+    monkeypatch.setenv("TXN_FLINK_ENGINE", "datastream")
+    settings = PipelineSettings.from_env({})
+    assert settings.window_size_ms == PipelineSettings().window_size_ms
+    assert settings.window_spec() == WindowSpec()
 
 
 def test_from_env_without_mapping_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ENV_VARS.values():
+    for var in [*ENV_VARS.values(), *RETIRED_ENV_VARS]:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TXN_WINDOW_SIZE_MS", "123")
     monkeypatch.setenv("TXN_SOURCE_TIMEZONE", "Asia/Tokyo")
     settings = PipelineSettings.from_env()
     assert settings.window_size_ms == 123
     assert settings.source_timezone == "Asia/Tokyo"
+
+
+def test_retired_flink_engine_variable_stops_loading() -> None:
+    with pytest.raises(ValueError) as raised:
+        PipelineSettings.from_env({"TXN_FLINK_ENGINE": "datastream", "TXN_WINDOW_SIZE_MS": "1000"})
+    message = str(raised.value)
+    assert message.startswith("TXN_FLINK_ENGINE is no longer used")
+    assert "unset TXN_FLINK_ENGINE" in message and "TXN_AGGREGATE=package.module:ClassName" in message
+    with pytest.raises(ValueError, match="TXN_FLINK_ENGINE is no longer used"):
+        PipelineSettings.from_env({"TXN_FLINK_ENGINE": "sql"})
+
+
+def test_retired_flink_engine_variable_stops_the_definitions_from_loading() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TXN_FLINK_ENGINE": "datastream"}
+    done = subprocess.run([sys.executable, "-c", "import orchestration.definitions"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode != 0
+    assert "TXN_FLINK_ENGINE is no longer used" in done.stderr
 
 
 def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,12 +227,15 @@ def test_default_paths_are_absolute() -> None:
     [
         ("TXN_WINDOW_SIZE_MS", "5s"),
         ("TXN_WINDOW_SIZE_MS", "5000.0"),
+        ("TXN_WINDOW_SLIDE_MS", "1.5"),
+        ("TXN_SESSION_GAP_MS", "1m"),
         ("TXN_OUT_OF_ORDERNESS_MS", "1e3"),
         ("TXN_ALLOWED_LATENESS_MS", "zero"),
         ("TXN_FLINK_PARALLELISM", "2.5"),
         ("TXN_ANOMALY_MIN_WINDOWS", "five"),
         ("TXN_ANOMALY_Z", "high"),
         ("TXN_ANOMALY_Z", "3,5"),
+        ("TXN_ALERT_MAX_ITEMS", "many"),
     ],
 )
 def test_unparsable_number_raises_naming_the_variable(var: str, raw: str) -> None:
@@ -171,20 +249,26 @@ def test_unparsable_number_raises_naming_the_variable(var: str, raw: str) -> Non
 # --------------------------------------------------------------------------- #
 def test_valid_settings_have_no_problems(tmp_path: Path) -> None:
     assert valid_settings(tmp_path).problems() == []
-    assert valid_settings(
-        tmp_path,
-        source_timezone="America/New_York",
-        key_column="account id",
-        flink_jobmanager="127.0.0.1:8081",
-        out_of_orderness_ms=0,
-        allowed_lateness_ms=10_000,
-        flink_parallelism=1,
-        anomaly_min_windows=1,
-    ).problems() == []
+    assert (
+        valid_settings(
+            tmp_path,
+            source_timezone="America/New_York",
+            key_column="account id",
+            flink_jobmanager="127.0.0.1:8081",
+            out_of_orderness_ms=0,
+            allowed_lateness_ms=10_000,
+            flink_parallelism=1,
+            anomaly_min_windows=1,
+        ).problems()
+        == []
+    )
+    assert valid_settings(tmp_path, window_kind="sliding", window_size_ms=10_000, window_slide_ms=2500).problems() == []
+    assert valid_settings(tmp_path, window_kind="session", window_size_ms=0, session_gap_ms=30_000).problems() == []
+    assert valid_settings(tmp_path, window_kind="session", window_size_ms=0).problems() == []
 
 
 def test_valid_env_has_no_problems(tmp_path: Path) -> None:
-    assert PipelineSettings.from_env(full_env(tmp_path)).problems() == []
+    assert PipelineSettings.from_env(valid_env(tmp_path)).problems() == []
 
 
 def test_existing_warehouse_file_is_not_a_problem(tmp_path: Path) -> None:
@@ -195,8 +279,14 @@ def test_existing_warehouse_file_is_not_a_problem(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "overrides, var",
     [
-        ({"window_size_ms": 0}, "TXN_WINDOW_SIZE_MS"),
         ({"window_size_ms": -5000}, "TXN_WINDOW_SIZE_MS"),
+        ({"window_kind": "session", "window_size_ms": 5000}, "TXN_WINDOW_SIZE_MS"),
+        ({"window_kind": "hopping"}, "TXN_WINDOW_KIND"),
+        ({"window_kind": "sliding"}, "TXN_WINDOW_SLIDE_MS"),
+        ({"window_slide_ms": 1000}, "TXN_WINDOW_SLIDE_MS"),
+        ({"window_kind": "sliding", "window_slide_ms": 6000}, "TXN_WINDOW_SLIDE_MS"),
+        ({"session_gap_ms": 3000}, "TXN_SESSION_GAP_MS"),
+        ({"window_kind": "session", "window_size_ms": 0, "session_gap_ms": -1}, "TXN_SESSION_GAP_MS"),
         ({"out_of_orderness_ms": -1}, "TXN_OUT_OF_ORDERNESS_MS"),
         ({"allowed_lateness_ms": -1}, "TXN_ALLOWED_LATENESS_MS"),
         ({"flink_parallelism": 0}, "TXN_FLINK_PARALLELISM"),
@@ -226,6 +316,10 @@ def test_existing_warehouse_file_is_not_a_problem(tmp_path: Path) -> None:
         ({"flink_jvm_heap": "1gb"}, "TXN_FLINK_JVM_HEAP"),
         ({"flink_jvm_heap": "0m"}, "TXN_FLINK_JVM_HEAP"),
         ({"flink_jvm_heap": "1g -Dfoo=bar"}, "TXN_FLINK_JVM_HEAP"),
+        ({"advice_targets": "0.5,2"}, "TXN_ADVICE_TARGETS"),
+        ({"alert_max_items": 0}, "TXN_ALERT_MAX_ITEMS"),
+        ({"alert_webhook_url": "ftp://alerts.example.com/hook"}, "TXN_ALERT_WEBHOOK_URL"),
+        ({"aggregates": "no_such_package.aggregates:Median"}, "TXN_AGGREGATE"),
     ],
 )
 def test_each_invalid_setting_is_one_problem_naming_its_variable(
@@ -233,7 +327,24 @@ def test_each_invalid_setting_is_one_problem_naming_its_variable(
 ) -> None:
     problems = valid_settings(tmp_path, **overrides).problems()
     assert len(problems) == 1, problems
-    assert f"({var})" in problems[0]
+    assert mentions(problems[0], var), problems
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"window_kind": "sliding", "window_size_ms": 1000, "window_slide_ms": 2000},
+        {"window_kind": "session", "window_size_ms": 5000, "window_slide_ms": 5},
+        {"window_slide_ms": 1000, "session_gap_ms": 1000, "allowed_lateness_ms": -3},
+        {"window_kind": "hopping"},
+    ],
+)
+def test_window_problems_are_the_window_specs_sentences(tmp_path: Path, overrides: dict[str, object]) -> None:
+    settings = valid_settings(tmp_path, **overrides)
+    spec_problems = settings.window_spec(validate=False).problems()
+    assert spec_problems and settings.problems() == spec_problems
+    for problem in spec_problems:
+        assert any(mentions(problem, var) for var in windows.ENV_VARS.values()), problem
 
 
 def test_timezone_problem_names_the_zone(tmp_path: Path) -> None:
@@ -255,44 +366,71 @@ def test_every_invalid_setting_is_reported_at_once(tmp_path: Path) -> None:
         warehouse=str(tmp_path),
         source_timezone="Mars/Olympus",
         key_column="a,b",
-        window_size_ms=0,
+        window_size_ms=-1,
+        window_slide_ms=5,
+        session_gap_ms=5,
         out_of_orderness_ms=-1,
         allowed_lateness_ms=-1,
         flink_parallelism=0,
         flink_jobmanager="host:99999",
-        flink_engine="spark",
         anomaly_min_windows=0,
         anomaly_z=0.0,
         max_rejected_ratio=2.0,
         max_late_ratio=-1.0,
         duckdb_memory_limit="much",
         flink_jvm_heap="big",
+        advice_targets="none",
+        alert_webhook_url="ftp://example.com",
+        alert_max_items=0,
+        aggregates="no_such_package.aggregates:Median",
     )
     problems = settings.problems()
-    expected_vars = {var for field, var in ENV_VARS.items() if field != "source_csv"}
-    assert len(problems) == len(expected_vars)
+    # every variable but the source (any path) and the kind (valid here, so that the other window
+    # parameters are judged)
+    expected_vars = {var for field, var in ENV_VARS.items() if field not in ("source_csv", "window_kind")}
+    assert len(problems) == len(expected_vars), problems
     for var in expected_vars:
-        assert sum(f"({var})" in p for p in problems) == 1, (var, problems)
+        assert sum(mentions(p, var) for p in problems) == 1, (var, problems)
 
 
 # --------------------------------------------------------------------------- #
-# replay_config
+# window_spec
 # --------------------------------------------------------------------------- #
-def test_replay_config_carries_the_window_settings(tmp_path: Path) -> None:
-    settings = valid_settings(tmp_path, window_size_ms=60_000, out_of_orderness_ms=750, allowed_lateness_ms=2_000)
-    config = settings.replay_config()
-    assert isinstance(config, ReplayConfig)
-    assert config == ReplayConfig(window_size_ms=60_000, out_of_orderness_ms=750, allowed_lateness_ms=2_000)
+def test_defaults_come_from_the_window_spec() -> None:
+    defaults = PipelineSettings()
+    assert defaults.window_kind == windows.DEFAULT_KIND
+    assert defaults.out_of_orderness_ms == windows.DEFAULT_OUT_OF_ORDERNESS_MS
+    assert defaults.allowed_lateness_ms == windows.DEFAULT_ALLOWED_LATENESS_MS
+    assert (defaults.window_size_ms, defaults.window_slide_ms, defaults.session_gap_ms) == (0, 0, 0)  # 0 = default
+    assert defaults.window_spec() == WindowSpec() == WindowSpec.of("tumbling", size_ms=5000)
 
 
-def test_replay_config_from_env(tmp_path: Path) -> None:
-    config = PipelineSettings.from_env(full_env(tmp_path)).replay_config()
-    assert (config.window_size_ms, config.out_of_orderness_ms, config.allowed_lateness_ms) == (60000, 250, 1500)
+def test_window_spec_carries_the_window_settings(tmp_path: Path) -> None:
+    settings = valid_settings(tmp_path, window_kind="sliding", window_size_ms=60_000, window_slide_ms=15_000,
+                              out_of_orderness_ms=750, allowed_lateness_ms=2_000)  # fmt: skip
+    assert settings.window_spec() == WindowSpec(kind="sliding", size_ms=60_000, slide_ms=15_000, gap_ms=0,
+                                                out_of_orderness_ms=750, allowed_lateness_ms=2_000)  # fmt: skip
 
 
-def test_replay_config_rejects_invalid_window(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="window_size_ms"):
-        valid_settings(tmp_path, window_size_ms=0).replay_config()
+def test_session_spec_defaults_to_the_labs_gap(tmp_path: Path) -> None:
+    spec = valid_settings(tmp_path, window_kind="session", window_size_ms=0).window_spec()
+    assert (spec.kind, spec.size_ms, spec.gap_ms) == ("session", 0, 60_000)
+    spec = PipelineSettings.from_env({"TXN_WINDOW_KIND": "session", "TXN_SESSION_GAP_MS": "3000"}).window_spec()
+    assert (spec.kind, spec.gap_ms) == ("session", 3000)
+
+
+def test_window_spec_from_env(tmp_path: Path) -> None:
+    spec = PipelineSettings.from_env(valid_env(tmp_path)).window_spec()
+    assert spec == WindowSpec(kind="sliding", size_ms=60000, slide_ms=20000, gap_ms=0, out_of_orderness_ms=250,
+                              allowed_lateness_ms=1500)  # fmt: skip
+
+
+def test_window_spec_rejects_an_invalid_window_naming_the_variable(tmp_path: Path) -> None:
+    settings = PipelineSettings.from_env(full_env(tmp_path))  # a session gap on sliding windows
+    with pytest.raises(WindowSpecError, match="TXN_SESSION_GAP_MS applies to session windows only"):
+        settings.window_spec()
+    unvalidated = settings.window_spec(validate=False)
+    assert unvalidated.gap_ms == 30_000 and unvalidated.problems() == settings.problems()
 
 
 @pytest.mark.parametrize("field", ["max_rejected_ratio", "max_late_ratio"])

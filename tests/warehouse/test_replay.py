@@ -1,376 +1,314 @@
-"""Tests for the plain-Python reference replay (warehouse.replay)."""
+"""Tests for the plain-Python reference replay (warehouse.replay): hand-computed scenarios for every
+window kind, exact Decimal aggregates, and properties against brute-force oracles.
+
+`SCENARIOS` is also replayed by the DuckDB recomputation (tests/warehouse/test_reconcile.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime, timezone
-from fractions import Fraction
-import math
+import csv
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
-from hypothesis import given, settings, strategies as st
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from warehouse.replay import (
-    ReplayConfig,
-    ReplayResult,
-    exact_mean,
-    is_late,
-    replay,
-    window_start,
-)
+from warehouse.replay import ReplayResult, replay
+from warehouse.windows import WindowSpec, WindowSpecError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
+D = Decimal
 
 
 def utc_ms(text: str) -> int:
-    dt = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000)
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
-# --------------------------------------------------------------------------- #
-# Lab example
-# --------------------------------------------------------------------------- #
-LAB_EVENTS = [
-    (1, "tx1", utc_ms("2024-05-11 10:00:00"), 100.0),
-    (2, "tx1", utc_ms("2024-05-11 10:00:03"), 200.0),
-    (3, "tx1", utc_ms("2024-05-11 10:00:06"), 300.0),
-]
+def w(key: str, start: int, end: int, *amounts) -> tuple:
+    """A window row from its members' amounts (listed by hand): (key, start, end, count, sum, min, max)."""
+    values = [D(str(a)) for a in amounts]
+    return (key, start, end, len(values), sum(values, D(0)), min(values), max(values))
 
 
-def test_lab_example_two_windows() -> None:
-    result = replay(LAB_EVENTS, ReplayConfig())
-    assert result.late == []
-    assert result.windows == [
-        ("tx1", utc_ms("2024-05-11 10:00:00"), utc_ms("2024-05-11 10:00:05"), 150.0, 2),
-        ("tx1", utc_ms("2024-05-11 10:00:05"), utc_ms("2024-05-11 10:00:10"), 300.0, 1),
-    ]
+def ev(row: int, key: str, ts: int, amount) -> tuple:
+    return (row, key, ts, D(str(amount)))
 
 
-def test_lab_example_csv_matches_inline_events() -> None:
-    from warehouse.synthetic import read_events
-
-    assert read_events(DATA / "lab_example.csv") == LAB_EVENTS
+def late(row: int, key: str, ts: int, amount, watermark: int) -> tuple:
+    return (row, key, ts, D(str(amount)), watermark)
 
 
-# --------------------------------------------------------------------------- #
-# window_start / is_late
-# --------------------------------------------------------------------------- #
-@pytest.mark.parametrize(
-    ("ts", "size", "start"),
-    [
-        (0, 5000, 0),
-        (4999, 5000, 0),
-        (5000, 5000, 5000),
-        (-1, 5000, -5000),
-        (-4999, 5000, -5000),
-        (-5000, 5000, -5000),
-        (-5001, 5000, -10000),
-        (7, 1, 7),
-        (-7, 1, -7),
-        (1715421603000, 5000, 1715421600000),
-    ],
-)
-def test_window_start(ts: int, size: int, start: int) -> None:
-    assert window_start(ts, size) == start
+class Scenario(NamedTuple):
+    name: str
+    spec: WindowSpec
+    events: list
+    windows: list
+    late: list
 
 
-@given(st.integers(-(10**15), 10**15), st.integers(1, 10**7))
-def test_window_start_contains_ts(ts: int, size: int) -> None:
-    start = window_start(ts, size)
-    assert start <= ts < start + size
-    assert start % size == 0
+TUMBLING = WindowSpec()  # 5000 ms, out-of-orderness 1000 ms, no allowed lateness
+SLIDING = WindowSpec.of("sliding", size_ms=10_000, slide_ms=5000, out_of_orderness_ms=1000)
+SESSION = WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=1000)
+X = utc_ms("2024-05-11 10:00:00")
+MAX = "99999999999999.9999"
+
+SCENARIOS = [
+    # the lab's worked example: [10:00:00, 10:00:05) avg 150 over 2, [10:00:05, 10:00:10) avg 300 over 1
+    Scenario("lab example", TUMBLING,
+             [ev(1, "tx1", X, 100), ev(2, "tx1", X + 3000, 200), ev(3, "tx1", X + 6000, 300)],
+             [w("tx1", X, X + 5000, 100, 200), w("tx1", X + 5000, X + 10_000, 300)], []),
+    # W = 6000 - 1000 - 1 = 4999 = last ms of [0, 5000): late
+    Scenario("tumbling late event", TUMBLING, [ev(1, "k", 6000, 1), ev(2, "k", 0, 2)],
+             [w("k", 5000, 10_000, 1)], [late(2, "k", 0, 2, 4999)]),
+    Scenario("tumbling one ms before late", TUMBLING, [ev(1, "k", 5999, 1), ev(2, "k", 0, 2)],
+             [w("k", 0, 5000, 2), w("k", 5000, 10_000, 1)], []),
+    Scenario("tumbling allowed lateness keeps the window open", WindowSpec.of(allowed_lateness_ms=1),
+             [ev(1, "k", 6000, 1), ev(2, "k", 0, 2)], [w("k", 0, 5000, 2), w("k", 5000, 10_000, 1)], []),
+    Scenario("tumbling allowed lateness passed", WindowSpec.of(allowed_lateness_ms=1),
+             [ev(1, "k", 6001, 1), ev(2, "k", 0, 2)], [w("k", 5000, 10_000, 1)], [late(2, "k", 0, 2, 5000)]),
+    # one watermark for all keys, the maximum so far (not the previous event)
+    Scenario("tumbling watermark is the max over all keys", TUMBLING,
+             [ev(1, "a", 20_000, 1), ev(2, "b", 0, 2), ev(3, "a", 14_000, 3), ev(4, "b", 16_000, 4), ev(5, "a", -1, 5)],
+             [w("a", 20_000, 25_000, 1), w("b", 15_000, 20_000, 4)],
+             [late(2, "b", 0, 2, 18_999), late(3, "a", 14_000, 3, 18_999), late(5, "a", -1, 5, 18_999)]),
+    Scenario("tumbling before 1970", TUMBLING,
+             [ev(1, "a", -5001, 10), ev(2, "a", -1, 1), ev(3, "a", -5000, 3), ev(4, "a", 999, 4),
+              ev(5, "a", -4000, 7), ev(6, "a", 1000, 8), ev(7, "a", -4500, 9)],
+             [w("a", -10_000, -5000, 10), w("a", -5000, 0, 1, 3, 7), w("a", 0, 5000, 4, 8)],
+             [late(7, "a", -4500, 9, -1)]),
+    # sliding 10 s every 5 s: row 2 only in [0, 10000) ([-5000, 5000) is late), row 4 late in both,
+    # row 5 only in [10000, 20000)
+    Scenario("sliding counts an event in its windows that are not late", SLIDING,
+             [ev(1, "k", 7000, 1), ev(2, "k", 2000, 2), ev(3, "k", 16_000, 3), ev(4, "k", 9000, 4), ev(5, "k", 12_000, 5)],
+             [w("k", 0, 10_000, 1, 2), w("k", 5000, 15_000, 1), w("k", 10_000, 20_000, 3, 5), w("k", 15_000, 25_000, 3)],
+             [late(4, "k", 9000, 4, 14_999)]),
+    # size 7 not a multiple of slide 3: row 1 in [9,16) and [6,13); row 2 late in [3,10) and [0,7);
+    # row 3 counted in [6,13) only
+    Scenario("sliding size not a multiple of the slide", WindowSpec.of("sliding", size_ms=7, slide_ms=3, out_of_orderness_ms=0),
+             [ev(1, "k", 10, 1), ev(2, "k", 4, 2), ev(3, "k", 6, 3)],
+             [w("k", 6, 13, 1, 3), w("k", 9, 16, 1)], [late(2, "k", 4, 2, 9)]),
+    # [0, 3000) and [3000, 6000) touch: one session
+    Scenario("session windows that touch merge", SESSION, [ev(1, "k", 0, 1), ev(2, "k", 3000, 2)],
+             [w("k", 0, 6000, 1, 2)], []),
+    Scenario("session touching on the left merges", SESSION, [ev(1, "k", 3000, 1), ev(2, "k", 0, 2)],
+             [w("k", 0, 6000, 1, 2)], []),
+    Scenario("session one ms apart stays two", SESSION, [ev(1, "k", 0, 1), ev(2, "k", 3001, 2)],
+             [w("k", 0, 3000, 1), w("k", 3001, 6001, 2)], []),
+    # key x moves the watermark to 3999: k's [0, 3000) is closed; row 3 touches it but opens its own
+    Scenario("session closed by the watermark takes no touching event", SESSION,
+             [ev(1, "k", 0, 1), ev(2, "x", 5000, 9), ev(3, "k", 2000, 2)],
+             [w("k", 0, 3000, 1), w("k", 2000, 5000, 2), w("x", 5000, 8000, 9)], []),
+    # row 3 arrives behind row 2 and bridges the two open sessions [10000,13000) and [16000,19000)
+    Scenario("session bridge merges two open sessions", WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=5000),
+             [ev(1, "k", 10_000, 1), ev(2, "k", 16_000, 2), ev(3, "k", 13_000, 3)],
+             [w("k", 10_000, 19_000, 1, 2, 3)], []),
+    Scenario("session without the bridge", WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=5000),
+             [ev(1, "k", 10_000, 1), ev(2, "k", 16_000, 2)],
+             [w("k", 10_000, 13_000, 1), w("k", 16_000, 19_000, 2)], []),
+    # W = 11999 before row 3: its own [8000, 11000) is late, but it touches the open [10000, 13000)
+    Scenario("session late own window joins an open session", WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=0),
+             [ev(1, "k", 10_000, 1), ev(2, "j", 12_000, 5), ev(3, "k", 8000, 2)],
+             [w("j", 12_000, 15_000, 5), w("k", 8000, 13_000, 1, 2)], []),
+    Scenario("session late own window touching exactly", WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=0),
+             [ev(1, "k", 10_000, 1), ev(2, "j", 12_000, 5), ev(3, "k", 7000, 2)],
+             [w("j", 12_000, 15_000, 5), w("k", 7000, 13_000, 1, 2)], []),
+    Scenario("session late own window one ms short", WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=0),
+             [ev(1, "k", 10_000, 1), ev(2, "j", 12_000, 5), ev(3, "k", 6999, 2)],
+             [w("j", 12_000, 15_000, 5), w("k", 10_000, 13_000, 1)], [late(3, "k", 6999, 2, 11_999)]),
+    # W = 2999 before row 3: [0, 3000) is closed without allowed lateness, open with 1 ms
+    Scenario("session closed without allowed lateness", WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=0),
+             [ev(1, "k", 0, 1), ev(2, "j", 3000, 5), ev(3, "k", 2500, 2)],
+             [w("j", 3000, 6000, 5), w("k", 0, 3000, 1), w("k", 2500, 5500, 2)], []),
+    Scenario("session allowed lateness keeps the session open",
+             WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=0, allowed_lateness_ms=1),
+             [ev(1, "k", 0, 1), ev(2, "j", 3000, 5), ev(3, "k", 2500, 2)],
+             [w("j", 3000, 6000, 5), w("k", 0, 5500, 1, 2)], []),
+    Scenario("session late event", SESSION, [ev(1, "k", 10_000, 1), ev(2, "k", 20_000, 2), ev(3, "k", 5000, 3)],
+             [w("k", 10_000, 13_000, 1), w("k", 20_000, 23_000, 2)], [late(3, "k", 5000, 3, 18_999)]),
+    # exact sums: 0.1 + 0.2 is 0.3, three times the largest amount does not overflow, +-0.0001 is 0
+    Scenario("decimal sums are exact", TUMBLING,
+             [ev(1, "k", 0, "0.1"), ev(2, "k", 1, "0.2"), ev(3, "m", 0, MAX), ev(4, "m", 1, MAX), ev(5, "m", 2, MAX),
+              ev(6, "n", 0, "-0.0001"), ev(7, "n", 1, "0.0001")],
+             [w("k", 0, 5000, "0.1", "0.2"), w("m", 0, 5000, MAX, MAX, MAX), w("n", 0, 5000, "-0.0001", "0.0001")], []),
+]  # fmt: skip
 
 
-def test_window_start_rejects_bad_size() -> None:
-    with pytest.raises(ValueError):
-        window_start(1, 0)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_scenario(scenario: Scenario) -> None:
+    result = replay(scenario.events, scenario.spec)
+    assert result.windows == scenario.windows
+    assert result.late == scenario.late
 
 
-def test_is_late_without_watermark_is_never_late() -> None:
-    assert not is_late(-(10**12), None, 5000, 0)
+def test_lab_example_csv_is_the_scenario() -> None:
+    with open(DATA / "lab_example.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    events = [(i, r["transaction_id"], utc_ms(r["timestamp"]), D(r["amount"])) for i, r in enumerate(rows, 1)]
+    assert events == SCENARIOS[0].events
+    result = replay(events)
+    assert [float(sum_ / count) for _, _, _, count, sum_, _, _ in result.windows] == [150.0, 300.0]
+    assert [w[3] for w in result.windows] == [2, 1]
 
 
-@pytest.mark.parametrize(
-    ("ts", "watermark", "lateness", "late"),
-    [
-        # window [0, 5000): last ms 4999
-        (0, 4999, 0, True),  # last ms == watermark -> late
-        (0, 4998, 0, False),  # one ms before -> on time
-        (0, 5000, 0, True),
-        (0, 4999, 1, False),  # allowed lateness shifts the boundary
-        (0, 5000, 1, True),
-        (4999, 4999, 0, True),  # event exactly at the watermark, window ends there
-        (5000, 4999, 0, False),  # one ms after: next window
-        (4998, 4999, 0, True),  # one ms before
-        (-1, -1, 0, True),  # window [-5000, 0): last ms -1
-        (-1, -2, 0, False),
-        (-5000, -1, 0, True),
-        (-5001, -5001, 0, True),  # window [-10000, -5000)
-        (-5001, -5002, 0, False),
-    ],
-)
-def test_is_late_boundaries(ts: int, watermark: int, lateness: int, late: bool) -> None:
-    assert is_late(ts, watermark, 5000, lateness) is late
+def test_decimal_sums_are_exact_not_float() -> None:
+    (k, m, n) = replay(SCENARIOS[-1].events).windows
+    assert k[4] == D("0.3") and isinstance(k[4], Decimal)
+    assert 0.1 + 0.2 != 0.3  # what a float sum would have given
+    assert m[4] == D("299999999999999.9997") and n[4] == 0
+    assert (n[5], n[6]) == (D("-0.0001"), D("0.0001"))
 
 
-# --------------------------------------------------------------------------- #
-# Replay at exact boundaries
-# --------------------------------------------------------------------------- #
-def _late_rows(result: ReplayResult) -> list[int]:
-    return [row[0] for row in result.late]
+def test_contents_hold_each_windows_members_in_arrival_order() -> None:
+    sliding = next(s for s in SCENARIOS if s.name.startswith("sliding counts"))
+    result = replay(sliding.events, sliding.spec)
+    assert list(result.contents) == [(k, s, e) for k, s, e, *_ in result.windows]
+    assert result.contents[("k", 0, 10_000)] == [(7000, D(1)), (2000, D(2))]
+    assert result.contents[("k", 10_000, 20_000)] == [(16_000, D(3)), (12_000, D(5))]
+    bridge = next(s for s in SCENARIOS if s.name.startswith("session bridge"))
+    assert replay(bridge.events, bridge.spec).contents == {
+        ("k", 10_000, 19_000): [(10_000, 1), (16_000, 2), (13_000, 3)]
+    }
 
 
-@pytest.mark.parametrize(
-    ("leader_ts", "lateness", "late"),
-    [
-        # W = leader - 1000 - 1; event at ts 0 (window [0, 5000), last ms 4999)
-        (6000, 0, True),  # W = 4999: exactly at the boundary -> late
-        (5999, 0, False),  # W = 4998
-        (6001, 0, True),  # W = 5000
-        (6000, 1, False),  # lateness 1 moves the boundary to W = 5000
-        (6001, 1, True),
-        (6002, 2, True),
-        (6001, 2, False),
-    ],
-)
-def test_replay_boundary(leader_ts: int, lateness: int, late: bool) -> None:
-    config = ReplayConfig(allowed_lateness_ms=lateness)
-    events = [(1, "k", leader_ts, 1.0), (2, "k", 0, 2.0)]
-    result = replay(events, config)
-    assert _late_rows(result) == ([2] if late else [])
-    if late:
-        assert result.late == [(2, "k", 0, 2.0, leader_ts - 1001)]
-        assert result.windows == [("k", 5000, 10000, 1.0, 1)]
-    else:
-        assert result.windows == [("k", 0, 5000, 2.0, 1), ("k", 5000, 10000, 1.0, 1)]
-
-
-@pytest.mark.parametrize(
-    ("ts", "late"),
-    [(4999, True), (4998, True), (5000, False), (5001, False)],
-)
-def test_replay_event_at_watermark(ts: int, late: bool) -> None:
-    # Leader 6000 -> W = 4999 for the second event.
-    result = replay([(1, "k", 6000, 1.0), (2, "k", ts, 2.0)], ReplayConfig())
-    assert _late_rows(result) == ([2] if late else [])
-
-
-def test_zero_out_of_orderness() -> None:
-    config = ReplayConfig(window_size_ms=10, out_of_orderness_ms=0)
-    # W = 10 - 0 - 1 = 9 = last ms of window [0, 10) -> late
-    assert _late_rows(replay([(1, "a", 10, 1.0), (2, "a", 0, 1.0)], config)) == [2]
-    # W = 8 -> on time
-    assert _late_rows(replay([(1, "a", 9, 1.0), (2, "a", 0, 1.0)], config)) == []
-
-
-def test_negative_timestamps() -> None:
-    events = [
-        (1, "a", -5001, 10.0),  # window [-10000, -5000)
-        (2, "a", -1, 1.0),  # [-5000, 0); W = -5001 - 1001
-        (3, "a", -5000, 3.0),  # same window; W = -1 - 1001 = -1002 < -1
-        (4, "b", 0, 4.0),  # [0, 5000)
-        (5, "a", 6000, 5.0),  # [5000, 10000); W = 0 - 1001
-        (6, "a", -4000, 7.0),  # W = 6000 - 1001 = 4999 >= -1 -> late
-        (7, "a", -10001, 8.0),  # [-15000, -10000), late as well
-    ]
-    result = replay(events, ReplayConfig())
-    assert result.windows == [
-        ("a", -10000, -5000, 10.0, 1),
-        ("a", -5000, 0, 2.0, 2),
-        ("a", 5000, 10000, 5.0, 1),
-        ("b", 0, 5000, 4.0, 1),
-    ]
-    assert result.late == [(6, "a", -4000, 7.0, 4999), (7, "a", -10001, 8.0, 4999)]
-
-
-def test_negative_lateness_boundary() -> None:
-    # Window [-5000, 0) has last ms -1: late iff W >= -1, i.e. leader >= 1000.
-    assert _late_rows(replay([(1, "a", 1000, 1.0), (2, "a", -5000, 1.0)])) == [2]
-    assert _late_rows(replay([(1, "a", 999, 1.0), (2, "a", -5000, 1.0)])) == []
-
-
-def test_watermark_is_max_not_last() -> None:
-    events = [(1, "a", 20000, 1.0), (2, "a", 0, 1.0), (3, "a", 14000, 1.0), (4, "a", 16000, 1.0)]
-    result = replay(events, ReplayConfig())
-    # Rows 2-4 are judged against max(...) - 1001 = 18999, not against the
-    # previous row's timestamp: [10000, 15000) (last ms 14999) is closed,
-    # [15000, 20000) (last ms 19999) is not.
-    assert result.late == [(2, "a", 0, 1.0, 18999), (3, "a", 14000, 1.0, 18999)]
-    assert result.windows == [("a", 15000, 20000, 1.0, 1), ("a", 20000, 25000, 1.0, 1)]
-
-
-def test_first_event_never_late_and_keys_are_independent_windows() -> None:
-    result = replay([(10, "b", -(10**12), 1.5), (11, "a", -(10**12), 2.5)], ReplayConfig())
-    assert result.late == []  # W = -10**12 - 1001 is before the shared window end
-    assert [w[0] for w in result.windows] == ["a", "b"]
-
-
-def test_events_processed_in_source_row_order_not_input_order() -> None:
-    events = [(2, "k", 0, 2.0), (1, "k", 6000, 1.0)]
-    assert _late_rows(replay(events, ReplayConfig())) == [2]
-    assert _late_rows(replay(list(reversed(events)), ReplayConfig())) == [2]
+def test_events_are_replayed_in_source_row_order_not_input_order() -> None:
+    scenario = SCENARIOS[1]
+    assert replay(list(reversed(scenario.events)), scenario.spec) == replay(scenario.events, scenario.spec)
+    # rows numbered the other way round change the arrival order, and so the result
+    swapped = [ev(2, "k", 6000, 1), ev(1, "k", 0, 2)]
+    assert replay(swapped).late == [] and len(replay(swapped).windows) == 2
 
 
 def test_duplicate_source_row_rejected() -> None:
-    with pytest.raises(ValueError, match="duplicate source_row"):
-        replay([(1, "k", 0, 1.0), (1, "k", 1, 1.0)], ReplayConfig())
+    with pytest.raises(ValueError, match="duplicate source_row 1"):
+        replay([ev(1, "k", 0, 1), ev(2, "k", 5, 1), ev(1, "j", 1, 1)])
 
 
-def test_empty_replay() -> None:
-    assert replay([], ReplayConfig()) == ReplayResult(windows=[], late=[])
+def test_invalid_spec_rejected() -> None:
+    with pytest.raises(WindowSpecError, match="TXN_WINDOW_KIND"):
+        replay([ev(1, "k", 0, 1)], WindowSpec(kind="hopping"))
 
 
-def test_default_config_used_when_omitted() -> None:
-    assert replay(LAB_EVENTS) == replay(LAB_EVENTS, ReplayConfig())
-
-
-# --------------------------------------------------------------------------- #
-# ReplayConfig
-# --------------------------------------------------------------------------- #
-def test_config_defaults() -> None:
-    config = ReplayConfig()
-    assert (config.window_size_ms, config.out_of_orderness_ms, config.allowed_lateness_ms) == (
-        5000,
-        1000,
-        0,
-    )
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"window_size_ms": 0}, "window_size_ms must be > 0"),
-        ({"window_size_ms": -5}, "window_size_ms must be > 0"),
-        ({"out_of_orderness_ms": -1}, "out_of_orderness_ms must be >= 0"),
-        ({"allowed_lateness_ms": -1}, "allowed_lateness_ms must be >= 0"),
-        ({"window_size_ms": 5000.0}, "must be an int"),
-        ({"allowed_lateness_ms": True}, "must be an int"),
-    ],
-)
-def test_config_validation(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        ReplayConfig(**kwargs)
-
-
-def test_config_is_frozen() -> None:
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        ReplayConfig().window_size_ms = 1  # type: ignore[misc]
+def test_empty_replay_and_default_spec() -> None:
+    assert replay([], SESSION) == ReplayResult(windows=[], late=[], contents={})
+    assert replay(SCENARIOS[0].events) == replay(SCENARIOS[0].events, WindowSpec())
 
 
 # --------------------------------------------------------------------------- #
-# exact_mean
+# properties
 # --------------------------------------------------------------------------- #
-def test_exact_mean_is_exact_where_naive_is_not() -> None:
-    assert exact_mean([0.1, 0.1, 0.1]) == 0.1
-    assert sum([0.1, 0.1, 0.1]) / 3 != 0.1  # the naive mean is off by an ulp
-    assert exact_mean([1e16, 1.0, -1e16]) == 1 / 3
-    assert exact_mean([1e308, 1e308]) == 1e308  # no overflow in the sum
-    assert exact_mean([5e-324, 0.0]) == 0.0  # rounds half to even, once
-
-
-def test_exact_mean_rejects_empty_and_non_finite() -> None:
-    with pytest.raises(ValueError):
-        exact_mean([])
-    with pytest.raises(ValueError):
-        exact_mean([1.0, math.nan])
-    with pytest.raises(ValueError):
-        exact_mean([math.inf])
-
-
-finite = st.floats(allow_nan=False, allow_infinity=False)
-
-
-@given(st.lists(finite, min_size=1, max_size=40), st.randoms(use_true_random=False))
-def test_exact_mean_order_independent(xs: list[float], rnd) -> None:
-    shuffled = list(xs)
-    rnd.shuffle(shuffled)
-    assert exact_mean(shuffled) == exact_mean(xs)
-    assert exact_mean(reversed(xs)) == exact_mean(xs)
-
-
-@given(st.lists(finite, min_size=1, max_size=40))
-def test_exact_mean_is_correctly_rounded(xs: list[float]) -> None:
-    exact = sum(map(Fraction, xs)) / len(xs)
-    got = exact_mean(xs)
-    assert min(xs) <= got <= max(xs)
-    # No double is strictly closer to the exact mean than the result.
-    for neighbour in (math.nextafter(got, -math.inf), math.nextafter(got, math.inf)):
-        if math.isfinite(neighbour):
-            assert abs(Fraction(got) - exact) <= abs(Fraction(neighbour) - exact)
-
-
-# --------------------------------------------------------------------------- #
-# Properties of replay
-# --------------------------------------------------------------------------- #
-configs = st.builds(
-    ReplayConfig,
-    window_size_ms=st.integers(1, 10_000),
-    out_of_orderness_ms=st.integers(0, 3_000),
-    allowed_lateness_ms=st.integers(0, 3_000),
+AMOUNTS = st.one_of(
+    st.integers(-(10**18) + 1, 10**18 - 1).map(lambda units: D(units).scaleb(-4)),
+    st.sampled_from([D("0.1"), D("0.2"), D("-0.0001"), D(0), D(MAX), D("-" + MAX)]),
 )
 
 
 @st.composite
-def event_lists(draw) -> list[tuple[int, str, int, float]]:
-    n = draw(st.integers(0, 60))
-    rows = draw(st.lists(st.integers(-1000, 10_000), min_size=n, max_size=n, unique=True))
-    base = draw(st.integers(-20_000, 20_000))
-    events = []
-    for row in rows:
-        ts = base + draw(st.integers(-25_000, 25_000))
-        events.append((row, draw(st.sampled_from(["a", "b", "c"])), ts, draw(finite)))
-    return events
+def event_lists(draw, max_size: int = 40) -> list:
+    rows = draw(st.lists(st.integers(-1000, 10_000), max_size=max_size, unique=True))
+    base = draw(st.integers(-(10**12), 10**12))
+    spread = draw(st.sampled_from([10, 3000, 30_000]))
+    return [
+        (row, draw(st.sampled_from("abc")), base + draw(st.integers(-spread, spread)), draw(AMOUNTS)) for row in rows
+    ]
 
 
-@settings(max_examples=200)
-@given(event_lists(), configs)
-def test_replay_properties(events, config: ReplayConfig) -> None:
-    result = replay(events, config)
-    size = config.window_size_ms
-
-    # Conservation: every event is either counted in exactly one window or late.
-    assert len(events) == sum(w[4] for w in result.windows) + len(result.late)
-
-    # Output ordering and shape.
-    assert [(w[0], w[1]) for w in result.windows] == sorted((w[0], w[1]) for w in result.windows)
-    assert len({(w[0], w[1]) for w in result.windows}) == len(result.windows)
-    assert [r[0] for r in result.late] == sorted(r[0] for r in result.late)
-    for key, start, end, avg, count in result.windows:
-        assert start % size == 0 and end == start + size and count >= 1
-
-    # Independent per-event oracle for lateness and watermarks.
-    ordered = sorted(events)
-    late_expected = []
-    for i, (row, key, ts, amount) in enumerate(ordered):
-        if i == 0:
-            continue
-        wm = max(e[2] for e in ordered[:i]) - config.out_of_orderness_ms - 1
-        last_ms = (ts - ts % size) + size - 1
-        if last_ms + config.allowed_lateness_ms <= wm:
-            late_expected.append((row, key, ts, amount, wm))
-    assert result.late == late_expected
-
-    # Window averages from the on-time events.
-    late_rows = {r[0] for r in late_expected}
-    groups: dict[tuple[str, int], list[float]] = {}
-    for row, key, ts, amount in ordered:
-        if row not in late_rows:
-            groups.setdefault((key, ts - ts % size), []).append(amount)
-    assert {(w[0], w[1]): (w[3], w[4]) for w in result.windows} == {
-        g: (float(sum(map(Fraction, xs)) / len(xs)), len(xs)) for g, xs in groups.items()
-    }
+@st.composite
+def aligned_specs(draw) -> WindowSpec:
+    size = draw(st.integers(1, 8000))
+    kind = draw(st.sampled_from(["tumbling", "sliding"]))
+    slide = draw(st.integers(max(1, size // 20), size)) if kind == "sliding" else 0
+    return WindowSpec.of(kind, size_ms=size, slide_ms=slide, out_of_orderness_ms=draw(st.integers(0, 3000)),
+                         allowed_lateness_ms=draw(st.integers(0, 3000)))  # fmt: skip
 
 
-@given(event_lists(), st.randoms(use_true_random=False))
-def test_replay_independent_of_input_order(events, rnd) -> None:
-    shuffled = list(events)
-    rnd.shuffle(shuffled)
-    assert replay(shuffled, ReplayConfig()) == replay(events, ReplayConfig())
+@settings(max_examples=200, deadline=None)
+@given(events=event_lists(), spec=aligned_specs())
+def test_aligned_windows_equal_a_brute_force_oracle(events, spec: WindowSpec) -> None:
+    step = spec.slide_ms or spec.size_ms
+    contents: dict[tuple, list] = {}
+    expected_late = []
+    highest = None
+    for row, key, ts, amount in sorted(events):
+        watermark = None if highest is None else highest - spec.out_of_orderness_ms - 1
+        mine = [s for s in range(ts - spec.size_ms + 1, ts + 1) if s % step == 0]
+        on_time = [s for s in mine if watermark is None or s + spec.size_ms - 1 + spec.allowed_lateness_ms > watermark]
+        for start in on_time:
+            contents.setdefault((key, start, start + spec.size_ms), []).append(amount)
+        if not on_time:
+            expected_late.append((row, key, ts, amount, watermark))
+        highest = ts if highest is None else max(highest, ts)
+    result = replay(events, spec)
+    assert result.late == expected_late
+    assert result.windows == [(*k, len(a), sum(a, D(0)), min(a), max(a)) for k, a in sorted(contents.items())]
 
 
-@given(event_lists(), st.integers(0, 2_000))
-def test_more_allowed_lateness_never_adds_late_events(events, extra: int) -> None:
-    strict = {r[0] for r in replay(events, ReplayConfig()).late}
-    lenient = {r[0] for r in replay(events, ReplayConfig(allowed_lateness_ms=extra)).late}
-    assert lenient <= strict
+@settings(max_examples=200, deadline=None)
+@given(events=event_lists(), gap=st.integers(1, 5000))
+def test_sessions_that_never_close_are_the_merged_intervals(events, gap: int) -> None:
+    # an out-of-orderness longer than the whole span closes nothing before the end of input, so the
+    # sessions are the classic merge of the intervals [ts, ts + gap) that overlap or touch, per key
+    spec = WindowSpec.of("session", gap_ms=gap, out_of_orderness_ms=80_000)
+    expected = []
+    for key in sorted({e[1] for e in events}):
+        merged: list[list] = []
+        for ts, amount in sorted((e[2], e[3]) for e in events if e[1] == key):
+            if merged and ts <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], ts + gap)
+                merged[-1][2].append(amount)
+            else:
+                merged.append([ts, ts + gap, [amount]])
+        expected += [(key, s, e, len(a), sum(a, D(0)), min(a), max(a)) for s, e, a in merged]
+    result = replay(events, spec)
+    assert result.late == []
+    assert result.windows == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=event_lists(), gap=st.integers(1, 5000), ooo=st.integers(0, 3000), lateness=st.integers(0, 3000))
+def test_session_invariants(events, gap: int, ooo: int, lateness: int) -> None:
+    spec = WindowSpec.of("session", gap_ms=gap, out_of_orderness_ms=ooo, allowed_lateness_ms=lateness)
+    result = replay(events, spec)
+    by_row = sorted(events)
+    # every event is in exactly one session or late
+    assert sum(w[3] for w in result.windows) + len(result.late) == len(events)
+    for (_key, start, end), members in result.contents.items():
+        times = [ts for ts, _ in members]
+        assert (start, end) == (min(times), max(times) + gap)
+        # a session's members chain: sorted, each starts at or before the previous members' end
+        reach = None
+        for ts in sorted(times):
+            assert reach is None or ts <= reach
+            reach = ts + gap if reach is None else max(reach, ts + gap)
+    for row, _key, ts, _amount, watermark in result.late:
+        before = [e[2] for e in by_row if e[0] < row]
+        assert watermark == max(before) - ooo - 1
+        assert ts + gap - 1 + lateness <= watermark  # its own window was late
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=event_lists(), spec=aligned_specs())
+def test_sliding_with_slide_equal_to_size_is_tumbling(events, spec: WindowSpec) -> None:
+    tumbling = WindowSpec.of("tumbling", size_ms=spec.size_ms, out_of_orderness_ms=spec.out_of_orderness_ms,
+                             allowed_lateness_ms=spec.allowed_lateness_ms)  # fmt: skip
+    sliding = WindowSpec.of("sliding", size_ms=spec.size_ms, slide_ms=spec.size_ms,
+                            out_of_orderness_ms=spec.out_of_orderness_ms, allowed_lateness_ms=spec.allowed_lateness_ms)  # fmt: skip
+    assert replay(events, sliding) == replay(events, tumbling)
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=event_lists(), spec=aligned_specs(), extra=st.integers(1, 3000))
+def test_more_allowed_lateness_never_adds_late_events(events, spec: WindowSpec, extra: int) -> None:
+    lenient = WindowSpec.of(spec.kind, size_ms=spec.size_ms, slide_ms=spec.slide_ms,
+                            out_of_orderness_ms=spec.out_of_orderness_ms,
+                            allowed_lateness_ms=spec.allowed_lateness_ms + extra)  # fmt: skip
+    assert {r[0] for r in replay(events, lenient).late} <= {r[0] for r in replay(events, spec).late}
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=event_lists(), data=st.data())
+def test_result_does_not_depend_on_the_order_of_the_list(events, data) -> None:
+    spec = data.draw(st.one_of(aligned_specs(), st.integers(1, 5000).map(lambda g: WindowSpec.of("session", gap_ms=g))))
+    shuffled = data.draw(st.permutations(events))
+    assert replay(shuffled, spec) == replay(events, spec)

@@ -25,10 +25,45 @@ def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def test_contract_is_well_formed() -> None:
-    for table, columns in schema.TABLES.items():
-        names = [name for name, _ in columns]
+    assert list(schema.TABLES) == list(schema.CONTRACT)
+    for table, columns in schema.CONTRACT.items():
+        names = [c.name for c in columns]
         assert len(names) == len(set(names)), table
         assert ("source_file" in names) == (table != "anomaly_thresholds"), table
+        assert schema.TABLES[table] == tuple((c.name, c.type) for c in columns), table
+        assert schema.column_descriptions(table) == {c.name: c.description for c in columns}
+
+
+def test_every_column_has_a_one_line_description() -> None:
+    for table, columns in schema.CONTRACT.items():
+        for column in columns:
+            assert isinstance(column, schema.Column)
+            text = column.description
+            assert isinstance(text, str) and text.strip() == text and text, (table, column.name)
+            assert "\n" not in text and "\r" not in text, (table, column.name)
+
+
+def test_amounts_are_exact_decimals() -> None:
+    types = {table: dict(columns) for table, columns in schema.TABLES.items()}
+    assert schema.AMOUNT_TYPE == "DECIMAL(18,4)" and schema.SUM_TYPE == "DECIMAL(38,4)"
+    assert types["transactions"]["amount"] == types["late_events"]["amount"] == "DECIMAL(18,4)"
+    window = types["window_averages"]
+    assert (window["sum_amount"], window["min_amount"], window["max_amount"]) == (
+        "DECIMAL(38,4)",
+        "DECIMAL(18,4)",
+        "DECIMAL(18,4)",
+    )
+    assert window["avg_amount"] == "DOUBLE" and window["txn_count"] == "BIGINT"
+
+
+def test_replays_records_every_window_parameter() -> None:
+    from warehouse.windows import ENV_VARS
+
+    columns = dict(schema.TABLES["replays"])
+    for var in ENV_VARS.values():  # each window setting has its column, named after the variable
+        assert var.removeprefix("TXN_").lower() in columns, var
+    descriptions = schema.column_descriptions("replays")
+    assert "TXN_WINDOW_KIND" in descriptions["window_kind"]
 
 
 def test_create_tables_creates_every_table_with_contract_columns(con: duckdb.DuckDBPyConnection) -> None:
@@ -80,9 +115,7 @@ def create_like_contract(
     con: duckdb.DuckDBPyConnection, table: str, *, drop: str | None = None, retype: dict[str, str] | None = None
 ) -> None:
     retype = retype or {}
-    cols = ", ".join(
-        f"{name} {retype.get(name, sql_type)}" for name, sql_type in schema.TABLES[table] if name != drop
-    )
+    cols = ", ".join(f"{name} {retype.get(name, sql_type)}" for name, sql_type in schema.TABLES[table] if name != drop)
     con.execute(f"CREATE TABLE {table} ({cols})")
 
 
@@ -92,9 +125,7 @@ def test_contract_mismatches_empty_for_good_table(con: duckdb.DuckDBPyConnection
 
 
 def test_contract_mismatches_accepts_timestamptz_alias(con: duckdb.DuckDBPyConnection) -> None:
-    create_like_contract(
-        con, "window_averages", retype={"window_start": "TIMESTAMPTZ", "window_end": "TIMESTAMPTZ"}
-    )
+    create_like_contract(con, "window_averages", retype={"window_start": "TIMESTAMPTZ", "window_end": "TIMESTAMPTZ"})
     assert schema.contract_mismatches(con, "window_averages") == []
 
 
@@ -119,7 +150,7 @@ def test_contract_mismatches_reports_wrong_type(con: duckdb.DuckDBPyConnection) 
     problems = schema.contract_mismatches(con, "transactions")
     assert len(problems) == 1
     assert problems[0].startswith("transactions.amount is DECIMAL(18,2)")
-    assert problems[0].endswith("expected DOUBLE")
+    assert problems[0].endswith("expected DECIMAL(18,4)")
 
 
 def test_contract_mismatches_reports_naive_timestamp(con: duckdb.DuckDBPyConnection) -> None:
@@ -152,9 +183,7 @@ def test_fetch_one_returns_the_row(con: duckdb.DuckDBPyConnection) -> None:
 
 def test_fetch_one_leaves_connection_usable(con: duckdb.DuckDBPyConnection) -> None:
     schema.create_tables(con)
-    con.execute(
-        "INSERT INTO rejected_rows SELECT 'f.csv', i, i + 1, 'r' || i, 'bad' FROM range(1000) t(i)"
-    )
+    con.execute("INSERT INTO rejected_rows SELECT 'f.csv', i, i + 1, 'r' || i, 'bad' FROM range(1000) t(i)")
     assert schema.fetch_one(con, "SELECT count(*) FROM rejected_rows") == (1000,)
     # a further statement on the same connection works and sees consistent state
     con.execute("DELETE FROM rejected_rows WHERE source_row >= 10")
@@ -181,3 +210,18 @@ def test_fetch_one_rejects_other_row_counts(con: duckdb.DuckDBPyConnection, sql:
 def test_fetch_one_rejects_zero_rows_with_params(con: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(ValueError, match="got 0"):
         schema.fetch_one(con, "SELECT * FROM range(3) t(i) WHERE i > ?", [5])
+
+
+# --------------------------------------------------------------------------- #
+# window_start_sql
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    ("ts", "size", "start"),
+    [(0, 5000, 0), (4999, 5000, 0), (5000, 5000, 5000), (-1, 5000, -5000), (-5000, 5000, -5000),
+     (-5001, 5000, -10000), (7, 3, 6), (-7, 3, -9), (1_715_421_603_000, 5000, 1_715_421_600_000)],
+)  # fmt: skip
+def test_window_start_sql_floors_also_before_1970(
+    con: duckdb.DuckDBPyConnection, ts: int, size: int, start: int
+) -> None:
+    sql = f"SELECT {schema.window_start_sql('$ts::BIGINT', '$size::BIGINT')}"
+    assert schema.fetch_one(con, sql, {"ts": ts, "size": size}) == (start,)
