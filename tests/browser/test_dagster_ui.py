@@ -101,14 +101,12 @@ def test_materialize_in_the_browser_and_see_the_checks_pass(dagster_ui: DagsterU
             expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=240_000)
             assert dagster_ui.wait_for_run(run_id) == "SUCCESS", dagster_ui.log_tail()
 
-            # The asset graph: every asset shows all of its checks passed.
+            # The asset graph shows every asset after the run. With nine assets the graph opens zoomed
+            # out, where it draws no per-asset check counts: that every check passed is asserted through
+            # the UI's GraphQL API below, and on the checks tab of window_averages.
             page.goto(f"{dagster_ui.url}/asset-groups")
-            for names in EXPECTED_CHECKS.values():
-                expect(page.get_by_text(f"{len(names)} / {len(names)} Passed").first).to_be_visible(timeout=60_000)
-            counts = sorted({len(n) for n in EXPECTED_CHECKS.values()})
-            for n in counts:
-                expected = sum(1 for names in EXPECTED_CHECKS.values() if len(names) == n)
-                expect(page.get_by_text(f"{n} / {n} Passed", exact=True)).to_have_count(expected, timeout=60_000)
+            for asset in EXPECTED_CHECKS:
+                expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=60_000)
             graph = ARTIFACTS / "asset_graph_checks_passed.png"
             page.screenshot(path=str(graph))
 
