@@ -3,9 +3,11 @@
 For tests and local development of the remote path (`--jobmanager` / TXN_FLINK_JOBMANAGER):
 
     with StandaloneCluster(workdir, slots=4) as cluster:
-        ...  # python -m flink_jobs.window_average ... --jobmanager {cluster.address}
+        ...  # TXN_FLINK_JOBMANAGER={cluster.address} dagster asset materialize ...
 
-    python -m flink_jobs.cluster --workdir /tmp/flink --rest-port 8081   # foreground, Ctrl-C stops
+    python -m flink_jobs.cluster --workdir /tmp/flink --rest-port 8081   # foreground; Ctrl-C, SIGTERM, SIGHUP stop it
+    python -m flink_jobs.cluster --workdir .flink-cluster --background   # `make cluster-up`: returns once ready
+    python -m flink_jobs.cluster --workdir .flink-cluster --stop         # `make cluster-down`
 
 One JobManager (standalonesession) and one TaskManager run as `jobmanager.sh start-foreground` /
 `taskmanager.sh start-foreground` from `pyflink/bin`, each in its own process session so that
@@ -15,6 +17,16 @@ temp files) goes under `workdir`; nothing is written into the venv. Every endpoi
 under `workdir/lib`): with the Python runtime loaded per job from the job's jars, the second
 thread-mode (pemja) job on a TaskManager fails on Java 17 (`NoSuchFieldException:
 loadedLibraryNames`), so PyFlink clusters keep flink-python in lib/.
+
+Nothing outlives the launcher. Measured before: SIGTERM to `python -m flink_jobs.cluster` ended it
+and left both JVMs running (their own sessions, so no signal reached them). Now SIGTERM and SIGHUP
+stop them as Ctrl-C does. For the case no handler sees (SIGKILL of the launcher), `start()` first
+starts a watchdog: a tiny Python process in a session of its own that reads a pipe only the
+launcher holds open. The launcher writes each JVM's process group into it, and "stopped" after a
+clean stop; EOF without "stopped" means the launcher is gone, and the watchdog stops the groups
+(SIGTERM, SIGKILL after WATCHDOG_GRACE_S). `--background` runs the foreground launcher detached,
+with `launcher.pid`, `cluster.json` (address, process groups) and `launcher.log` in the workdir;
+`--stop` stops it through them, and also stops JVM groups a killed launcher and watchdog left.
 """
 
 from __future__ import annotations
@@ -35,6 +47,45 @@ from flink_jobs.environment import fetch_rest_json
 
 PYFLINK_HOME = Path(pyflink.__file__).resolve().parent
 LOOPBACK = "127.0.0.1"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+WATCHDOG_GRACE_S = 10.0  # SIGTERM -> SIGKILL, when the watchdog stops the JVMs of a dead launcher
+LAUNCHER_STOP_TIMEOUT_S = 15.0  # the CLI's SIGTERM -> SIGKILL for its JVMs (a JVM needs 1-3 s here)
+
+# Run as `python -I -S -c WATCHDOG`, stdin the read end of the launcher's pipe (see the docstring).
+WATCHDOG = r"""
+import os, signal, sys, time
+for sig in (signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+groups, stopped = [], False
+for line in sys.stdin:
+    line = line.strip()
+    if line == "stopped":
+        stopped = True
+    elif line.isdigit():
+        groups.append(int(line))
+def alive(group):
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    try:  # the JVM leads its group; once it is a zombie (its parent, the launcher, is gone) it is done
+        with open("/proc/%d/stat" % group) as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+if not stopped:
+    for sig, grace in ((signal.SIGTERM, float(sys.argv[1])), (signal.SIGKILL, 0.0)):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(alive(g) for g in groups):
+            time.sleep(0.2)
+"""
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -67,6 +118,14 @@ class ClusterError(RuntimeError):
     pass
 
 
+class _Stop(BaseException):
+    """A stop signal in the launcher (BaseException: library `except Exception` must not swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class StandaloneCluster:
     def __init__(
         self,
@@ -78,6 +137,7 @@ class StandaloneCluster:
         taskmanager_memory: str = "2048m",
         jobmanager_memory: str = "1024m",
         extra_config: dict[str, object] | None = None,
+        watchdog: bool = True,
     ):
         self.workdir = Path(workdir).resolve()
         self.slots = slots
@@ -88,6 +148,9 @@ class StandaloneCluster:
         self.extra_config = dict(extra_config or {})
         self.processes: dict[str, subprocess.Popen] = {}
         self._outputs: list = []
+        self.watchdog = watchdog
+        self._watchdog: subprocess.Popen | None = None
+        self._watchdog_pipe = None  # our (write) end; EOF tells the watchdog that we are gone
 
     # --- layout -----------------------------------------------------------------------------
 
@@ -162,10 +225,53 @@ class StandaloneCluster:
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    def _start_watchdog(self) -> None:
+        read_end, write_end = os.pipe()  # not inheritable: only the watchdog gets the read end
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", WATCHDOG, str(WATCHDOG_GRACE_S)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C to the launcher's terminal must not end it first
+            )
+        finally:
+            os.close(read_end)
+        self._watchdog_pipe = os.fdopen(write_end, "w", buffering=1)
+
+    def _tell_watchdog(self, line: str) -> None:
+        if self._watchdog_pipe is not None:
+            try:
+                self._watchdog_pipe.write(line + "\n")
+            except OSError:  # the watchdog is gone: nothing to tell
+                pass
+
+    def _close_watchdog(self) -> None:
+        self._tell_watchdog("stopped")
+        if self._watchdog_pipe is not None:
+            try:
+                self._watchdog_pipe.close()
+            except OSError:
+                pass
+            self._watchdog_pipe = None
+        if self._watchdog is not None:
+            try:
+                self._watchdog.wait(5)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+            self._watchdog = None
+
+    @property
+    def process_groups(self) -> list[int]:
+        """The process groups of the JobManager and TaskManager (each leads its own)."""
+        return [process.pid for process in self.processes.values()]
+
     def start(self, timeout: float = 120.0) -> StandaloneCluster:
         """Start the JobManager and TaskManager; return once all slots are registered."""
         env = self._prepare()
         try:
+            if self.watchdog:
+                self._start_watchdog()
             for name, script in (("jobmanager", "jobmanager.sh"), ("taskmanager", "taskmanager.sh")):
                 output = open(self.log_dir / f"{name}.console", "wb")
                 self._outputs.append(output)
@@ -178,6 +284,7 @@ class StandaloneCluster:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: stop() ends it and its children
                 )
+                self._tell_watchdog(str(self.processes[name].pid))
             self.wait_until_ready(timeout)
         except BaseException:
             self.stop()
@@ -219,6 +326,7 @@ class StandaloneCluster:
         for output in self._outputs:
             output.close()
         self._outputs.clear()
+        self._close_watchdog()
 
     @staticmethod
     def _signal(process: subprocess.Popen, sig: int) -> None:
@@ -241,23 +349,210 @@ class StandaloneCluster:
         self.stop()
 
 
+# --- command line ---------------------------------------------------------------------------
+
+
+def _state_files(workdir: Path) -> tuple[Path, Path, Path]:
+    """(launcher.pid, cluster.json, launcher.log) of a `--background` cluster in `workdir`."""
+    return workdir / "launcher.pid", workdir / "cluster.json", workdir / "launcher.log"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not running (our own child, not reaped yet)
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _our_groups(workdir: Path, groups: list[int]) -> list[int]:
+    """The recorded JVM groups still led by a JVM of this workdir (its log path is on the command line)."""
+    return [group for group in groups if _alive(group) and str(workdir / "log") in _cmdline(group)]
+
+
+def _read_state(workdir: Path) -> dict | None:
+    pid_file, state_file, _ = _state_files(workdir)
+    state: dict = {}
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    try:
+        state.setdefault("pid", int(pid_file.read_text(encoding="ascii").strip()))
+    except (OSError, ValueError):
+        pass
+    return state or None
+
+
+def _run_foreground(args: argparse.Namespace) -> int:
+    """Start the cluster, stay until a stop signal (or a JVM exits), then stop both JVMs."""
+
+    def on_signal(signum, _frame):
+        for sig in STOP_SIGNALS:  # one stop is enough; the stop itself must run to its end
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Stop(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+    workdir = args.workdir.resolve()
+    _, state_file, _ = _state_files(workdir)
+    cluster = StandaloneCluster(workdir, slots=args.slots, rest_port=args.rest_port)
+    started = time.monotonic()
+    how = "stopped"
+    try:
+        try:
+            cluster.start(timeout=args.timeout)  # stops what it started if it fails or a signal comes
+        except ClusterError as error:
+            print(f"The Flink cluster in {workdir} did not start: {error}", file=sys.stderr, flush=True)
+            return 1
+        try:
+            state = {"pid": os.getpid(), "address": cluster.address, "slots": cluster.slots,
+                     "groups": cluster.process_groups, "log_dir": str(cluster.log_dir)}  # fmt: skip
+            state_file.write_text(json.dumps(state) + "\n", encoding="utf-8")
+            print(f"Flink cluster ready in {time.monotonic() - started:.1f} s with {cluster.slots} slots: "
+                  f"TXN_FLINK_JOBMANAGER={cluster.address} (web UI http://{cluster.address}, logs "
+                  f"{cluster.log_dir}); Ctrl-C or SIGTERM stops it", flush=True)  # fmt: skip
+            while all(p.poll() is None for p in cluster.processes.values()):
+                time.sleep(0.5)
+            exited = [name for name, p in cluster.processes.items() if p.poll() is not None]
+            print(f"The Flink {' and '.join(exited)} exited; stopping the cluster.", file=sys.stderr, flush=True)
+            how = "exited"
+        finally:
+            cluster.stop(timeout=LAUNCHER_STOP_TIMEOUT_S)
+    except _Stop as stop:
+        how = f"stopped by {stop}"
+    except KeyboardInterrupt:
+        how = "stopped by Ctrl-C"
+    finally:
+        if state_file.exists():
+            try:
+                state = json.loads(state_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                state = {}
+            if state.get("pid") == os.getpid():
+                state_file.unlink(missing_ok=True)
+                _state_files(workdir)[0].unlink(missing_ok=True)
+    print(f"Flink cluster {cluster.address} {how}.", flush=True)
+    return 1 if how == "exited" else 0
+
+
+def _start_background(args: argparse.Namespace) -> int:
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    pid_file, state_file, log_file = _state_files(workdir)
+    state = _read_state(workdir)
+    launcher: subprocess.Popen | None = None
+    if state and _alive(state["pid"]) and "flink_jobs.cluster" in _cmdline(state["pid"]):
+        pid = state["pid"]  # already running (or starting): report it, do not start a second one
+    else:
+        if state:  # left by a launcher that was killed: stop what it left, then start afresh
+            _stop_leftovers(workdir, state)
+        command = [sys.executable, "-m", "flink_jobs.cluster", "--workdir", str(workdir),
+                   "--rest-port", str(args.rest_port), "--slots", str(args.slots), "--timeout", str(args.timeout)]  # fmt: skip
+        with open(log_file, "ab") as log:
+            launcher = subprocess.Popen(
+                command,
+                cwd=Path(__file__).resolve().parents[1],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this command and its terminal (no SIGHUP, no Ctrl-C)
+            )
+        pid = launcher.pid
+        pid_file.write_text(f"{pid}\n", encoding="ascii")
+    deadline = time.monotonic() + args.timeout + 30
+    while time.monotonic() < deadline:
+        state = _read_state(workdir)
+        if state and state.get("pid") == pid and state.get("address"):
+            already = "" if launcher else f"was already running (pid {pid}) "
+            print(f"Flink session cluster {already}ready with {state['slots']} slots (web UI "
+                  f"http://{state['address']}, logs {state['log_dir']}; stop it with `make cluster-down`). "
+                  f"Use it with:\nTXN_FLINK_JOBMANAGER={state['address']}")  # fmt: skip
+            return 0
+        if (launcher.poll() is not None) if launcher else not _alive(pid):
+            pid_file.unlink(missing_ok=True)
+            tail = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]
+            print(f"The Flink cluster did not start (its launcher, pid {pid}, exited); {log_file}:\n"
+                  + "\n".join(tail), file=sys.stderr)  # fmt: skip
+            return 1
+        time.sleep(0.3)
+    os.kill(pid, signal.SIGTERM)
+    print(f"The Flink cluster was not ready after {args.timeout + 30:g} s; stopped it (log: {log_file}).",
+          file=sys.stderr)  # fmt: skip
+    return 1
+
+
+def _stop_leftovers(workdir: Path, state: dict) -> list[int]:
+    """Stop JVM groups recorded in `state` that still run (launcher and watchdog both killed)."""
+    groups = _our_groups(workdir, list(state.get("groups") or []))
+    for sig, grace in ((signal.SIGTERM, WATCHDOG_GRACE_S), (signal.SIGKILL, 5.0)):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _our_groups(workdir, groups):
+            time.sleep(0.2)
+    for path in _state_files(workdir)[:2]:
+        path.unlink(missing_ok=True)
+    return groups
+
+
+def _stop_background(args: argparse.Namespace) -> int:
+    workdir = args.workdir.resolve()
+    state = _read_state(workdir)
+    if not state:
+        print(f"No Flink cluster from {workdir} is running.")
+        return 0
+    pid = state["pid"]
+    address = state.get("address", "?")
+    if _alive(pid) and "flink_jobs.cluster" in _cmdline(pid):
+        os.kill(pid, signal.SIGTERM)  # the launcher stops both JVMs and removes its files
+        deadline = time.monotonic() + LAUNCHER_STOP_TIMEOUT_S + 15
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)  # its watchdog stops the JVMs; _stop_leftovers below makes sure
+    left = _stop_leftovers(workdir, state)
+    extra = f" (also stopped {len(left)} JVM process group(s) it had left)" if left else ""
+    print(f"Stopped the Flink cluster {address} from {workdir}{extra}.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flink_jobs.cluster", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, type=Path, help="config, logs and temp files go here")
     parser.add_argument("--rest-port", type=int, default=8081)
-    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--slots", type=int, default=4, help="task slots (a job of parallelism P needs P)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the cluster to be ready")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--background", action="store_true", help="start detached, return once ready (make cluster-up)")
+    mode.add_argument(
+        "--stop", action="store_true", help="stop a --background cluster of this workdir (make cluster-down)"
+    )
     args = parser.parse_args(argv)
-    cluster = StandaloneCluster(args.workdir, slots=args.slots, rest_port=args.rest_port)
-    started = time.monotonic()
-    with cluster:
-        print(f"Flink cluster ready in {time.monotonic() - started:.1f} s: --jobmanager {cluster.address} "
-              f"(web UI http://{cluster.address}, logs {cluster.log_dir}); Ctrl-C stops it", flush=True)  # fmt: skip
-        try:
-            while all(p.poll() is None for p in cluster.processes.values()):
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-    return 0
+    if args.slots < 1:
+        parser.error(f"--slots must be >= 1, got {args.slots}")
+    if args.stop:
+        return _stop_background(args)
+    if args.background:
+        return _start_background(args)
+    return _run_foreground(args)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ import numbers
 import os
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from pathlib import Path
 
@@ -68,7 +68,7 @@ BATCH_CHARS = 1 << 20
 # aggregate failed: the one-sentence reason, for the Dagster step's failure.
 FAILURE_FILE = "custom_aggregates_failure.txt"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CustomAggregateError(RuntimeError):
@@ -159,7 +159,9 @@ def load_aggregate(path: str) -> object:
         try:
             return target()
         except Exception as error:
-            raise ValueError(f"{where}: {attribute}() raised {error!r} (the class is created without arguments)") from None
+            raise ValueError(
+                f"{where}: {attribute}() raised {error!r} (the class is created without arguments)"
+            ) from None
     return target
 
 
@@ -175,11 +177,13 @@ def _and(names: list[str]) -> str:
 
 def window_text(start_ms: int, end_ms: int) -> str:
     """E.g. '[2024-05-11 10:00:00.000, 2024-05-11 10:00:05.000) UTC'."""
+
     def at(ms: int) -> str:
         try:
             return (_EPOCH + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         except OverflowError:
             return f"{ms} ms"
+
     return f"[{at(start_ms)}, {at(end_ms)}) UTC"
 
 
@@ -225,7 +229,9 @@ class BatchAggregator:
             try:
                 objects = load_aggregates(list(self.paths))
             except ValueError as error:
-                raise CustomAggregateError(f"custom aggregate could not be loaded in Flink's Python worker: {error}") from None
+                raise CustomAggregateError(
+                    f"custom aggregate could not be loaded in Flink's Python worker: {error}"
+                ) from None
             self._loaded = [
                 (path, _owner(obj), obj.create_accumulator, obj.add, obj.merge, obj.get_result) for path, obj in objects
             ]

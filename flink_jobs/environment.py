@@ -21,7 +21,8 @@ The cluster runs the Python functions in thread mode with `python.executable` /
 repository paths (same machine or identical paths). On Java 17 a session cluster also needs
 `flink-python*.jar` in its `lib/` (as the PyFlink Docker image docs do): otherwise the second
 thread-mode job on a TaskManager fails in pemja with `NoSuchFieldException: loadedLibraryNames`.
-`flink_jobs.cluster` starts such a cluster on loopback.
+`flink_jobs.cluster` starts such a cluster on loopback. Stopping a run cancels its job on the
+cluster (flink_jobs.cancellation, armed here before the job is planned).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pyflink.common import Configuration
 from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
+from flink_jobs import cancellation
 from flink_jobs.progress import free_loopback_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,8 +65,11 @@ class JobManagerUnreachable(ConnectionError):
 
 
 def worker_python_path() -> str:
-    """site-packages of this interpreter plus the repository root, for the Python workers."""
+    """site-packages of this interpreter plus the repository root, for the Python workers, then
+    this process's PYTHONPATH entries (absolute: the workers run elsewhere), so a custom aggregate
+    (TXN_AGGREGATE) imports in the workers exactly where it imports here."""
     paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], str(REPO_ROOT)]
+    paths += [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return os.pathsep.join(dict.fromkeys(paths))
 
 
@@ -216,6 +221,7 @@ def create_environments(
     _prepare_gateway(jobmanager or None, jvm_heap)
     rest_port = None if jobmanager else free_loopback_port()
     base_url = rest_url(jobmanager) if jobmanager else f"http://127.0.0.1:{rest_port}"
+    cancellation.arm(remote=bool(jobmanager), where=base_url)  # from here on, a stop signal cancels the job
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(parallelism, jobmanager, rest_port))
     env.set_runtime_mode(RuntimeExecutionMode.BATCH)
     env.set_parallelism(parallelism)

@@ -1,20 +1,58 @@
-"""Progress of a running Flink job for the logs of long runs (rows read, elapsed, running tasks).
+"""Waiting for a submitted Flink job: progress lines, cancel on stop, and a readable failure.
 
-The job's REST API (the mini-cluster's, on a loopback port we pick, or the cluster's) reports
-per-vertex record counts while tasks run. Batch jobs schedule their vertices stage by stage, so
-the report names the tasks that are running now. Progress is best effort: a REST error never
-fails the job; the report then says only how long the job has been running.
+Every job calls `wait_for_result(job_client, rest_url, report, every_s)` right after submitting.
+
+Progress. The job's REST API (the mini-cluster's, on a loopback port we pick, or the cluster's)
+reports per-vertex record counts while tasks run. Batch jobs schedule their vertices stage by
+stage, so the report names the tasks that are running now. Progress is best effort: a REST error
+never fails the job; the report then says only how long the job has been running.
+
+Stopping. The wait runs inside flink_jobs.cancellation.cancel_on_stop: SIGTERM, SIGINT, SIGHUP, a
+vanished parent process or an exception while waiting cancel the job on the cluster before the
+process exits, and log its id (see that module for the measured gap and the signal paths).
+
+Input the cluster cannot read. The job's Python client cannot see the TaskManagers' (or the
+JobManager's) file system, so a staged path that exists here but not on the cluster is found
+only when the job fails. Measured with a loopback cluster and a client in its own mount namespace
+(the staging folder a tmpfs only the client sees): the FileSource enumerator on the JobManager
+failed the job after about 2.5 s with `java.io.FileNotFoundException: File <path> does not exist
+or the user running Flink ('root') has insufficient permissions to access it`, wrapped in about
+140 lines of Java stack trace. wait_for_result turns that into ClusterCannotReadInput, one
+sentence naming the path and the requirement. With a restart strategy the job would fail and
+restart instead of ending, so the loop also reads `/jobs/<id>/exceptions` every EXCEPTIONS_EVERY_S
+and cancels the job when it finds such a failure. A job cancelled from outside the run (web UI,
+REST, `flink cancel`) failed the client with a JobCancellationException trace (measured); it
+raises JobCancelledOnCluster, one sentence, instead.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import urllib.request
 from collections.abc import Callable
 
+from flink_jobs import cancellation
+
 REPORT_EVERY_S = 10.0
+EXCEPTIONS_EVERY_S = 2.0  # how often a running job's failure history is read (restart loops)
+
+# A missing or unreadable file on the cluster's side, as Flink's local file system, Java I/O and NIO say it.
+_UNREADABLE = re.compile(
+    r"java\.io\.FileNotFoundException: (?:File )?(?P<a>\S+?)(?: does not exist| \(|$)"
+    r"|java\.nio\.file\.(?:NoSuchFile|AccessDenied)Exception: (?P<b>\S+)",
+    re.MULTILINE,
+)
+
+
+class ClusterCannotReadInput(RuntimeError):
+    """The Flink cluster could not read a file the client can (the staged input on another host)."""
+
+
+class JobCancelledOnCluster(RuntimeError):
+    """The job was cancelled from outside this process (web UI, REST API, `flink cancel`)."""
 
 
 def free_loopback_port() -> int:
@@ -53,32 +91,95 @@ def fetch_job(rest_url: str, job_id: str, timeout_s: float = 2.0) -> dict:
         return json.load(answer)
 
 
+def unreadable_path(text: str) -> str | None:
+    """The path in the first "file not found / not readable" error in `text` (a Java trace), if any."""
+    match = _UNREADABLE.search(text or "")
+    if not match:
+        return None
+    path = (match.group("a") or match.group("b")).rstrip(".,;:")
+    return path[len("file:") :] if path.startswith("file:") else path
+
+
+def cluster_failure_text(rest_url: str, job_id: str, timeout_s: float = 2.0) -> str:
+    """The job's failure history from `/jobs/<id>/exceptions` as one text ("" if unavailable)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the cluster directly, as Flink does
+    try:
+        with opener.open(f"{rest_url.rstrip('/')}/jobs/{job_id}/exceptions", timeout=timeout_s) as answer:
+            history = json.load(answer)
+    except (OSError, ValueError):
+        return ""
+    entries = (history.get("exceptionHistory") or {}).get("entries") or []
+    texts = [history.get("root-exception") or ""]
+    for entry in entries:
+        texts += [entry.get("stacktrace") or ""]
+        texts += [e.get("stacktrace") or "" for e in entry.get("concurrentExceptions") or []]
+    return "\n".join(texts)
+
+
+def cannot_read_message(path: str, job_id: str, rest_url: str | None) -> str:
+    where = rest_url or "the Flink cluster"
+    return (
+        f"The Flink cluster at {where} cannot read {path} (job {job_id} failed with FileNotFoundException): "
+        "its JobManager and TaskManagers must see the run's staging folder (next to the warehouse) and this "
+        "venv and repository at the same paths as the machine that submits the job, so share them at those "
+        "paths or run the cluster there (README: Running against a real cluster)."
+    )
+
+
 def wait_for_result(
     job_client,
     rest_url: str | None,
     report: Callable[[str], None] | None,
     every_s: float | None = None,
+    *,
+    cancel_timeout_s: float = cancellation.CANCEL_TIMEOUT_S,
 ):
     """Block until the job ends (its JobExecutionResult), reporting progress every `every_s`
-    (default REPORT_EVERY_S)."""
+    (default REPORT_EVERY_S; no progress when `report` is None).
+
+    A stop signal, a vanished parent or an exception while waiting cancels the job first (see
+    flink_jobs.cancellation: raises RunStopped, a SystemExit). A job that failed because the cluster
+    cannot read a file raises ClusterCannotReadInput with one sentence.
+    """
     every_s = REPORT_EVERY_S if every_s is None else every_s
-    future = job_client.get_job_execution_result()
-    if report is None:
-        return future.result()
     job_id = str(job_client.get_job_id())
-    started = time.monotonic()
-    next_report = started + every_s
-    while not future.done():
-        time.sleep(min(0.2, every_s))
-        now = time.monotonic()
-        if now < next_report:
-            continue
-        next_report = now + every_s
+    future = job_client.get_job_execution_result()
+    with cancellation.cancel_on_stop(job_id, rest_url, report, timeout_s=cancel_timeout_s) as guard:
+        started = time.monotonic()
+        next_report = started + every_s
+        next_exceptions = started + EXCEPTIONS_EVERY_S
+        while not future.done():
+            guard.check()
+            time.sleep(min(cancellation.POLL_S, every_s))
+            guard.check()
+            now = time.monotonic()
+            if rest_url and now >= next_exceptions:
+                next_exceptions = now + EXCEPTIONS_EVERY_S
+                path = unreadable_path(cluster_failure_text(rest_url, job_id))
+                if path:  # restarting on an input it will never read: cancel (on the way out) and say why
+                    raise ClusterCannotReadInput(cannot_read_message(path, job_id, rest_url))
+            if report is None or now < next_report:
+                continue
+            next_report = now + every_s
+            try:
+                line = describe(fetch_job(rest_url, job_id), now - started) if rest_url else None
+            except (OSError, ValueError):  # REST not up yet, or gone as the job ends
+                line = None
+            if future.done():
+                break
+            report(line or f"Flink job running for {now - started:.0f} s")
+        guard.job_ended()
         try:
-            line = describe(fetch_job(rest_url, job_id), now - started) if rest_url else None
-        except (OSError, ValueError):  # REST not up yet, or gone as the job ends
-            line = None
-        if future.done():
-            break
-        report(line or f"Flink job running for {now - started:.0f} s")
-    return future.result()
+            return future.result()
+        except Exception as error:
+            path = unreadable_path(str(error))
+            if path is None and rest_url:
+                path = unreadable_path(cluster_failure_text(rest_url, job_id))
+            if path:
+                raise ClusterCannotReadInput(cannot_read_message(path, job_id, rest_url)) from None
+            if "JobCancellationException" in str(error):
+                raise JobCancelledOnCluster(
+                    f"Flink job {job_id} was cancelled on {rest_url or 'the Flink cluster'} from outside this run "
+                    "(web UI, REST API or `flink cancel`), so the run has no results; start it again."
+                ) from None
+            raise

@@ -55,9 +55,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from warehouse.windows import DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_OUT_OF_ORDERNESS_MS, KINDS, WindowSpec
-
 from flink_jobs.output import JVM_HEAP, OUTPUT_SUFFIX, count_output_rows
+from warehouse.windows import DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_OUT_OF_ORDERNESS_MS, KINDS, WindowSpec
 
 DEFAULT_PARALLELISM = 2
 DEFAULT_JVM_HEAP = "1g"
@@ -244,7 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Count, sum, min and max of transaction amounts per key in Flink event-time windows "
         "(tumbling, sliding or session), with a watermark after every event.",
     )
-    parser.add_argument("--input", required=True, type=Path, help="staged lines: source_row,event_time_ms,amount,hex(key)")
+    parser.add_argument(
+        "--input", required=True, type=Path, help="staged lines: source_row,event_time_ms,amount,hex(key)"
+    )
     parser.add_argument("--output", required=True, type=Path, help="output folder (windows/ and late/)")
     parser.add_argument("--window-kind", choices=KINDS, default=KINDS[0])
     parser.add_argument("--window-size-ms", type=int, default=0, help="tumbling and sliding (default 5000)")

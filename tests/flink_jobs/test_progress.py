@@ -1,15 +1,22 @@
-"""Progress lines of a running Flink job (rows read, elapsed, running tasks) and the JVM heap cap."""
+"""Progress lines of a running Flink job (rows read, elapsed, running tasks), how its failures read,
+and the JVM heap cap."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 from flink_jobs import environment
-from flink_jobs.progress import describe
-from tests.conftest import REPO_ROOT, write_staged_input
-from warehouse import synthetic
+from flink_jobs.cancellation import cancel_job
+from flink_jobs.cluster import free_port
+from flink_jobs.progress import cannot_read_message, describe, unreadable_path
+from tests.conftest import REPO_ROOT, transactions_db
+from warehouse import flink_output, synthetic
+
+JOB_MODULE = "flink_jobs.window_job"  # the only place these tests name the job
 
 
 def test_describe_names_rows_read_and_running_tasks():
@@ -35,8 +42,11 @@ def test_describe_names_rows_read_and_running_tasks():
 
 
 def test_job_reports_progress_while_it_runs(tmp_path, generated_20k):
-    staged = write_staged_input(tmp_path / "in.csv", synthetic.read_events(generated_20k))
-    command = [sys.executable, "-m", "flink_jobs.window_average", "--input", str(staged),
+    staged = tmp_path / "in.csv"
+    flink_output.stage_input(
+        transactions_db(tmp_path / "w.duckdb", synthetic.read_events(generated_20k)), "input.csv", staged
+    )
+    command = [sys.executable, "-m", JOB_MODULE, "--input", str(staged),
                "--output", str(tmp_path / "out"), "--progress-every-s", "0.3", "--jvm-heap", "512m"]  # fmt: skip
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,16 +57,45 @@ def test_job_reports_progress_while_it_runs(tmp_path, generated_20k):
     # elapsed seconds never go backwards
     elapsed = [int(line.split("for ")[1].split(" s")[0]) for line in running]
     assert elapsed == sorted(elapsed)
-    assert lines[-1].startswith("Flink job done after ")
+    assert json.loads(done.stdout.strip().splitlines()[-1])["windows"] > 0, "and then it finished"
 
 
 def test_job_rejects_a_non_positive_progress_interval(tmp_path):
     staged = tmp_path / "in.csv"
-    staged.write_text("1,a,0,1.0\n")
-    command = [sys.executable, "-m", "flink_jobs.window_average", "--input", str(staged),
+    staged.write_text("1,0,1.0000,61\n")
+    command = [sys.executable, "-m", JOB_MODULE, "--input", str(staged),
                "--output", str(tmp_path / "out"), "--progress-every-s", "0"]  # fmt: skip
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "progress interval must be > 0 s" in done.stderr
+
+
+# What Flink said when the cluster could not see the staged input (measured: JobManager, FileSource
+# enumerator), and what Java I/O and NIO say for a file a TaskManager cannot open.
+FLINK_FILE_NOT_FOUND = (
+    "Caused by: org.apache.flink.util.FlinkRuntimeException: Could not enumerate file splits\n"
+    "\tat org.apache.flink.connector.file.src.AbstractFileSource.createEnumerator(AbstractFileSource.java:147)\n"
+    "Caused by: java.io.FileNotFoundException: File /data/.staging/w.duckdb/r1.files/flink_input.csv does not exist "
+    "or the user running Flink ('root') has insufficient permissions to access it.\n"
+    "\tat org.apache.flink.core.fs.local.LocalFileSystem.getFileStatus(LocalFileSystem.java:105)\n"
+)
+
+
+def test_unreadable_path_names_the_file_the_cluster_could_not_read():
+    assert unreadable_path(FLINK_FILE_NOT_FOUND) == "/data/.staging/w.duckdb/r1.files/flink_input.csv"
+    assert unreadable_path("java.io.FileNotFoundException: /srv/in.csv (Permission denied)") == "/srv/in.csv"
+    assert unreadable_path("Caused by: java.nio.file.NoSuchFileException: /srv/in.csv\n\tat x") == "/srv/in.csv"
+    assert unreadable_path("java.io.FileNotFoundException: File file:/srv/in.csv does not exist") == "/srv/in.csv"
+    assert unreadable_path("org.apache.flink.runtime.client.JobCancellationException: Job was cancelled.") is None
+    sentence = cannot_read_message("/srv/in.csv", "ab" * 16, "http://flink:8081")
+    assert sentence.count(". ") == 0 and sentence.endswith(".")  # one sentence
+    assert "/srv/in.csv" in sentence and "ab" * 16 in sentence and "same paths" in sentence
+
+
+def test_cancel_on_a_cluster_that_is_gone_fails_within_its_bound():
+    started = time.monotonic()
+    state, detail = cancel_job(f"http://127.0.0.1:{free_port()}", "0" * 32, timeout_s=2.0)
+    assert state == "FAILED_TO_CANCEL" and "refused" in detail.lower()
+    assert time.monotonic() - started < 2.5
 
 
 def test_local_gateway_heap_cap_respects_an_explicit_xmx(monkeypatch):

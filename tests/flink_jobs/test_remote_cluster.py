@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import http.server
-import random
+import json
 import subprocess
 import sys
 import threading
@@ -13,10 +13,14 @@ import pytest
 
 from flink_jobs.cluster import StandaloneCluster, free_port
 from flink_jobs.environment import REPO_ROOT, fetch_rest_json, remote_submit_args
-from tests.conftest import read_job_output, run_flink_job, write_staged_input
-from warehouse.replay import ReplayConfig, replay
+from tests.conftest import job_late, job_windows, transactions_db
+from tests.flink_jobs.disorder import disordered_events
+from warehouse import flink_output, replay
+from warehouse.windows import WindowSpec
 
-LAB_MS = 1715421600000  # 2024-05-11 10:00:00 UTC
+JOB_MODULE = "flink_jobs.window_job"  # the only place these tests name the job
+SPEC = WindowSpec.of("session", gap_ms=3000, out_of_orderness_ms=1000, allowed_lateness_ms=500)
+EVENTS = disordered_events(600, keys=4, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -30,27 +34,30 @@ def flink_cluster(tmp_path_factory):
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def staged_events():
-    """A few hundred disordered events over 4 keys, with late events under the default config."""
-    rng = random.Random(5)
-    events, ts = [], LAB_MS
-    for row in range(1, 401):
-        ts += rng.randint(0, 400)
-        delay = rng.choice([0, 0, 0, 200, 900, 2500, 8000])
-        events.append((row, f"tx{rng.randint(1, 4)}", ts - delay, round(rng.uniform(1, 500), 2)))
-    return events
+def run_job(workdir, *, parallelism: int, jobmanager: str | None = None) -> tuple[dict, list, list]:
+    """Stage EVENTS, run the job as a separate process (as the asset does), load its output:
+    (figures, windows, late events)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    con = transactions_db(workdir / "w.duckdb", EVENTS)
+    staged, output = workdir / "staged.csv", workdir / "output"
+    flink_output.stage_input(con, "input.csv", staged)
+    command = [sys.executable, "-m", JOB_MODULE, "--input", str(staged), "--output", str(output),
+               "--parallelism", str(parallelism), *SPEC.job_arguments()]  # fmt: skip
+    if jobmanager:
+        command += ["--jobmanager", jobmanager]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    flink_output.load_output(con, output, "input.csv", SPEC)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures, job_windows(con), job_late(con)
 
 
 @pytest.fixture(scope="module")
-def local_result(tmp_path_factory, staged_events):
-    """(staged file, windows, late, figures) of the same job on the local mini-cluster."""
-    folder = tmp_path_factory.mktemp("local-run")
-    staged = write_staged_input(folder / "in.csv", staged_events)
-    figures = run_flink_job(staged, folder / "out", parallelism=2)
-    windows, late = read_job_output(folder / "out")
-    assert len(late) > 0 and len(windows) > 0, "the input must exercise windows and lateness"
-    return staged, windows, late, figures
+def local_result(tmp_path_factory):
+    """(figures, windows, late) of the same job on the local mini-cluster."""
+    figures, windows, late = run_job(tmp_path_factory.mktemp("local-run"), parallelism=2)
+    assert late and windows, "the input must exercise windows and lateness"
+    return figures, windows, late
 
 
 def cluster_jobs(cluster: StandaloneCluster) -> dict[str, dict]:
@@ -58,14 +65,12 @@ def cluster_jobs(cluster: StandaloneCluster) -> dict[str, dict]:
 
 
 @pytest.mark.flink
-def test_job_on_the_cluster_gives_the_local_windows_and_late_events(tmp_path, flink_cluster, local_result, staged_events):
-    staged, local_windows, local_late, local_figures = local_result
-    figures = run_flink_job(staged, tmp_path / "out", parallelism=4, jobmanager=flink_cluster.address)
-    windows, late = read_job_output(tmp_path / "out")
-    assert windows.equals(local_windows) and late.equals(local_late)
-    reference = replay(staged_events, ReplayConfig())
-    assert [tuple(r) for r in windows.itertuples(index=False)] == sorted(reference.windows)
-    assert [tuple(r) for r in late.itertuples(index=False)] == reference.late
+def test_job_on_the_cluster_gives_the_local_windows_and_late_events(tmp_path, flink_cluster, local_result):
+    local_figures, local_windows, local_late = local_result
+    figures, windows, late = run_job(tmp_path, parallelism=4, jobmanager=flink_cluster.address)
+    assert windows == local_windows and late == local_late
+    reference = replay.replay(EVENTS, SPEC)
+    assert windows == reference.windows and late == reference.late
     assert (figures["windows"], figures["late_events"]) == (local_figures["windows"], local_figures["late_events"])
     # it ran on the cluster, and only there: the cluster knows this job and not the local one
     jobs = cluster_jobs(flink_cluster)
@@ -74,24 +79,24 @@ def test_job_on_the_cluster_gives_the_local_windows_and_late_events(tmp_path, fl
 
 @pytest.mark.flink
 def test_cluster_rest_api_lists_the_finished_job(tmp_path, flink_cluster, local_result):
-    """Also a second job on the same TaskManager, which needs flink-python in the cluster's lib/."""
-    staged, local_windows, local_late, _ = local_result
+    """Also a second job on the same TaskManager."""
+    _, local_windows, local_late = local_result
     before = set(cluster_jobs(flink_cluster))
-    figures = run_flink_job(staged, tmp_path / "out", parallelism=1, jobmanager=flink_cluster.address)
+    figures, windows, late = run_job(tmp_path, parallelism=1, jobmanager=flink_cluster.address)
     jobs = cluster_jobs(flink_cluster)
     job = jobs[figures["flink_job_id"]]
     assert figures["flink_job_id"] not in before
-    assert job["state"] == "FINISHED" and job["name"] == "window average: in.csv"
+    assert job["state"] == "FINISHED" and job["name"] == f"{SPEC.kind} windows: staged.csv"
     assert job["tasks"]["failed"] == 0 and job["tasks"]["finished"] == job["tasks"]["total"] > 0
     detail = fetch_rest_json(flink_cluster.address, f"/jobs/{figures['flink_job_id']}")
     assert {vertex["parallelism"] for vertex in detail["vertices"]} == {1}
-    windows, late = read_job_output(tmp_path / "out")
-    assert windows.equals(local_windows) and late.equals(local_late)
+    assert windows == local_windows and late == local_late
 
 
 def run_job_expecting_failure(tmp_path, jobmanager: str, bound_s: float = 60.0):
-    staged = write_staged_input(tmp_path / "in.csv", [(1, "tx1", LAB_MS, 100.0)])
-    command = [sys.executable, "-m", "flink_jobs.window_average", "--input", str(staged),
+    staged = tmp_path / "staged.csv"
+    staged.write_text("1,1715421600000,100.0000,747831\n")
+    command = [sys.executable, "-m", JOB_MODULE, "--input", str(staged),
                "--output", str(tmp_path / "out"), "--jobmanager", jobmanager]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=bound_s)
