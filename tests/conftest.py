@@ -84,6 +84,23 @@ def generated_20k(tmp_path_factory) -> Path:
     return path
 
 
+def snapshot(warehouse: Path, *, run_columns: bool = True) -> dict[str, list[tuple]]:
+    """Every table of the contract, fully sorted (read-only connection).
+
+    `run_columns=False` leaves out schema.RUN_COLUMNS (which run wrote a row): what is left must be
+    identical for the same files and config, whatever the run.
+    """
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        tables = {}
+        for table, columns in schema.TABLES.items():
+            kept = [name for name, _ in columns if run_columns or name not in schema.RUN_COLUMNS]
+            tables[table] = con.execute(f"SELECT {', '.join(kept)} FROM {table} ORDER BY ALL").fetchall()
+        return tables
+    finally:
+        con.close()
+
+
 def venv_free_env(**extra: str) -> dict[str, str]:
     """The environment of a shell where the venv is NOT activated."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}

@@ -177,6 +177,10 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
 }
 del _C
 
+# Columns that record which run wrote a row (its id and clock). Everything else in every table is a
+# function of the input files and the configuration: same files + same config -> identical rows.
+RUN_COLUMNS = frozenset({"run_id", "replayed_at"})
+
 # table -> ordered (column, DuckDB type)
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     table: tuple((c.name, c.type) for c in columns) for table, columns in CONTRACT.items()

@@ -19,8 +19,8 @@ from orchestration.anomaly_assets import anomalies, anomaly_thresholds
 from orchestration.assets import ingest_transactions, replay_event_time_windows
 from orchestration.plots import anomaly_svg
 from orchestration.settings import REPO_ROOT, PipelineSettings
+from tests.conftest import snapshot
 from tests.warehouse.test_alerts import Hook, closed_port, hook  # noqa: F401 - `hook` is a fixture
-from warehouse import schema
 from warehouse.alerts import DeliveryPolicy
 
 ASSETS = [ingest_transactions, replay_event_time_windows, anomaly_thresholds, anomalies]
@@ -57,19 +57,10 @@ def run(source: Path, warehouse: Path, instance: DagsterInstance | None = None, 
 
 
 def data(warehouse: Path) -> dict[str, list[tuple]]:
-    """Every table, sorted, without the columns that name the run; `replays` logs every replay, so
-    it is left out."""
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        tables = {}
-        for table, columns in schema.TABLES.items():
-            if table == "replays":
-                continue
-            kept = [name for name, _ in columns if name not in ("run_id", "replayed_at")]
-            tables[table] = con.execute(f"SELECT {', '.join(kept)} FROM {table} ORDER BY ALL").fetchall()
-        return tables
-    finally:
-        con.close()
+    """Every table without the run columns; `replays` logs every replay, so it is left out."""
+    tables = snapshot(warehouse, run_columns=False)
+    del tables["replays"]
+    return tables
 
 
 def metadata(result, asset: str) -> dict[str, object]:

@@ -14,7 +14,6 @@ from dagster import DagsterInstance, PipesSubprocessClient, materialize
 from orchestration.definitions import PIPELINE_ASSETS
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from tests.conftest import venv_free_env
-from warehouse import schema
 
 ASSETS = PIPELINE_ASSETS  # a full run, as `dagster asset materialize --select "*"` does
 DAGSTER = Path(REPO_ROOT) / ".venv" / "bin" / "dagster"
@@ -72,15 +71,6 @@ def failure_message(result) -> str:
     failures = [e for e in result.all_events if e.is_step_failure]
     assert failures, "expected a failed step"
     return failures[0].step_failure_data.error.message
-
-
-def snapshot(warehouse: Path) -> dict[str, list[tuple]]:
-    """Every table of the contract, fully sorted (read-only connection)."""
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return {table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in schema.TABLES}
-    finally:
-        con.close()
 
 
 def state(con: duckdb.DuckDBPyConnection) -> tuple[tuple, ...]:
