@@ -32,7 +32,7 @@ Design: Python runs once per batch of windows, never once per record.
 * A method that raises, or a get_result that is not a number or None, fails the Flink job with
   CustomAggregateError: one sentence naming the aggregate, the class, the method, the key and the
   window, quoting the exception. The client picks that sentence out of Flink's (long) Java
-  exception (`failure_sentence`) and writes it to FAILURE_FILE for the Dagster step.
+  exception (`failure_sentence`) and writes it to flink_jobs/output.FAILURE_FILE for the Dagster step.
 
 Measured (2-core VM shared with other engineers' test runs; 1M rows, 500 keys, per-row cost from
 100k and 1M rows, start-up excluded; see README "Your own AggregateFunction"): see the README
@@ -53,7 +53,6 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from pathlib import Path
 
 ENV_VAR = "TXN_AGGREGATE"
 METHODS = ("create_accumulator", "add", "merge", "get_result")
@@ -66,8 +65,6 @@ PARTIAL_EVENTS = 16
 BATCH_CHARS = 1 << 20
 # Written by the job's client (flink_jobs/window_job.py) into its output folder when a custom
 # aggregate failed: the one-sentence reason, for the Dagster step's failure.
-FAILURE_FILE = "custom_aggregates_failure.txt"
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -325,17 +322,3 @@ def failure_sentence(text: str) -> str | None:
     """The CustomAggregateError sentence inside a Flink/Java exception text, if any."""
     match = _SENTENCE.search(text or "")
     return match.group(1).rstrip() if match else None
-
-
-def write_failure(output_dir: Path, sentence: str) -> None:
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / FAILURE_FILE).write_text(sentence + "\n", encoding="utf-8")
-
-
-def read_failure(output_dir: Path) -> str | None:
-    path = Path(output_dir) / FAILURE_FILE
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None

@@ -168,6 +168,15 @@ def flink_configuration(parallelism: int, jobmanager: str | None = None, rest_po
     return conf
 
 
+def _gateway_started() -> bool:
+    """Whether this process's PyFlink Java gateway is running (it is one per process, and its mode
+    is fixed when it starts). PyFlink 2.3 has no public way to ask: get_gateway() would start it.
+    So its module attribute is read here, and only here; a PyFlink without it fails loudly."""
+    from pyflink import java_gateway
+
+    return java_gateway._gateway is not None
+
+
 def _prepare_gateway(jobmanager: str | None, jvm_heap: str | None = None) -> None:
     """Make the PyFlink gateway of this process target the mini-cluster or `jobmanager`.
 
@@ -176,13 +185,11 @@ def _prepare_gateway(jobmanager: str | None, jvm_heap: str | None = None) -> Non
     the same speed). An -Xmx already in JVM_ARGS wins.
     """
     global _gateway_target
-    from pyflink import java_gateway
-
     target = f"remote {jobmanager}" if jobmanager else "local"
     if "PYFLINK_GATEWAY_PORT" in os.environ:
         # Started by `flink run -py ...`: the Flink CLI has already decided where the job runs.
         return
-    if java_gateway._gateway is not None:
+    if _gateway_started():
         started_as = _gateway_target or "local"
         if started_as != target:
             raise RuntimeError(

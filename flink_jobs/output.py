@@ -7,6 +7,10 @@ from pathlib import Path
 
 OUTPUT_SUFFIX = ".csv"  # the job's part files (Flink names them part-<uuid>-<n>.csv)
 JVM_HEAP = re.compile(r"[1-9]\d*[kKmMgG]")  # an -Xmx value for the local mini-cluster JVM (--jvm-heap)
+# A job that fails for a reason the user can fix (a broken custom aggregate, an unreachable or
+# unsuitable cluster, input the cluster cannot read, a cancellation) leaves its one sentence here:
+# Dagster Pipes only reports the exit code, and the asset puts the sentence into its Failure.
+FAILURE_FILE = "job_failure.txt"
 
 
 def output_files(directory: Path) -> list[Path]:
@@ -23,3 +27,17 @@ def count_output_rows(directory: Path) -> int:
         with open(path, "rb") as handle:
             total += sum(1 for _ in handle)
     return total
+
+
+def write_failure(output_dir: Path, sentence: str) -> None:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / FAILURE_FILE).write_text(sentence + "\n", encoding="utf-8")
+
+
+def read_failure(output_dir: Path) -> str | None:
+    """The sentence a failed job left in its output directory, if any."""
+    try:
+        return (Path(output_dir) / FAILURE_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

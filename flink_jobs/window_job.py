@@ -55,8 +55,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flink_jobs.output import JVM_HEAP, OUTPUT_SUFFIX, count_output_rows
-from warehouse.windows import DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_OUT_OF_ORDERNESS_MS, KINDS, WindowSpec
+from flink_jobs.output import FAILURE_FILE, JVM_HEAP, OUTPUT_SUFFIX, count_output_rows, write_failure
+from warehouse.windows import (
+    DEFAULT_ALLOWED_LATENESS_MS,
+    DEFAULT_OUT_OF_ORDERNESS_MS,
+    DEFAULT_SESSION_GAP_MS,
+    DEFAULT_SIZE_MS,
+    KINDS,
+    WindowSpec,
+)
 
 DEFAULT_PARALLELISM = 2
 DEFAULT_JVM_HEAP = "1g"
@@ -98,10 +105,7 @@ def run(
     output_dir = Path(output_dir).resolve()
     for stale in ("windows", "late", "custom"):  # a rerun into the same folder must not append
         shutil.rmtree(output_dir / stale, ignore_errors=True)
-    if aggregates:
-        from flink_jobs.custom_aggregates import FAILURE_FILE
-
-        (output_dir / FAILURE_FILE).unlink(missing_ok=True)
+    (output_dir / FAILURE_FILE).unlink(missing_ok=True)
 
     from flink_jobs.java_operators import ensure_jar  # compile before the JVM starts (cached)
 
@@ -248,9 +252,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", required=True, type=Path, help="output folder (windows/ and late/)")
     parser.add_argument("--window-kind", choices=KINDS, default=KINDS[0])
-    parser.add_argument("--window-size-ms", type=int, default=0, help="tumbling and sliding (default 5000)")
+    parser.add_argument(
+        "--window-size-ms", type=int, default=0, help=f"tumbling and sliding (default {DEFAULT_SIZE_MS})"
+    )
     parser.add_argument("--window-slide-ms", type=int, default=0, help="sliding only")
-    parser.add_argument("--session-gap-ms", type=int, default=0, help="session only (default 60000)")
+    parser.add_argument(
+        "--session-gap-ms", type=int, default=0, help=f"session only (default {DEFAULT_SESSION_GAP_MS})"
+    )
     parser.add_argument("--out-of-orderness-ms", type=int, default=DEFAULT_OUT_OF_ORDERNESS_MS)
     parser.add_argument("--allowed-lateness-ms", type=int, default=DEFAULT_ALLOWED_LATENESS_MS)
     parser.add_argument("--parallelism", type=int, default=DEFAULT_PARALLELISM)
@@ -275,6 +283,15 @@ def spec_from_args(args: argparse.Namespace) -> WindowSpec:
     )
 
 
+def _fixable_failures() -> tuple[type[Exception], ...]:
+    """Failures the user can fix, reported as their one sentence (anything else keeps its traceback)."""
+    from flink_jobs.custom_aggregates import CustomAggregateError
+    from flink_jobs.environment import JobManagerUnreachable
+    from flink_jobs.progress import ClusterCannotReadInput, JobCancelledOnCluster
+
+    return CustomAggregateError, JobManagerUnreachable, ClusterCannotReadInput, JobCancelledOnCluster
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spec = spec_from_args(args)
@@ -286,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-    from flink_jobs.custom_aggregates import CustomAggregateError, load_aggregates
+    from flink_jobs.custom_aggregates import load_aggregates
 
+    fixable = _fixable_failures()
     pipes_process = PipesEnvVarParamsLoader().is_dagster_pipes_process()
     if args.aggregate:
         options["aggregates"] = tuple(args.aggregate)
@@ -296,31 +314,29 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             if pipes_process:
                 with open_dagster_pipes() as pipes:
-                    return _custom_aggregate_failed(args.output, str(error), pipes.log.error)
-            return _custom_aggregate_failed(args.output, str(error), None)
+                    return _failed(args.output, str(error), pipes.log.error)
+            return _failed(args.output, str(error), None)
     if pipes_process:
         with open_dagster_pipes() as pipes:
             pipes.log.info(f"Flink job starting: {args.input} -> {args.output}, {spec.describe()}, {options}")
             try:
                 figures = run(args.input, args.output, spec, progress=pipes.log.info, **options)
-            except CustomAggregateError as error:
-                return _custom_aggregate_failed(args.output, str(error), pipes.log.error)
+            except fixable as error:
+                return _failed(args.output, str(error), pipes.log.error)
             pipes.log.info(f"Flink job finished: {figures}")
             pipes.report_custom_message(figures)
     else:
         try:
             figures = run(args.input, args.output, spec,
                           progress=lambda line: print(line, file=sys.stderr, flush=True), **options)  # fmt: skip
-        except CustomAggregateError as error:
-            return _custom_aggregate_failed(args.output, str(error), None)
+        except fixable as error:
+            return _failed(args.output, str(error), None)
         print(json.dumps(figures))
     return 0
 
 
-def _custom_aggregate_failed(output: Path, sentence: str, log: Callable[[str], None] | None) -> int:
+def _failed(output: Path, sentence: str, log: Callable[[str], None] | None) -> int:
     """The one sentence to the Dagster log (pipes), stderr and FAILURE_FILE (read by the asset)."""
-    from flink_jobs.custom_aggregates import write_failure
-
     write_failure(Path(output).resolve(), sentence)
     if log is not None:
         log(sentence)

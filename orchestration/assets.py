@@ -429,7 +429,8 @@ def _replay_event_time_windows(
     store: WarehouseStore,
     pipes_subprocess_client: PipesSubprocessClient,
 ) -> Iterator:
-    from flink_jobs.custom_aggregates import parse_spec, read_failure
+    from flink_jobs.custom_aggregates import parse_spec
+    from flink_jobs.output import read_failure
     from warehouse import custom_aggregates
 
     started = time.monotonic()
@@ -465,7 +466,7 @@ def _replay_event_time_windows(
         except Exception as error:
             if not is_pipes_execution_error(error):
                 raise
-            # A failing custom aggregate leaves its one sentence there (not in the exit code)
+            # A failure the user can fix leaves its one sentence there (Pipes only has the exit code)
             reason = read_failure(flink_output) or str(error)
             raise Failure(
                 description=f"The Flink job for {source_file} failed ({reason}). The published warehouse "

@@ -20,7 +20,8 @@ from flink_jobs.output import JVM_HEAP
 from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM
 from warehouse import windows
 from warehouse.advice import parse_targets
-from warehouse.store import MEMORY_LIMIT
+from warehouse.store import memory_limit_problem
+from warehouse.thresholds import Method
 from warehouse.timestamps import validate_timezone
 from warehouse.windows import WindowSpec
 
@@ -73,7 +74,8 @@ class PipelineSettings(ConfigurableResource):
         default=windows.DEFAULT_KIND, description="tumbling, sliding or session (TXN_WINDOW_KIND)."
     )
     window_size_ms: int = Field(
-        default=0, description="Window size in ms, tumbling and sliding; 0 = 5000 (TXN_WINDOW_SIZE_MS)."
+        default=0,
+        description=f"Window size in ms, tumbling and sliding; 0 = {windows.DEFAULT_SIZE_MS} (TXN_WINDOW_SIZE_MS).",
     )
     window_slide_ms: int = Field(default=0, description="Slide in ms, sliding windows only (TXN_WINDOW_SLIDE_MS).")
     session_gap_ms: int = Field(
@@ -172,10 +174,11 @@ class PipelineSettings(ConfigurableResource):
         found.extend(self.window_spec(validate=False).problems())
         if self.flink_parallelism < 1:
             found.append(f"Flink parallelism must be >= 1 (TXN_FLINK_PARALLELISM), got {self.flink_parallelism}")
-        if self.anomaly_min_windows < 1:
-            found.append(f"anomaly min windows must be >= 1 (TXN_ANOMALY_MIN_WINDOWS), got {self.anomaly_min_windows}")
-        if not (math.isfinite(self.anomaly_z) and self.anomaly_z > 0):
-            found.append(f"anomaly z must be a finite number > 0 (TXN_ANOMALY_Z), got {self.anomaly_z}")
+        found.extend(
+            Method(z=self.anomaly_z, min_windows=self.anomaly_min_windows).problems(
+                {"z": "anomaly z (TXN_ANOMALY_Z)", "min_windows": "anomaly min windows (TXN_ANOMALY_MIN_WINDOWS)"}
+            )
+        )
         for field, var in (("max_rejected_ratio", "TXN_MAX_REJECTED_RATIO"), ("max_late_ratio", "TXN_MAX_LATE_RATIO")):
             value = getattr(self, field)
             if not (math.isfinite(value) and 0 <= value <= 1):
@@ -184,10 +187,10 @@ class PipelineSettings(ConfigurableResource):
             parse_targets(self.advice_targets)
         except ValueError as error:
             found.append(str(error))
-        if not MEMORY_LIMIT.fullmatch(self.duckdb_memory_limit.strip()):
-            found.append(
-                f"DuckDB memory limit must look like 2GB or 512MB (TXN_DUCKDB_MEMORY_LIMIT), got {self.duckdb_memory_limit!r}"
-            )
+        if (
+            problem := memory_limit_problem(self.duckdb_memory_limit, "DuckDB memory limit (TXN_DUCKDB_MEMORY_LIMIT)")
+        ) is not None:
+            found.append(problem)
         if not JVM_HEAP.fullmatch(self.flink_jvm_heap.strip()):
             found.append(f"Flink JVM heap must look like 1g or 768m (TXN_FLINK_JVM_HEAP), got {self.flink_jvm_heap!r}")
         try:

@@ -66,7 +66,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from warehouse import quality, schema
+from warehouse import quality, schema, windows
 from warehouse.windows import WindowSpec
 
 __all__ = [
@@ -579,8 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window-size-ms", type=int, default=0)
     parser.add_argument("--window-slide-ms", type=int, default=0)
     parser.add_argument("--session-gap-ms", type=int, default=0)
-    parser.add_argument("--out-of-orderness-ms", type=int, default=1000)
-    parser.add_argument("--allowed-lateness-ms", type=int, default=0)
+    parser.add_argument("--out-of-orderness-ms", type=int, default=windows.DEFAULT_OUT_OF_ORDERNESS_MS)
+    parser.add_argument("--allowed-lateness-ms", type=int, default=windows.DEFAULT_ALLOWED_LATENESS_MS)
     parser.add_argument("--targets", default=DEFAULT_TARGETS, help=f"as {TARGETS_VAR}")
     parser.add_argument("--repeat", type=int, default=1, help="compute it this many times (timings)")
     args = parser.parse_args(argv)

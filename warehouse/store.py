@@ -68,11 +68,18 @@ def _flocked(path: Path, operation: int) -> Iterator[None]:
 MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
+def memory_limit_problem(value: str, name: str = "DuckDB memory limit") -> str | None:
+    """Why `value` is not a DuckDB memory limit (one sentence), or None."""
+    if MEMORY_LIMIT.fullmatch(value.strip()):
+        return None
+    return f"{name} must look like 2GB or 512MB, got {value!r}"
+
+
 class WarehouseStore:
     def __init__(self, path: str | os.PathLike[str], memory_limit: str | None = None):
         self.path = Path(path).expanduser().resolve()
-        if memory_limit is not None and not MEMORY_LIMIT.fullmatch(memory_limit.strip()):
-            raise ValueError(f"DuckDB memory limit must look like 2GB or 512MB, got {memory_limit!r}")
+        if memory_limit is not None and (problem := memory_limit_problem(memory_limit)) is not None:
+            raise ValueError(problem)
         # DuckDB's default is 80% of RAM; a limit makes big joins/windows spill to disk instead.
         self.memory_limit = memory_limit.strip() if memory_limit else None
         if self.path.exists() and self.path.is_dir():

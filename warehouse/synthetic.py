@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from warehouse.windows import DEFAULT_OUT_OF_ORDERNESS_MS, DEFAULT_SIZE_MS
+
 __all__ = [
     "CHUNK_ROWS",
     "DEFAULT_START",
@@ -108,8 +110,8 @@ def write_transactions_csv(
     outlier_fraction: float = 0.002,
     start: str | datetime = DEFAULT_START,
     mean_interarrival_ms: float = 50.0,
-    out_of_orderness_ms: int = 1000,
-    window_size_ms: int = 5000,
+    out_of_orderness_ms: int = DEFAULT_OUT_OF_ORDERNESS_MS,
+    window_size_ms: int = DEFAULT_SIZE_MS,
 ) -> Path:
     """Write ``rows`` synthetic transactions over ``keys`` accounts to ``path``.
 
@@ -266,13 +268,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out-of-orderness-ms",
         type=int,
-        default=1000,
+        default=DEFAULT_OUT_OF_ORDERNESS_MS,
         help="bound for the 'small' delays (match the replay config)",
     )
     parser.add_argument(
         "--window-size-ms",
         type=int,
-        default=5000,
+        default=DEFAULT_SIZE_MS,
         help="window size used to scale the late delays (match the replay config)",
     )
     return parser

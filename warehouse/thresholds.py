@@ -73,14 +73,17 @@ class Method:
     min_windows: int = DEFAULT_MIN_WINDOWS
     min_scale: float = MIN_SCALE
 
-    def problems(self) -> list[str]:
+    def problems(self, names: Mapping[str, str] | None = None) -> list[str]:
+        """Every invalid parameter as one sentence; `names` says what to call a field in it (the
+        settings pass their env var names)."""
+        name = {"z": "z", "min_windows": "min_windows", "min_scale": "min_scale", **(names or {})}
         found = []
         if isinstance(self.min_windows, bool) or not isinstance(self.min_windows, int) or self.min_windows < 1:
-            found.append(f"min_windows must be >= 1, got {self.min_windows}")
+            found.append(f"{name['min_windows']} must be >= 1, got {self.min_windows}")
         if not (isinstance(self.z, (int, float)) and math.isfinite(self.z) and self.z > 0):
-            found.append(f"z must be a finite number > 0, got {self.z}")
+            found.append(f"{name['z']} must be a finite number > 0, got {self.z}")
         if not (isinstance(self.min_scale, (int, float)) and math.isfinite(self.min_scale) and self.min_scale > 0):
-            found.append(f"min_scale must be a finite number > 0, got {self.min_scale}")
+            found.append(f"{name['min_scale']} must be a finite number > 0, got {self.min_scale}")
         return found
 
     def validate(self) -> Method:

@@ -13,6 +13,7 @@ import pytest
 
 from flink_jobs.cluster import StandaloneCluster, free_port
 from flink_jobs.environment import REPO_ROOT, fetch_rest_json, remote_submit_args
+from flink_jobs.output import FAILURE_FILE, read_failure
 from tests.conftest import job_late, job_windows, transactions_db
 from tests.flink_jobs.disorder import disordered_events
 from warehouse import flink_output, replay
@@ -109,10 +110,11 @@ def test_unreachable_jobmanager_fails_fast_with_a_clear_message(tmp_path):
     done, elapsed = run_job_expecting_failure(tmp_path, address)
     assert done.returncode != 0
     last_line = done.stderr.strip().splitlines()[-1]
-    assert "JobManagerUnreachable" in last_line and f"Flink jobmanager {address} is unreachable" in last_line
-    assert "Connection refused" in last_line
+    assert last_line.startswith(f"Flink jobmanager {address} is unreachable") and "Connection refused" in last_line
+    assert "Traceback" not in done.stderr, "one sentence, not a traceback"
     assert elapsed < 30, f"took {elapsed:.1f} s"
-    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [FAILURE_FILE], "no job output, only the sentence"
+    assert read_failure(tmp_path / "out") == last_line  # what the Dagster step puts into its Failure
 
 
 @pytest.mark.flink

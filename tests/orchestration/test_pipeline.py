@@ -190,6 +190,8 @@ def test_flink_failure_after_ingest_keeps_the_previous_results(tmp_path):
     result = run_pipeline(SAMPLE, warehouse, flink_jobmanager="127.0.0.1:1")  # nothing listens there
     assert not result.success
     assert [e.step_key for e in result.all_events if e.is_step_failure] == ["replay_event_time_windows"]
+    message = failure_message(result)  # the job's own sentence, not just its exit code
+    assert "Flink jobmanager 127.0.0.1:1 is unreachable" in message and "keeps its previous results" in message
     assert snapshot(warehouse) == before
     # the next good run clears the failed run's leftovers and succeeds
     assert run_pipeline(SAMPLE, warehouse).success

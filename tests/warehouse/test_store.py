@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from warehouse import schema
-from warehouse.store import ConcurrentPublishError, WarehouseStore
+from warehouse.store import ConcurrentPublishError, WarehouseStore, memory_limit_problem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -559,3 +559,11 @@ def test_staging_connections_carry_the_memory_limit(tmp_path: Path) -> None:
     for bad in ("lots", "1GB'; DROP TABLE transactions; --", ""):
         with pytest.raises(ValueError, match="memory limit"):
             WarehouseStore(tmp_path / "wh.duckdb", memory_limit=bad)
+
+
+def test_memory_limit_problem_is_one_sentence_naming_the_setting() -> None:
+    assert memory_limit_problem("2GB") is None and memory_limit_problem(" 512 MiB ") is None
+    assert memory_limit_problem("lots") == "DuckDB memory limit must look like 2GB or 512MB, got 'lots'"
+    assert memory_limit_problem("1GB; --", "TXN_DUCKDB_MEMORY_LIMIT") == (
+        "TXN_DUCKDB_MEMORY_LIMIT must look like 2GB or 512MB, got '1GB; --'"
+    )

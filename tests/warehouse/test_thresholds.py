@@ -393,3 +393,14 @@ def test_invalid_z_raises(con: duckdb.DuckDBPyConnection, z: float) -> None:
 def test_invalid_min_scale_raises(min_scale: float) -> None:
     with pytest.raises(ValueError, match="min_scale"):
         Method(min_scale=min_scale).validate()
+
+
+def test_problems_name_each_parameter_as_asked() -> None:
+    """The settings reuse these rules and only rename the fields (to their env vars)."""
+    method = Method(z=0.0, min_windows=0)
+    assert method.problems() == ["min_windows must be >= 1, got 0", "z must be a finite number > 0, got 0.0"]
+    assert method.problems({"z": "TXN_ANOMALY_Z"}) == [
+        "min_windows must be >= 1, got 0",
+        "TXN_ANOMALY_Z must be a finite number > 0, got 0.0",
+    ]
+    assert Method().problems() == []
