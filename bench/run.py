@@ -27,6 +27,8 @@ What is measured, each in its own process (start-up included in its wall time):
    conservation and window-shape checks are timed with it as `checks_s`). Start-up-excluded
    throughput of the Flink job per kind = (rows_b - rows_a) / (t_b - t_a) over the two sizes
    (default 100k and 1M), from Flink's net runtime and from the wall time.
+   Also the Flink job with your own AggregateFunction (issue 10, `--no-custom` skips it), tumbling
+   and sliding: the repository's MedianAmount and the lab's AverageAggregate (its class, unmodified).
 3. Baseline: bench/plain_flink_sql.py, ONE plain Flink SQL batch job over the same staged file:
    the watermark before each row as a MAX OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED
    PRECEDING AND 1 PRECEDING) - ooo - 1, the same lateness rule, GROUP BY key, window start with
@@ -87,6 +89,7 @@ VENV_BIN = str(Path(PY).parent)
 HERE = Path(__file__).resolve()
 PLAIN_SQL = HERE.parent / "plain_flink_sql.py"
 DEFAULT_LAB_JOB = REPO.parent / "shared" / "seed" / "lab_job.py"
+CUSTOM_KINDS = ("tumbling", "sliding")  # issue 10's target kinds for a custom aggregate
 SAMPLE = REPO / "data" / "sample_transactions.csv"
 KINDS = ("tumbling", "sliding", "session")
 KIND_SPECS = {
@@ -459,12 +462,19 @@ class Bench:
         result.update(last_json_line(result["stdout_path"]))
         return result
 
-    def flink_job(self, staged: Path, output: Path, kind: str, label: str) -> dict:
+    def flink_job(self, staged: Path, output: Path, kind: str, label: str, aggregate: str | None = None) -> dict:
         shutil.rmtree(output, ignore_errors=True)
         command = [PY, "-m", "flink_jobs.window_job", "--input", str(staged), "--output", str(output),
                    *spec_of(kind).job_arguments(), "--parallelism", str(self.args.parallelism),
                    "--jvm-heap", JVM_HEAP]  # fmt: skip
-        result = measure(command, log=self.log(label), env=clean_env())
+        env = clean_env()
+        if aggregate:
+            command += ["--aggregate", aggregate]
+            if aggregate.startswith("lab_job:"):  # the lab's own class, imported from its folder
+                env["PYTHONPATH"] = os.pathsep.join(
+                    filter(None, [str(self.args.lab_job.parent), env.get("PYTHONPATH")])
+                )
+        result = measure(command, log=self.log(label), env=env)
         result.update(last_json_line(result["stdout_path"]))
         return result
 
@@ -524,6 +534,16 @@ class Bench:
             self.errors.append(message[:4000])
             return None
 
+    def custom_aggregates(self) -> list[str]:
+        """Your own AggregateFunction (issue 10): the repository's median and, when the lab's job is
+        there, the lab's AverageAggregate itself."""
+        if not self.args.custom:
+            return []
+        found = ["flink_jobs.aggregates.median:MedianAmount"]
+        if self.args.lab_job.is_file() and self.args.lab_job.stem == "lab_job":
+            found.append("lab_job:AverageAggregate")
+        return found
+
     def stages_for(self, raw: Path, tag: str, kinds: list[str], res: dict, *, load_and_reconcile: bool = True) -> dict:
         """Into `res`: ingest, stage, per kind the Flink job (+ load + reconciliation), the plain SQL job."""
         res.update(flink={}, load={}, reconcile={})
@@ -566,9 +586,21 @@ class Bench:
                 res["sanity"] = compare_plain(self.work / f"plain_{tag}", self.work / f"out_{tag}_tumbling" / "windows")
                 print(f"  sanity: {sanity_text(res['sanity'])}", flush=True)
 
+        def custom(kind: str, aggregate: str) -> None:
+            name = f"{kind} + {aggregate.rpartition(':')[2]}"
+            out = self.work / f"out_{tag}_custom"
+            res["flink"][name] = r = self.flink_job(staged, out, kind, f"flink-{tag}-{kind}-{aggregate}", aggregate)
+            report(
+                f"Flink job, {name}", r, rows, f"net {r['flink_net_runtime_ms'] / 1000:.2f} s, {r['windows']:,} windows"
+            )
+            shutil.rmtree(out, ignore_errors=True)
+
         try:
             for kind in kinds:
                 self.attempt(f"{tag}: Flink job / load / reconciliation, {kind}", one_kind, kind)
+            for kind in [k for k in CUSTOM_KINDS if k in kinds]:
+                for aggregate in self.custom_aggregates():
+                    self.attempt(f"{tag}: Flink job, {kind} + custom aggregate {aggregate}", custom, kind, aggregate)
             if self.args.plain:
                 self.attempt(f"{tag}: plain Flink SQL job", plain)
         finally:
@@ -1047,7 +1079,8 @@ def markdown(results: dict, args) -> str:
             if b["rows"] == 1_000_000
             else f"measured between {a['rows']:,} and {b['rows']:,} rows (NOT the target's 1M)"
         )
-        for kind in ("sliding", "session"):
+        custom = [kind for kind in b["flink"] if " + " in kind]
+        for kind in ("sliding", "session", *custom):
             net = rates.get(f"Flink job, {kind}")
             if f"Flink job, {kind}" in rates:
                 targets.append((f"{kind} Flink job, start-up excluded (net runtime), {at}: >= 100,000 rows/s",
@@ -1284,6 +1317,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--history-rows", type=int, default=1_000_000)
     parser.add_argument("--history-copies", type=int, default=29)
     parser.add_argument("--no-lab", dest="lab", action="store_false", help="skip the lab's job")
+    parser.add_argument("--no-custom", dest="custom", action="store_false",
+                        help=f"skip the Flink job with a custom aggregate ({', '.join(CUSTOM_KINDS)})")  # fmt: skip
     parser.add_argument("--lab-job", type=Path, default=DEFAULT_LAB_JOB)
     parser.add_argument("--lab-rows", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per measured command")

@@ -52,7 +52,7 @@ import os
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
+from itertools import chain, repeat
 
 ENV_VAR = "TXN_AGGREGATE"
 METHODS = ("create_accumulator", "add", "merge", "get_result")
@@ -184,7 +184,7 @@ def window_text(start_ms: int, end_ms: int) -> str:
     return f"[{at(start_ms)}, {at(end_ms)}) UTC"
 
 
-def _value_text(path: str, owner: str, result: object, key: str, window: str) -> str:
+def _value_text(path: str, owner: str, result: object, key: str, starts: str, ends: str, window: int) -> str:
     """get_result as the DOUBLE column's text ('' = NULL); raises CustomAggregateError otherwise."""
     if result is None:
         return ""
@@ -196,7 +196,7 @@ def _value_text(path: str, owner: str, result: object, key: str, window: str) ->
     else:
         problem = f"returned {_short(repr(result))} (a {type(result).__name__}), not a number or None"
     raise CustomAggregateError(f"custom aggregate {path} failed in the Flink job: {owner}.get_result {problem}, "
-                               f"for key {key!r} in window {window}")  # fmt: skip
+                               f"for key {key!r} in window {_window_of(starts, ends, window)}")  # fmt: skip
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -244,10 +244,11 @@ class BatchAggregator:
         windows most windows hold one or two events, so per-window overhead, not per-event work,
         decides the throughput.
         """
+        return self._call(batch)
+
+    def _call(self, batch: str) -> str:
         aggregates = self._aggregates()
         hex_line, starts_line, ends_line, sizes_line, times_line, amounts_line = batch.split("\n")
-        times = list(map(int, times_line.split(",")))
-        amounts = list(map(float, amounts_line.split(",")))
         keys = self._keys
         window_keys = []
         for hex_key in hex_line.split(","):
@@ -255,50 +256,73 @@ class BatchAggregator:
             if key is None:
                 key = keys[hex_key] = bytes.fromhex(hex_key).decode("utf-8")
             window_keys.append(key)
-        results: list[list[str]] = [[] for _ in aggregates]
-        position = 0
-        for window, sizes in enumerate(sizes_line.split(",")):
-            key = window_keys[window]
-            chunks = []
-            for size in map(int, sizes.split(";")) if ";" in sizes else (int(sizes),):
-                end = position + size
-                if size <= PARTIAL_EVENTS:
-                    chunks.append(list(zip(repeat(key, size), times[position:end], amounts[position:end])))
-                else:
-                    for at in range(position, end, PARTIAL_EVENTS):
-                        stop = min(at + PARTIAL_EVENTS, end)
-                        chunks.append(list(zip(repeat(key, stop - at), times[at:stop], amounts[at:stop])))
-                position = end
-            for texts, (path, owner, create, add, merge, get_result) in zip(results, aggregates):
-                method = "create_accumulator"
-                try:
-                    total = None
-                    for chunk in chunks:
+        # Per piece (several only for sessions Flink merged): its event count.
+        if ";" in sizes_line:
+            pieces = [tuple(map(int, sizes.split(";"))) for sizes in sizes_line.split(",")]
+            sizes = [sum(piece) for piece in pieces]
+        else:
+            pieces = None
+            sizes = list(map(int, sizes_line.split(",")))
+        # Every value tuple of the batch at once, in C (zip, map, repeat): the loop below only
+        # slices them per window.
+        values = list(zip(chain.from_iterable(map(repeat, window_keys, sizes)), map(int, times_line.split(",")),
+                          map(float, amounts_line.split(","))))  # fmt: skip
+        answer = [batch[: len(hex_line) + len(starts_line) + len(ends_line) + 2]]
+        # Windows of one piece of up to PARTIAL_EVENTS events (nearly all): one accumulator each.
+        simple = pieces is None or all(len(piece) == 1 for piece in pieces)
+        for path, owner, create, add, merge, get_result in aggregates:
+            results = []
+            keep = results.append
+            position = window = 0
+            method = "create_accumulator"
+            try:
+                for window, size in enumerate(sizes):
+                    if size == 1 and simple:  # the common window: no slice, no inner loop
                         method = "create_accumulator"
                         accumulator = create()
                         method = "add"
-                        for value in chunk:
+                        accumulator = add(values[position], accumulator)
+                    elif size <= PARTIAL_EVENTS and simple:
+                        method = "create_accumulator"
+                        accumulator = create()
+                        method = "add"
+                        for value in values[position : position + size]:
                             accumulator = add(value, accumulator)
-                        if total is None:
-                            total = accumulator
-                        else:
-                            method = "merge"
-                            total = merge(total, accumulator)
+                    else:  # several pieces, or a piece longer than PARTIAL_EVENTS: partials, merged
+                        accumulator = None
+                        at = position
+                        for piece in pieces[window] if pieces is not None else (size,):
+                            piece_end = at + piece
+                            for chunk in range(at, piece_end, PARTIAL_EVENTS):
+                                method = "create_accumulator"
+                                partial = create()
+                                method = "add"
+                                for value in values[chunk : min(chunk + PARTIAL_EVENTS, piece_end)]:
+                                    partial = add(value, partial)
+                                if accumulator is None:
+                                    accumulator = partial
+                                else:
+                                    method = "merge"
+                                    accumulator = merge(accumulator, partial)
+                            at = piece_end
                     method = "get_result"
-                    result = get_result(total)
-                except Exception as error:  # user code
-                    raise CustomAggregateError(
-                        f"custom aggregate {path} failed in the Flink job: {owner}.{method} raised "
-                        f"{_short(repr(error))} for key {key!r} in window "
-                        f"{_window_of(starts_line, ends_line, window)}"
-                    ) from error
-                # a float is the common case: no ABC checks (numbers.Real) for it
-                texts.append(repr(result) if type(result) is float else
-                             _value_text(path, owner, result, key, _window_of(starts_line, ends_line, window)))  # fmt: skip
-        header_end = batch.index("\n", batch.index("\n", len(hex_line) + 1) + 1)
-        answer = [batch[:header_end]]
-        for texts, (path, *_) in zip(results, aggregates):
-            answer.append(path + "," + ",".join(texts))
+                    keep(get_result(accumulator))
+                    position += size
+            except Exception as error:  # user code
+                raise CustomAggregateError(
+                    f"custom aggregate {path} failed in the Flink job: {owner}.{method} raised "
+                    f"{_short(repr(error))} for key {window_keys[window]!r} in window "
+                    f"{_window_of(starts_line, ends_line, window)}"
+                ) from error
+            if set(map(type, results)) <= {float}:  # the common case, formatted in C
+                texts = ",".join(map(repr, results))
+            else:
+                texts = ",".join(
+                    repr(result) if type(result) is float else
+                    _value_text(path, owner, result, window_keys[window], starts_line, ends_line, window)
+                    for window, result in enumerate(results)
+                )  # fmt: skip
+            answer.append(path + "," + texts)
         return "\n".join(answer)
 
 

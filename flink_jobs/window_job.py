@@ -192,7 +192,7 @@ def _custom_aggregates(jvm, windows, aggregates: tuple[str, ...], output_dir: Pa
     )
     batches = windows.transform("window batches", Types.STRING().get_java_type_info(), extra.WindowBatches(BATCH_CHARS))
     answers = DataStream(batches).map(BatchAggregator(aggregates), output_type=Types.STRING()).name("custom aggregates")
-    answers._j_data_stream.flatMap(extra.ResultLines()).name("custom aggregate lines").sinkTo(
+    answers._j_data_stream.map(extra.ResultLines()).name("custom aggregate lines").sinkTo(
         _line_sink(output_dir / "custom")
     ).name("custom aggregates sink")
 
