@@ -52,7 +52,8 @@ import os
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import chain, repeat
+
+import numpy as np
 
 ENV_VAR = "TXN_AGGREGATE"
 METHODS = ("create_accumulator", "add", "merge", "get_result")
@@ -203,6 +204,39 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+_EXACT_UNITS = 2**53  # below it an int64 of units converts to a double exactly
+
+
+def _integers(line: str, count: int) -> list[int]:
+    """`count` comma-separated integers (epoch milliseconds), parsed in C."""
+    parsed = np.fromstring(line, dtype=np.int64, sep=",")
+    if parsed.size != count:  # not what the Java side writes: the plain way, which names the problem
+        return list(map(int, line.split(",")))
+    return parsed.tolist()
+
+
+def _amounts(line: str, count: int) -> list[float]:
+    """`count` comma-separated DECIMAL(18,4) amounts as floats, each equal to float(text).
+
+    The job writes them with exactly four decimals. Then the text without its dots is the amount in
+    units of 10**-4, parsed as integers in C, and units / 10**4 is ONE correctly rounded division of
+    two exactly representable numbers: the double nearest the decimal, which is what float(text)
+    gives. Any other form, or |units| >= 2**53, takes float() itself."""
+    try:
+        raw = np.frombuffer(line.encode("ascii"), dtype=np.uint8)
+    except UnicodeEncodeError:
+        raw = None
+    if raw is not None:
+        dots = np.flatnonzero(raw == ord("."))
+        ends = np.append(np.flatnonzero(raw == ord(",")), raw.size)
+        # one dot per value, four characters before its end: sorted and as many, so each is its own
+        if dots.size == ends.size == count and np.array_equal(ends - dots, np.full(count, 5)):
+            units = np.fromstring(line.replace(".", ""), dtype=np.int64, sep=",")
+            if units.size == count and (count == 0 or int(np.abs(units).max()) < _EXACT_UNITS):
+                return (units / 10_000).tolist()
+    return list(map(float, line.split(",")))
+
+
 class BatchAggregator:
     """The job's one Python function: a batch of window lines in, one result line per window and
     aggregate out. Pickled by reference (this module is on the workers' path); the aggregates are
@@ -263,10 +297,11 @@ class BatchAggregator:
         else:
             pieces = None
             sizes = list(map(int, sizes_line.split(",")))
-        # Every value tuple of the batch at once, in C (zip, map, repeat): the loop below only
-        # slices them per window.
-        values = list(zip(chain.from_iterable(map(repeat, window_keys, sizes)), map(int, times_line.split(",")),
-                          map(float, amounts_line.split(","))))  # fmt: skip
+        # Every value tuple of the batch at once, parsed in C: the loop below only slices them per
+        # window. Parsing, not the user's methods, was the larger part of the Python time.
+        event_keys = np.repeat(np.array(window_keys, dtype=object), sizes).tolist()
+        times = _integers(times_line, len(event_keys))
+        values = list(zip(event_keys, times, _amounts(amounts_line, len(event_keys))))
         answer = [batch[: len(hex_line) + len(starts_line) + len(ends_line) + 2]]
         # Windows of one piece of up to PARTIAL_EVENTS events (nearly all): one accumulator each.
         simple = pieces is None or all(len(piece) == 1 for piece in pieces)

@@ -41,6 +41,7 @@ from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from flink_jobs import cancellation
+from flink_jobs.output import parallelism_problem
 from flink_jobs.progress import free_loopback_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -137,8 +138,8 @@ def remote_submit_args(jobmanager: str) -> str:
 
 def flink_configuration(parallelism: int, jobmanager: str | None = None, rest_port: int | None = None) -> Configuration:
     """The job's configuration; `rest_port` puts the mini-cluster's REST API on 127.0.0.1:<port>."""
-    if parallelism < 1:
-        raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+    if (problem := parallelism_problem(parallelism)) is not None:
+        raise ValueError(problem)
     conf = Configuration()
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
@@ -221,8 +222,8 @@ def create_environments(
     """
     # Validate before any JVM starts; a pyflink Configuration() already starts the gateway, so
     # the gateway's target must be chosen before flink_configuration() runs.
-    if parallelism < 1:
-        raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+    if (problem := parallelism_problem(parallelism)) is not None:
+        raise ValueError(problem)
     if jobmanager:
         parse_jobmanager(jobmanager)
     _prepare_gateway(jobmanager or None, jvm_heap)

@@ -1,4 +1,5 @@
-"""What the window job writes, readable without importing PyFlink (the Dagster code server uses it)."""
+"""What the window job takes and writes, readable without importing PyFlink (the Dagster code server
+uses it): the rules of its options, shared with the settings, and its output files."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ from pathlib import Path
 
 OUTPUT_SUFFIX = ".csv"  # the job's part files (Flink names them part-<uuid>-<n>.csv)
 JVM_HEAP = re.compile(r"[1-9]\d*[kKmMgG]")  # an -Xmx value for the local mini-cluster JVM (--jvm-heap)
+
+
+def jvm_heap_problem(value: str, name: str = "JVM heap") -> str | None:
+    """Why `value` is not an -Xmx value (one sentence), or None."""
+    return None if JVM_HEAP.fullmatch(value) else f"{name} must look like 1g or 768m, got {value!r}"
+
+
+def parallelism_problem(value: int, name: str = "parallelism") -> str | None:
+    return None if value >= 1 else f"{name} must be >= 1, got {value}"
+
+
 # A job that fails for a reason the user can fix (a broken custom aggregate, an unreachable or
 # unsuitable cluster, input the cluster cannot read, a cancellation) leaves its one sentence here:
 # Dagster Pipes only reports the exit code, and the asset puts the sentence into its Failure.

@@ -55,7 +55,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flink_jobs.output import FAILURE_FILE, JVM_HEAP, OUTPUT_SUFFIX, count_output_rows, write_failure
+from flink_jobs.output import FAILURE_FILE, OUTPUT_SUFFIX, count_output_rows, jvm_heap_problem, write_failure
 from warehouse.windows import (
     DEFAULT_ALLOWED_LATENESS_MS,
     DEFAULT_OUT_OF_ORDERNESS_MS,
@@ -95,8 +95,8 @@ def run(
         from flink_jobs.custom_aggregates import load_aggregates
 
         load_aggregates(list(aggregates))
-    if jvm_heap is not None and not JVM_HEAP.fullmatch(jvm_heap):
-        raise ValueError(f"JVM heap must look like 1g or 768m, got {jvm_heap!r}")
+    if jvm_heap is not None and (problem := jvm_heap_problem(jvm_heap)) is not None:
+        raise ValueError(problem)
     if progress_every_s is not None and not progress_every_s > 0:
         raise ValueError(f"progress interval must be > 0 s, got {progress_every_s}")
     input_path = Path(input_path).resolve()

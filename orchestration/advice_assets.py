@@ -9,7 +9,7 @@ event seen), a plot of late ratio against bound, and a diagnosis when the file i
 which the WARN check `file_in_time_order` also reports.
 
 Like every step it writes the run's staging copy and publishes only as the run's last step
-(orchestration.assets._finish, PIPELINE_ORDER). Dagster orders steps by their deps alone, and this
+(orchestration/write_audit_publish.py, PIPELINE_TABLES). Dagster orders steps by their deps alone, and this
 one depends on `transactions` only. When the step that publishes runs before it (the window step, in a
 run whose last selected table is the window step's), its rows go to a staging copy that is never
 published. Making the window assets depend on `watermark_advice` orders it first in every run.
@@ -34,17 +34,15 @@ from orchestration.assets import (
     _contract_result,
     _contract_spec,
     _fetch_df,
-    _finish,
-    _leased_store,
     _preview,
     _result,
     _spec,
 )
 from orchestration.plots import markdown_image
 from orchestration.settings import PipelineSettings
+from orchestration.write_audit_publish import PipelineStep
 from warehouse import quality
 from warehouse.advice import Advice, advise, human_ms, parse_targets, write_advice
-from warehouse.store import WarehouseStore
 
 WIDTH, HEIGHT = 720, 300  # HEIGHT: down to the axis title; the legend rows come below
 LEFT, RIGHT, TOP, BOTTOM = 64, 24, 30, 52
@@ -77,16 +75,17 @@ _TICKS_MS = (1, 10, 100, 1_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000, 
 )
 def watermark_advice(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
     """Measure the file's disorder and advise an out-of-orderness bound per late-event target."""
-    with _leased_store(context, pipeline) as (settings, store):
-        yield from _watermark_advice(context, settings, store)
+    with PipelineStep(context, pipeline) as step:
+        yield from _watermark_advice(context, step)
 
 
-def _watermark_advice(context: AssetExecutionContext, pipeline: PipelineSettings, store: WarehouseStore) -> Iterator:
+def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Iterator:
     started = time.monotonic()
+    pipeline = step.settings
     source_file = str(pipeline.source_path)
     spec = pipeline.window_spec()
     targets = parse_targets(pipeline.advice_targets)  # validated by problems() already
-    with store.connect_staging(context.run.run_id) as con:
+    with step.staging() as con:
         advice = advise(con, source_file, spec, targets, limit=pipeline.max_late_ratio)
         con.execute("BEGIN")
         n_rows = write_advice(con, advice)
@@ -115,7 +114,7 @@ def _watermark_advice(context: AssetExecutionContext, pipeline: PipelineSettings
     context.log.info(
         f"Watermark advice for {advice.transactions:,} transactions ({spec.describe()}) in {advice.seconds:.2f} s"
     )
-    published = _finish(context, store, checks)
+    published = step.audit_and_publish(checks)
     yield MaterializeResult(
         asset_key="watermark_advice",
         metadata={

@@ -2,8 +2,8 @@
 replayed file's windows above their threshold), their checks, and the alert webhook.
 
 Both steps write the run's staging copy of the warehouse like every other step
-(orchestration.assets: `_leased_store`, `_finish`). `anomalies` is the last table of
-`PIPELINE_ORDER`, so in a full run its step publishes the warehouse; only then, and only when the
+(orchestration/write_audit_publish.py: stage, audit, publish). `anomalies` is the last table of
+`PIPELINE_TABLES`, so in a full run its step publishes the warehouse; only then, and only when the
 file has anomalies, does it POST the alert (warehouse.alerts). The alert comes after the publish
 on purpose: a webhook that is down, slow or answers an error cannot fail the run or change what was
 published. Its outcome is one WARN line and the `alert*` metadata of the materialization.
@@ -32,17 +32,15 @@ from orchestration.assets import (
     _contract_result,
     _contract_spec,
     _fetch_df,
-    _finish,
-    _leased_store,
     _preview,
     _result,
     column_schema,
 )
 from orchestration.plots import anomaly_svg, markdown_image
 from orchestration.settings import PipelineSettings
+from orchestration.write_audit_publish import PipelineStep
 from warehouse import alerts, quality, schema, thresholds
 from warehouse import anomalies as anomaly_rows
-from warehouse.store import WarehouseStore
 
 PLOT_KEYS = 4  # keys drawn in each anomaly plot
 TOP_IN_CHECK = 10  # anomalies listed in the no_new_anomalies check's table
@@ -114,14 +112,15 @@ def _plot(con, keys: list[str], title: str, source_file: str | None) -> str:
     ],
 )
 def anomaly_thresholds(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
-    with _leased_store(context, pipeline) as (settings, store):
-        yield from _anomaly_thresholds(context, settings, store)
+    with PipelineStep(context, pipeline) as step:
+        yield from _anomaly_thresholds(context, step)
 
 
-def _anomaly_thresholds(context: AssetExecutionContext, settings: PipelineSettings, store: WarehouseStore) -> Iterator:
+def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> Iterator:
     started = time.monotonic()
+    settings = step.settings
     method = _method(settings)
-    with store.connect_staging(context.run.run_id) as con:
+    with step.staging() as con:
         con.execute("BEGIN")
         n_keys = thresholds.replace_thresholds(con, min_windows=method.min_windows, z=method.z)
         con.execute("COMMIT")
@@ -172,7 +171,7 @@ def _anomaly_thresholds(context: AssetExecutionContext, settings: PipelineSettin
         if eligible == with_threshold
         else f"{eligible - with_threshold} of {eligible} keys with enough history have no finite threshold",
     )
-    published = _finish(context, store, [every_key, contract])
+    published = step.audit_and_publish([every_key, contract])
     yield MaterializeResult(
         asset_key="anomaly_thresholds",
         metadata={
@@ -226,10 +225,11 @@ def _anomaly_thresholds(context: AssetExecutionContext, settings: PipelineSettin
 )
 def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
     started = time.monotonic()
-    with _leased_store(context, pipeline) as (settings, store):
+    with PipelineStep(context, pipeline) as step:
+        settings = step.settings
         source_file = str(settings.source_path)
         run_id = context.run.run_id
-        with store.connect_staging(run_id) as con:
+        with step.staging() as con:
             con.execute("BEGIN")
             count = anomaly_rows.replace_anomalies(con, source_file, run_id)
             con.execute("COMMIT")
@@ -291,7 +291,7 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             ),
             contract,
         ]
-        published = _finish(context, store, checks)
+        published = step.audit_and_publish(checks)
     if published.get("published"):
         alert = _send_alert(context, settings, source_file, run_id, count, items)
     else:

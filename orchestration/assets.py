@@ -1,14 +1,14 @@
 """The pipeline's assets, one per DuckDB table, and the checks that run inside them.
 
-Each step writes to the run's staging copy of the warehouse (see warehouse/store.py); the run's last
-step publishes it atomically, unless a blocking check failed. Checks run inside the step that
-produces their table, against the staging copy, so they judge exactly what is about to be published.
+Every step is a write-audit-publish step (orchestration/write_audit_publish.py): it writes the run's
+staging copy of the warehouse, its blocking checks audit what it wrote, and the run's last step
+publishes the copy atomically. Checks run inside the step that produces their table, against the
+staging copy, so they judge exactly what is about to be published.
 """
 
-import contextlib
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 from dagster import (
@@ -16,34 +16,26 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetSpec,
     Failure,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     PipesSubprocessClient,
-    RunsFilter,
     TableColumn,
     TableSchema,
     multi_asset,
 )
 
-from orchestration.dagster_compat import RUNS_IN_PROGRESS, is_pipes_execution_error
+from orchestration.dagster_compat import is_pipes_execution_error
 from orchestration.settings import REPO_ROOT, PipelineSettings
-from warehouse import advice, quality, reconcile, replays, schema
+from orchestration.write_audit_publish import PipelineStep
+from warehouse import advice, quality, reconcile, schema
 from warehouse import flink_output as flink_output_files
 from warehouse.ingest import InputFileError, read_transactions
-from warehouse.store import WarehouseStore
 
 GROUP = "replay"
 OWNERS = ["team:data-engineering"]
-# Tables in the order a full run writes them (their deps enforce it); the run's last selected one
-# publishes the warehouse.
-PIPELINE_ORDER = (
-    "transactions", "rejected_rows", "watermark_advice", "window_averages", "late_events", "replays",
-    "anomaly_thresholds", "anomalies",
-)  # fmt: skip
 PREVIEW_ROWS = 10
 PLOT_KEYS = 4  # the busiest keys (most windows) drawn in the anomaly plot
 
@@ -104,86 +96,6 @@ def _contract_result(con, table: str) -> AssetCheckResult:
 # --- run-scoped warehouse helpers ------------------------------------------------------------
 
 
-def _settings_or_fail(pipeline: PipelineSettings) -> PipelineSettings:
-    problems = pipeline.problems()
-    if problems:
-        raise Failure(description="Invalid configuration: " + "; ".join(problems) + ".")
-    return pipeline
-
-
-@contextlib.contextmanager
-def _leased_store(
-    context: AssetExecutionContext, pipeline: PipelineSettings
-) -> Iterator[tuple[PipelineSettings, WarehouseStore]]:
-    """Validated settings and the warehouse store, with this run's lease held for the whole step.
-
-    The lease (a shared flock the kernel drops even on SIGKILL) keeps other Dagster instances (a
-    CLI run beside `dagster dev`) from deleting this run's staging files. The run's first step also
-    clears leftovers of runs that are neither in progress here nor leased elsewhere.
-    """
-    pipeline = _settings_or_fail(pipeline)
-    store = WarehouseStore(pipeline.warehouse_path, memory_limit=pipeline.duckdb_memory_limit)
-    run_id = context.run.run_id
-    with store.run_lease(run_id):
-        if not store.staging_path(run_id).exists():
-            _refuse_other_window_config(store, pipeline)
-            active = {
-                run.run_id for run in context.instance.get_runs(filters=RunsFilter(statuses=list(RUNS_IN_PROGRESS)))
-            }
-            removed = store.discard_all_except(active | {run_id})
-            if removed:
-                context.log.info(f"Removed staging leftovers of finished runs: {', '.join(removed)}")
-        yield pipeline, store
-
-
-def _refuse_other_window_config(store: WarehouseStore, pipeline: PipelineSettings) -> None:
-    """Fail before anything is written when the published warehouse holds another window config."""
-    if not store.path.exists():
-        return
-    with store.connect_published() as con:
-        conflict = replays.config_conflict(con, pipeline.window_spec(), str(store.path))
-    if conflict:
-        raise Failure(description=conflict)
-
-
-def _publishes_here(context: AssetExecutionContext) -> bool:
-    """True when this step materializes the last table of the run's selection."""
-    run = context.instance.get_run_by_id(context.run.run_id)
-    # a CLI or UI run records its selection; dagster.materialize([...]) records none and runs all
-    # the assets it was given, which are then the assets of its job
-    keys = run.asset_selection or context.job_def.asset_layer.asset_graph.get_all_asset_keys()
-    selected = {key.to_user_string() for key in keys} & set(PIPELINE_ORDER)
-    if not selected:
-        selected = set(PIPELINE_ORDER)
-    last = max(selected, key=PIPELINE_ORDER.index)
-    return AssetKey(last) in context.selected_asset_keys
-
-
-def _finish(
-    context: AssetExecutionContext, store: WarehouseStore, checks: Iterable[AssetCheckResult]
-) -> dict[str, object]:
-    """Publish the staged warehouse if this is the run's last step and no blocking check failed."""
-    # Blocking is declared once, on the step's check specs (`blocking=True`).
-    blocking = {(spec.asset_key, spec.name) for spec in context.assets_def.check_specs if spec.blocking}
-    blocking_failures = [
-        f"{c.asset_key.to_user_string()}.{c.check_name}"
-        for c in checks
-        if not c.passed and c.severity == AssetCheckSeverity.ERROR and (c.asset_key, c.check_name) in blocking
-    ]
-    if blocking_failures:
-        context.log.error(
-            f"Blocking check(s) failed: {', '.join(blocking_failures)}. The published warehouse "
-            f"{store.path} keeps its previous contents."
-        )
-        store.discard(context.run.run_id)
-        return {"published": False}
-    if not _publishes_here(context):
-        return {"published": False}
-    published = store.publish(context.run.run_id)
-    context.log.info(f"Published warehouse {published}")
-    return {"published": True, "warehouse": MetadataValue.path(str(published))}
-
-
 def _preview(df: pd.DataFrame) -> MetadataValue:
     if df.empty:
         return MetadataValue.md("_no rows_")
@@ -229,16 +141,17 @@ def _fetch_df(con, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
 )
 def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
     """Read the CSV with pandas, validate it and normalize timestamps to UTC epoch milliseconds."""
-    with _leased_store(context, pipeline) as (settings, store):
-        yield from _ingest_transactions(context, settings, store)
+    with PipelineStep(context, pipeline) as step:
+        yield from _ingest_transactions(context, step)
 
 
-def _ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettings, store: WarehouseStore) -> Iterator:
+def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> Iterator:
     started = time.monotonic()
+    pipeline = step.settings
     source = pipeline.source_path
     source_file = str(source)
     records = 0
-    with store.connect_staging(context.run.run_id) as con:
+    with step.staging() as con:
         con.execute("BEGIN")
         con.execute("DELETE FROM transactions WHERE source_file = ?", [source_file])
         con.execute("DELETE FROM rejected_rows WHERE source_file = ?", [source_file])
@@ -322,7 +235,7 @@ def _ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSetti
             "WHERE source_file = ? GROUP BY 1 ORDER BY rows DESC, reason LIMIT 10",
             [source_file],
         )
-    published = _finish(context, store, checks)
+    published = step.audit_and_publish(checks)
     seconds = round(time.monotonic() - started, 3)
     common = {"source_file": MetadataValue.path(source_file), "duration_s": seconds, **published}
     yield MaterializeResult(
@@ -419,21 +332,19 @@ def replay_event_time_windows(
     context: AssetExecutionContext, pipeline: PipelineSettings, pipes_subprocess_client: PipesSubprocessClient
 ) -> Iterator:
     """Submit the PyFlink window job (through Dagster Pipes) and load its output into DuckDB."""
-    with _leased_store(context, pipeline) as (settings, store):
-        yield from _replay_event_time_windows(context, settings, store, pipes_subprocess_client)
+    with PipelineStep(context, pipeline) as step:
+        yield from _replay_event_time_windows(context, step, pipes_subprocess_client)
 
 
 def _replay_event_time_windows(
-    context: AssetExecutionContext,
-    pipeline: PipelineSettings,
-    store: WarehouseStore,
-    pipes_subprocess_client: PipesSubprocessClient,
+    context: AssetExecutionContext, step: PipelineStep, pipes_subprocess_client: PipesSubprocessClient
 ) -> Iterator:
     from flink_jobs.custom_aggregates import parse_spec
     from flink_jobs.output import read_failure
     from warehouse import custom_aggregates
 
     started = time.monotonic()
+    pipeline, store = step.settings, step.store
     source_file = str(pipeline.source_path)
     spec = pipeline.window_spec()
     aggregates = parse_spec(pipeline.aggregates)  # imported and checked by pipeline.problems() already
@@ -441,7 +352,7 @@ def _replay_event_time_windows(
     staged_input = run_dir / "flink_input.csv"
     flink_output = run_dir / "flink_output"
     run_dir.mkdir(parents=True, exist_ok=True)
-    with store.connect_staging(context.run.run_id) as con:
+    with step.staging() as con:
         n_transactions = flink_output_files.stage_input(con, source_file, staged_input)
     staged_s = time.monotonic() - started
 
@@ -479,7 +390,7 @@ def _replay_event_time_windows(
         context.log.info("No valid transactions: the Flink job is not started and the tables are emptied.")
     flink_s = time.monotonic() - started - staged_s
 
-    with store.connect_staging(context.run.run_id) as con:
+    with step.staging() as con:
         con.execute("BEGIN")
         con.execute("DELETE FROM window_averages WHERE source_file = ?", [source_file])
         con.execute("DELETE FROM late_events WHERE source_file = ?", [source_file])
@@ -553,7 +464,7 @@ def _replay_event_time_windows(
             "ORDER BY aggregate, key, window_start_ms, window_end_ms LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
-    published = _finish(context, store, checks)
+    published = step.audit_and_publish(checks)
     common = {
         "source_file": MetadataValue.path(source_file),
         "window_spec": spec.describe(),

@@ -14,6 +14,7 @@ from orchestration.anomaly_assets import anomalies, anomaly_thresholds
 from orchestration.assets import WINDOW_ASSETS, ingest_transactions, replay_event_time_windows
 from orchestration.automation import build_automation, replay_transactions_job, window_freshness_policy
 from orchestration.settings import REPO_ROOT, AutomationSettings, PipelineSettings
+from orchestration.write_audit_publish import require_pipeline_tables
 
 # Every table asset, in the order a full run writes them.
 PIPELINE_ASSETS: list[AssetsDefinition] = [
@@ -26,6 +27,7 @@ PIPELINE_ASSETS: list[AssetsDefinition] = [
 
 
 def build_definitions(automation_settings: AutomationSettings, pipeline: PipelineSettings) -> Definitions:
+    require_pipeline_tables(PIPELINE_ASSETS)  # each table has its place in the write-audit-publish order
     automation = build_automation(automation_settings)
     policy = window_freshness_policy(automation_settings)
     assets = [

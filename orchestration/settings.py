@@ -16,7 +16,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from flink_jobs.output import JVM_HEAP
+from flink_jobs.output import jvm_heap_problem, parallelism_problem
 from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM
 from warehouse import windows
 from warehouse.advice import parse_targets
@@ -172,8 +172,10 @@ class PipelineSettings(ConfigurableResource):
         """Every invalid setting, each as one sentence naming the env var ([] when all are valid)."""
         found = []
         found.extend(self.window_spec(validate=False).problems())
-        if self.flink_parallelism < 1:
-            found.append(f"Flink parallelism must be >= 1 (TXN_FLINK_PARALLELISM), got {self.flink_parallelism}")
+        if (
+            problem := parallelism_problem(self.flink_parallelism, "Flink parallelism (TXN_FLINK_PARALLELISM)")
+        ) is not None:
+            found.append(problem)
         found.extend(
             Method(z=self.anomaly_z, min_windows=self.anomaly_min_windows).problems(
                 {"z": "anomaly z (TXN_ANOMALY_Z)", "min_windows": "anomaly min windows (TXN_ANOMALY_MIN_WINDOWS)"}
@@ -191,8 +193,8 @@ class PipelineSettings(ConfigurableResource):
             problem := memory_limit_problem(self.duckdb_memory_limit, "DuckDB memory limit (TXN_DUCKDB_MEMORY_LIMIT)")
         ) is not None:
             found.append(problem)
-        if not JVM_HEAP.fullmatch(self.flink_jvm_heap.strip()):
-            found.append(f"Flink JVM heap must look like 1g or 768m (TXN_FLINK_JVM_HEAP), got {self.flink_jvm_heap!r}")
+        if (problem := jvm_heap_problem(self.flink_jvm_heap, "Flink JVM heap (TXN_FLINK_JVM_HEAP)")) is not None:
+            found.append(problem)
         try:
             validate_timezone(self.source_timezone)
         except ValueError as error:

@@ -17,9 +17,9 @@ from warehouse import advice
 from warehouse.windows import WindowSpec
 
 # The real pipeline: every asset of the definitions, plus watermark_advice until definitions.py lists
-# it. The run's last selected table (PIPELINE_ORDER) publishes, so the run records its selection, as
-# `dagster asset materialize --select '*'` does (dagster.materialize records none, and then every
-# table of PIPELINE_ORDER counts as selected).
+# it. The run's last selected table (write_audit_publish.PIPELINE_TABLES) publishes, so the run records
+# its selection, as `dagster asset materialize --select '*'` does (dagster.materialize records none,
+# and then every table of PIPELINE_TABLES counts as selected).
 ASSETS = [a for a in defs.assets if isinstance(a, AssetsDefinition)]
 if not any(AssetKey("watermark_advice") in a.keys for a in ASSETS):
     ASSETS.append(watermark_advice)

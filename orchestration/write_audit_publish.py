@@ -1,0 +1,178 @@
+"""Write-audit-publish: the one way a pipeline step changes the warehouse.
+
+A run never writes the published DuckDB file. Every pipeline asset body runs inside a
+`PipelineStep`, which makes the three steps named things:
+
+1. **stage** (`with PipelineStep(context, pipeline) as step`): the settings are validated (one
+   sentence per problem), the run's lease is held for the whole step, and `step.staging()` is the
+   run's private staging copy of the warehouse (warehouse/store.py). The run's first step refuses a
+   window config other than the warehouse's and clears leftovers of dead runs.
+2. **audit** (`step.audit(checks)`): the step's blocking checks (`AssetCheckSpec(blocking=True)`,
+   declared once, on the asset) judge what the step staged. One that fails discards the run's
+   staging copy, so nothing of the run can be published.
+3. **publish** (`step.publish()`): the run's last pipeline step, the last of `PIPELINE_TABLES`
+   within the run's selection, atomically replaces the published file with the audited copy.
+   Readers holding the old file keep reading it; concurrent runs are refused at publish time rather
+   than lose each other's rows (ConcurrentPublishError).
+
+`step.audit_and_publish(checks)` does 2 then 3. A step that leaves its `with` block without having
+audited raises a Failure and publishes nothing, so an asset added later cannot skip the audit or the
+publish by accident; `require_pipeline_tables` refuses, when the definitions are built, an asset whose
+table is not in `PIPELINE_TABLES` (it would never be the one that publishes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+
+import duckdb
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Failure,
+    MetadataValue,
+    RunsFilter,
+)
+
+from orchestration.dagster_compat import RUNS_IN_PROGRESS
+from orchestration.settings import PipelineSettings
+from warehouse import replays
+from warehouse.store import WarehouseStore
+
+# Tables in the order a full run writes them (the assets' deps enforce it); the last one of the run's
+# selection publishes the warehouse.
+PIPELINE_TABLES = (
+    "transactions", "rejected_rows", "watermark_advice", "window_averages", "late_events", "replays",
+    "custom_aggregates", "anomaly_thresholds", "anomalies",
+)  # fmt: skip
+
+
+class PipelineStep:
+    """One pipeline step's stage, audit and publish (see the module docstring)."""
+
+    def __init__(self, context: AssetExecutionContext, pipeline: PipelineSettings):
+        self.context = context
+        self.run_id = context.run.run_id
+        self._pipeline = pipeline
+        self._lease: contextlib.ExitStack | None = None
+        self._audited = False
+        self.settings: PipelineSettings
+        self.store: WarehouseStore
+
+    # --- 1. stage ---------------------------------------------------------------------------
+
+    def __enter__(self) -> PipelineStep:
+        problems = self._pipeline.problems()
+        if problems:
+            raise Failure(description="Invalid configuration: " + "; ".join(problems) + ".")
+        self.settings = self._pipeline
+        self.store = WarehouseStore(self.settings.warehouse_path, memory_limit=self.settings.duckdb_memory_limit)
+        # The lease (a shared flock the kernel drops even on SIGKILL) keeps other Dagster instances
+        # (a CLI run beside `dagster dev`) from deleting this run's staging files.
+        self._lease = contextlib.ExitStack()
+        self._lease.enter_context(self.store.run_lease(self.run_id))
+        try:
+            if not self.store.staging_path(self.run_id).exists():  # the run's first step
+                self._refuse_other_window_config()
+                active = {
+                    run.run_id
+                    for run in self.context.instance.get_runs(filters=RunsFilter(statuses=list(RUNS_IN_PROGRESS)))
+                }
+                removed = self.store.discard_all_except(active | {self.run_id})
+                if removed:
+                    self.context.log.info(f"Removed staging leftovers of finished runs: {', '.join(removed)}")
+        except BaseException:
+            self._lease.close()
+            raise
+        return self
+
+    def staging(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A connection to the run's staging copy (made from the published file on first use)."""
+        return self.store.connect_staging(self.run_id)
+
+    def _refuse_other_window_config(self) -> None:
+        """Fail before anything is written when the published warehouse holds another window config."""
+        if not self.store.path.exists():
+            return
+        with self.store.connect_published() as con:
+            conflict = replays.config_conflict(con, self.settings.window_spec(), str(self.store.path))
+        if conflict:
+            raise Failure(description=conflict)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._lease is not None
+        self._lease.close()
+        if exc_type is None and not self._audited:
+            self.store.discard(self.run_id)
+            raise Failure(
+                description=f"Pipeline step {self.context.op_def.name} ended without auditing what it staged, so "
+                f"the run publishes nothing; the asset must call step.audit_and_publish(checks) "
+                f"(orchestration/write_audit_publish.py). The published warehouse {self.store.path} is unchanged."
+            )
+
+    # --- 2. audit ---------------------------------------------------------------------------
+
+    def audit(self, checks: Iterable[AssetCheckResult]) -> list[str]:
+        """The step's failed blocking checks (discarding the run's staging copy if there are any)."""
+        self._audited = True
+        blocking = {(spec.asset_key, spec.name) for spec in self.context.assets_def.check_specs if spec.blocking}
+        failures = [
+            f"{c.asset_key.to_user_string()}.{c.check_name}"
+            for c in checks
+            if not c.passed and c.severity == AssetCheckSeverity.ERROR and (c.asset_key, c.check_name) in blocking
+        ]
+        if failures:
+            self.context.log.error(
+                f"Blocking check(s) failed: {', '.join(failures)}. The published warehouse "
+                f"{self.store.path} keeps its previous contents."
+            )
+            self.store.discard(self.run_id)
+        return failures
+
+    # --- 3. publish -------------------------------------------------------------------------
+
+    def publishes_here(self) -> bool:
+        """True when this step materializes the last pipeline table of the run's selection."""
+        context = self.context
+        run = context.instance.get_run_by_id(self.run_id)
+        # a CLI or UI run records its selection; dagster.materialize([...]) records none and runs all
+        # the assets it was given, which are then the assets of its job
+        keys = run.asset_selection or context.job_def.asset_layer.asset_graph.get_all_asset_keys()
+        selected = {key.to_user_string() for key in keys} & set(PIPELINE_TABLES) or set(PIPELINE_TABLES)
+        return AssetKey(max(selected, key=PIPELINE_TABLES.index)) in context.selected_asset_keys
+
+    def publish(self) -> dict[str, object]:
+        """Publish the audited staging copy if this is the run's last pipeline step; its metadata."""
+        if not self._audited:
+            raise RuntimeError("publish() before audit(): call audit_and_publish(checks)")
+        if not self.publishes_here():
+            return {"published": False}
+        published = self.store.publish(self.run_id)
+        self.context.log.info(f"Published warehouse {published}")
+        return {"published": True, "warehouse": MetadataValue.path(str(published))}
+
+    def audit_and_publish(self, checks: Iterable[AssetCheckResult]) -> dict[str, object]:
+        """Audit, then publish unless a blocking check failed; the materialization's metadata."""
+        if self.audit(checks):
+            return {"published": False}
+        return self.publish()
+
+
+def require_pipeline_tables(assets: Sequence[AssetsDefinition]) -> None:
+    """Refuse pipeline assets whose table has no place in PIPELINE_TABLES (they could never publish)."""
+    outside = sorted(
+        key.to_user_string()
+        for assets_def in assets
+        for key in assets_def.keys
+        if key.to_user_string() not in PIPELINE_TABLES
+    )
+    if outside:
+        raise ValueError(
+            f"pipeline asset(s) {', '.join(outside)} are not in PIPELINE_TABLES "
+            "(orchestration/write_audit_publish.py): add each table where a full run writes it, so "
+            "that the run's last step publishes it"
+        )
