@@ -84,6 +84,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM  # noqa: E402 (after the path)
+from warehouse.store import DEFAULT_MEMORY_LIMIT  # noqa: E402
+
 PY = sys.executable
 VENV_BIN = str(Path(PY).parent)
 HERE = Path(__file__).resolve()
@@ -97,8 +100,8 @@ KIND_SPECS = {
     "sliding": {"size_ms": 10_000, "slide_ms": 5000},
     "session": {"gap_ms": 3000},
 }
-JVM_HEAP = "1g"  # the pipeline's default TXN_FLINK_JVM_HEAP
-DUCKDB_MEMORY_LIMIT = "2GB"  # the pipeline's default TXN_DUCKDB_MEMORY_LIMIT
+JVM_HEAP = DEFAULT_JVM_HEAP  # the pipeline's defaults: TXN_FLINK_JVM_HEAP, TXN_DUCKDB_MEMORY_LIMIT
+DUCKDB_MEMORY_LIMIT = DEFAULT_MEMORY_LIMIT
 GB = 1e9
 
 
@@ -1300,7 +1303,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keys", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--late-fraction", type=float, default=0.06)
-    parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--parallelism", type=int, default=DEFAULT_PARALLELISM)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--repeat", type=int, default=3, help="full pipeline runs per kind and size (median)")
     parser.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the full Dagster runs")

@@ -133,7 +133,7 @@ def run(
     source = _text_source(input_path)
     lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "staged transactions").set_parallelism(1)
     events = (
-        lines._j_data_stream.map(ops.ParseStagedLine()).name("parse").setParallelism(1)
+        _java(lines).map(ops.ParseStagedLine()).name("parse").setParallelism(1)
         .assignTimestampsAndWatermarks(ops.PerEventWatermarks(spec.out_of_orderness_ms))
         .name("per-event watermark").setParallelism(1)
         .process(ops.AttachWatermark()).name("attach watermark").setParallelism(1)
@@ -192,7 +192,7 @@ def _custom_aggregates(jvm, windows, aggregates: tuple[str, ...], output_dir: Pa
     )
     batches = windows.transform("window batches", Types.STRING().get_java_type_info(), extra.WindowBatches(BATCH_CHARS))
     answers = DataStream(batches).map(BatchAggregator(aggregates), output_type=Types.STRING()).name("custom aggregates")
-    answers._j_data_stream.map(extra.ResultLines()).name("custom aggregate lines").sinkTo(
+    _java(answers).map(extra.ResultLines()).name("custom aggregate lines").sinkTo(
         _line_sink(output_dir / "custom")
     ).name("custom aggregates sink")
 
@@ -214,6 +214,12 @@ def _text_source(path: Path):
     from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 
     return FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path)).build()
+
+
+def _java(stream):
+    """The Java DataStream behind a PyFlink one, to apply our Java operators (flink_jobs/java) to it.
+    PyFlink 2.3 has no public accessor; its attribute is read here and only here."""
+    return stream._j_data_stream
 
 
 def _line_sink(directory: Path):

@@ -93,7 +93,7 @@ def _contract_result(con, table: str) -> AssetCheckResult:
     return _result(table, "matches_contract", quality.contract_check(con, table), AssetCheckSeverity.ERROR)
 
 
-# --- run-scoped warehouse helpers ------------------------------------------------------------
+# --- materialization metadata ---------------------------------------------------------------
 
 
 def _preview(df: pd.DataFrame) -> MetadataValue:

@@ -20,7 +20,7 @@ from flink_jobs.output import jvm_heap_problem, parallelism_problem
 from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM
 from warehouse import windows
 from warehouse.advice import parse_targets
-from warehouse.store import memory_limit_problem
+from warehouse.store import DEFAULT_MEMORY_LIMIT, memory_limit_problem
 from warehouse.thresholds import Method
 from warehouse.timestamps import validate_timezone
 from warehouse.windows import WindowSpec
@@ -114,7 +114,7 @@ class PipelineSettings(ConfigurableResource):
     )
 
     duckdb_memory_limit: str = Field(
-        default="2GB",
+        default=DEFAULT_MEMORY_LIMIT,
         description="DuckDB memory limit of the pipeline's connections; larger work spills to disk "
         "(TXN_DUCKDB_MEMORY_LIMIT).",
     )

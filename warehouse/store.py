@@ -65,6 +65,7 @@ def _flocked(path: Path, operation: int) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+DEFAULT_MEMORY_LIMIT = "2GB"  # the pipeline's TXN_DUCKDB_MEMORY_LIMIT unless set
 MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
