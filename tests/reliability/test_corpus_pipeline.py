@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import LAB_EXAMPLE
+from tests.conftest import LAB_EXAMPLE, snapshot
 from tests.corpus.corpus import case_path, load_cases
 from tests.reliability.common import (
     BLOCKING_CHECKS,
@@ -19,7 +19,6 @@ from tests.reliability.common import (
     failure_message,
     published_state,
     run_pipeline,
-    snapshot,
 )
 
 pytestmark = pytest.mark.flink
