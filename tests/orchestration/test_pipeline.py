@@ -23,7 +23,7 @@ from orchestration.automation import failure_summary, window_freshness_checks
 from orchestration.definitions import PIPELINE_ASSETS
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from tests.conftest import LAB_EXAMPLE, SAMPLE, snapshot, venv_free_env
-from warehouse import schema
+from warehouse import schema, synthetic
 
 ASSETS = PIPELINE_ASSETS
 DAGSTER = Path(REPO_ROOT) / ".venv" / "bin" / "dagster"
@@ -150,6 +150,38 @@ def test_materializing_twice_gives_identical_tables(tmp_path):
     assert len(first["late_events"]) > 0 and len(first["anomaly_thresholds"]) >= 20
     counted = sum(row[5] for row in first["window_averages"])  # txn_count column (tumbling: one window each)
     assert counted + len(first["late_events"]) == len(first["transactions"])
+
+
+def test_replaying_a_new_file_leaves_every_other_files_rows_unchanged(tmp_path):
+    """Daily files accumulate: a run changes its own file's rows and nothing of the others, byte for byte
+    (their run ids and clocks included); only the history-wide thresholds are refitted."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    for source in (LAB_EXAMPLE, SAMPLE):
+        assert run_pipeline(source, warehouse).success
+    new_file = tmp_path / "day3.csv"
+    synthetic.write_transactions_csv(new_file, rows=3000, keys=24, seed=3, late_fraction=0.05)
+    new_name = str(new_file.resolve())
+
+    def other_files_rows() -> dict[str, list[tuple]]:
+        tables = {}
+        for table, rows in snapshot(warehouse).items():
+            names = [c.name for c in schema.CONTRACT[table]]
+            if "source_file" in names:
+                at = names.index("source_file")
+                tables[table] = [row for row in rows if row[at] != new_name]
+        return tables
+
+    before = other_files_rows()
+    assert set(before) == set(schema.TABLES) - {"anomaly_thresholds"}
+    assert len(before["transactions"]) == 12_003 and len(before["window_averages"]) > 2_000
+    assert run_pipeline(new_file, warehouse).success
+    assert other_files_rows() == before
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM transactions WHERE source_file = ?", [new_name]).fetchone() == (3000,)
+        assert con.execute("SELECT count(DISTINCT source_file) FROM replays").fetchone() == (3,)
+    finally:
+        con.close()
 
 
 def test_bad_file_fails_clearly_and_keeps_the_previous_results(tmp_path):
