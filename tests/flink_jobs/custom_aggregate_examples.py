@@ -111,3 +111,19 @@ class LacksMerge(AggregateFunction):
 
     def get_result(self, accumulator):
         return accumulator
+
+
+class SumCountAverage(AggregateFunction):
+    """The lab's interface and arithmetic: a (sum, count) accumulator, its average as the result."""
+
+    def create_accumulator(self):
+        return (0.0, 0)
+
+    def add(self, value, accumulator):
+        return (accumulator[0] + value[2], accumulator[1] + 1)
+
+    def get_result(self, accumulator):
+        return accumulator[0] / accumulator[1] if accumulator[1] > 0 else 0
+
+    def merge(self, acc_a, acc_b):
+        return (acc_a[0] + acc_b[0], acc_a[1] + acc_b[1])
