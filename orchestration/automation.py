@@ -10,9 +10,10 @@
 Runs never race on the warehouse: the instance's run queue admits one run at a time (see
 orchestration/dagster.yaml, which `make dev` copies into DAGSTER_HOME).
 
-Nothing here reads the environment when imported: `build_automation(settings)` builds the schedule,
-the sensors and the freshness checks from `AutomationSettings`, which orchestration/definitions.py
-reads once, where the definitions are built.
+Nothing here reads the environment, at import or when a sensor is evaluated:
+`build_automation(settings, pipeline)` builds the schedule, the sensors and the freshness checks from
+the `AutomationSettings` and the `PipelineSettings` that orchestration/definitions.py reads once,
+where the definitions are built. Sensor requests carry those same pipeline settings.
 """
 
 from __future__ import annotations
@@ -56,24 +57,22 @@ def file_run_key(path: Path, stat: os.stat_result | None = None) -> str:
     return f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}"
 
 
-def replay_run_config(source_csv: Path, settings: PipelineSettings | None = None) -> dict:
-    """Run config replaying one file with every other setting as configured (TXN_* variables).
+def replay_run_config(source_csv: Path, settings: PipelineSettings) -> dict:
+    """Run config replaying one file with every other setting as configured.
 
     Dagster replaces the resource's whole configured value with the run config, so a run config
     with only `source_csv` would reset the warehouse and all other settings to their built-in
     defaults: every field is passed.
     """
-    settings = settings or PipelineSettings.from_env()
     return {"resources": {"pipeline": {"config": {**settings.as_metadata(), "source_csv": str(source_csv)}}}}
 
 
 def incoming_run_requests(
-    folder: Path, now: float, settle_s: float = AutomationSettings.incoming_settle_s
+    folder: Path, now: float, settings: PipelineSettings, settle_s: float = AutomationSettings.incoming_settle_s
 ) -> list[RunRequest]:
     """One RunRequest per settled *.csv or *.csv.gz file in the folder, oldest first."""
     if not folder.is_dir():
         return []
-    settings = PipelineSettings.from_env()
     files = []
     for path in folder.iterdir():
         name = path.name.lower()
@@ -99,15 +98,16 @@ def incoming_run_requests(
     return requests
 
 
-def _failed_source_file(context: RunFailureSensorContext) -> str:
+def _failed_source_file(context: RunFailureSensorContext, configured_source: str) -> str:
     run = context.dagster_run
     if SOURCE_FILE_TAG in run.tags:
         return run.tags[SOURCE_FILE_TAG]
     config = (run.run_config or {}).get("resources", {}).get("pipeline", {}).get("config", {})
-    return str(config.get("source_csv") or PipelineSettings.from_env().source_csv)
+    return str(config.get("source_csv") or configured_source)
 
 
-def failure_summary(context: RunFailureSensorContext) -> str:
+def failure_summary(context: RunFailureSensorContext, configured_source: str) -> str:
+    """One line: the run, its failed steps, its file (from the run, else the configured one) and why."""
     steps = [event.step_key for event in context.get_step_failure_events() if event.step_key]
     messages = [
         next(iter((event.step_failure_data.error.message or "").strip().splitlines()), "")
@@ -117,17 +117,8 @@ def failure_summary(context: RunFailureSensorContext) -> str:
     reason = messages[0] if messages else (context.failure_event.message or "run failed")
     return (
         f"Run {context.dagster_run.run_id} ({context.dagster_run.job_name}) FAILED for file "
-        f"{_failed_source_file(context)} at step {', '.join(steps) or '-'}: {reason}"
+        f"{_failed_source_file(context, configured_source)} at step {', '.join(steps) or '-'}: {reason}"
     )
-
-
-@run_failure_sensor(
-    name="pipeline_failure_summary",
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Logs one summary line per failed run: the run, the failed step, the file and the reason.",
-)
-def pipeline_failure_summary(context: RunFailureSensorContext) -> None:
-    context.log.error(failure_summary(context))
 
 
 def window_freshness_checks(fail_after: timedelta):
@@ -153,8 +144,12 @@ class Automation:
     asset_checks: list
 
 
-def build_automation(settings: AutomationSettings) -> Automation:
-    """The schedule, the sensors and the freshness checks for these settings."""
+def build_automation(settings: AutomationSettings, pipeline: PipelineSettings) -> Automation:
+    """The schedule, the sensors and the freshness checks for these settings.
+
+    `pipeline` is the configured `pipeline` resource: the incoming-folder sensor passes all of it in
+    each run's config, and the failure summary names its source file when a run did not say its own.
+    """
     daily_replay = ScheduleDefinition(
         name="daily_replay",
         job=replay_transactions_job,
@@ -177,10 +172,18 @@ def build_automation(settings: AutomationSettings) -> Automation:
     def incoming_csv_sensor(context: SensorEvaluationContext):
         import time
 
-        requests = incoming_run_requests(settings.incoming_dir, time.time(), settings.incoming_settle_s)
+        requests = incoming_run_requests(settings.incoming_dir, time.time(), pipeline, settings.incoming_settle_s)
         if not requests:
             return SkipReason(f"no settled *.csv file in {settings.incoming_dir}")
         return requests
+
+    @run_failure_sensor(
+        name="pipeline_failure_summary",
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Logs one summary line per failed run: the run, the failed step, the file and the reason.",
+    )
+    def pipeline_failure_summary(context: RunFailureSensorContext) -> None:
+        context.log.error(failure_summary(context, pipeline.source_csv))
 
     freshness_checks = window_freshness_checks(timedelta(minutes=settings.freshness_fail_minutes))
     freshness_checks_sensor = build_sensor_for_freshness_checks(

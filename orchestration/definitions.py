@@ -28,7 +28,7 @@ PIPELINE_ASSETS: list[AssetsDefinition] = [
 
 def build_definitions(automation_settings: AutomationSettings, pipeline: PipelineSettings) -> Definitions:
     require_pipeline_tables(PIPELINE_ASSETS)  # each table has its place in the write-audit-publish order
-    automation = build_automation(automation_settings)
+    automation = build_automation(automation_settings, pipeline)
     policy = window_freshness_policy(automation_settings)
     assets = [
         definition.map_asset_specs(

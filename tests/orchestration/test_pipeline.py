@@ -202,8 +202,10 @@ def test_bad_file_fails_clearly_and_keeps_the_previous_results(tmp_path):
     context = build_run_status_sensor_context(
         sensor_name="pipeline_failure_summary", dagster_event=failure[0], dagster_instance=instance, dagster_run=run
     ).for_run_failure()
-    summary = failure_summary(context)
+    # this run got its file from the resource, not from run config: the summary names the configured one
+    summary = failure_summary(context, configured_source=str(no_amount))
     assert "\n" not in summary and "FAILED" in summary and "ingest_transactions" in summary
+    assert f"for file {no_amount} at step" in summary
     assert snapshot(warehouse) == before
 
     not_utf8 = tmp_path / "latin1.csv"

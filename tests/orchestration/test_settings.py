@@ -443,15 +443,14 @@ def test_ratio_limits_must_be_between_0_and_1(tmp_path: Path, field: str, value:
 # --------------------------------------------------------------------------- #
 # incoming-folder sensor requests (no daemon; see tests/browser for the real one)
 # --------------------------------------------------------------------------- #
-def test_incoming_run_requests_one_per_file_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_incoming_run_requests_one_per_file_version(tmp_path: Path) -> None:
     import os
     import time
 
     from orchestration.automation import SOURCE_FILE_TAG, incoming_run_requests
 
-    monkeypatch.setenv("TXN_WAREHOUSE", str(tmp_path / "wh.duckdb"))
-    monkeypatch.setenv("TXN_WINDOW_SIZE_MS", "60000")
-    assert incoming_run_requests(tmp_path / "missing", time.time()) == []
+    settings = PipelineSettings.from_env({"TXN_WAREHOUSE": str(tmp_path / "wh.duckdb"), "TXN_WINDOW_SIZE_MS": "60000"})
+    assert incoming_run_requests(tmp_path / "missing", time.time(), settings) == []
     a, b = tmp_path / "a.csv", tmp_path / "b.CSV"
     a.write_text("transaction_id,timestamp,amount\n")
     b.write_text("transaction_id,timestamp,amount\ntx,2024-01-01 00:00:00,1\n")
@@ -460,22 +459,43 @@ def test_incoming_run_requests_one_per_file_version(tmp_path: Path, monkeypatch:
     os.utime(a, (1_000, 1_000))
     os.utime(b, (2_000, 2_000))
     now = time.time()
-    requests = incoming_run_requests(tmp_path, now)
+    requests = incoming_run_requests(tmp_path, now, settings)
     assert [r.tags[SOURCE_FILE_TAG] for r in requests] == [str(a), str(b)]  # oldest first
     config = requests[0].run_config["resources"]["pipeline"]["config"]
     # every setting is passed, so the run keeps the configured warehouse and window size
     assert config["source_csv"] == str(a) and config["warehouse"] == str(tmp_path / "wh.duckdb")
     assert config["window_size_ms"] == 60000 and set(config) == set(ENV_VARS)
     # the same file version gives the same run key; a changed one a new key
-    assert [r.run_key for r in incoming_run_requests(tmp_path, now)] == [r.run_key for r in requests]
+    assert [r.run_key for r in incoming_run_requests(tmp_path, now, settings)] == [r.run_key for r in requests]
     a.write_text("transaction_id,timestamp,amount\ntx,2024-01-01 00:00:00,2\n")
     os.utime(a, (3_000, 3_000))
-    again = incoming_run_requests(tmp_path, now)
+    again = incoming_run_requests(tmp_path, now, settings)
     assert [r.tags[SOURCE_FILE_TAG] for r in again] == [str(b), str(a)]
     assert again[1].run_key != requests[0].run_key and again[0].run_key == requests[1].run_key
     # a file modified within the settle time may still be being written
     os.utime(a, (now, now))
-    assert [r.tags[SOURCE_FILE_TAG] for r in incoming_run_requests(tmp_path, now + 0.5, settle_s=2)] == [str(b)]
+    assert [r.tags[SOURCE_FILE_TAG] for r in incoming_run_requests(tmp_path, now + 0.5, settings, settle_s=2)] == [
+        str(b)
+    ]
+
+
+def test_incoming_sensor_uses_the_settings_it_was_built_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment is read where the definitions are built, never when the sensor is evaluated."""
+    from dagster import build_sensor_context
+
+    from orchestration.automation import build_automation
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "day.csv").write_text("transaction_id,timestamp,amount\n")
+    os.utime(incoming / "day.csv", (1_000, 1_000))
+    built_with = PipelineSettings.from_env({"TXN_WAREHOUSE": str(tmp_path / "built.duckdb")})
+    automation = build_automation(AutomationSettings.from_env({"TXN_INCOMING_DIR": str(incoming)}), built_with)
+    monkeypatch.setenv("TXN_WAREHOUSE", str(tmp_path / "changed_later.duckdb"))
+    sensor = next(s for s in automation.sensors if s.name == "incoming_csv_sensor")
+    requests = sensor.evaluate_tick(build_sensor_context()).run_requests
+    assert len(requests) == 1
+    assert requests[0].run_config["resources"]["pipeline"]["config"]["warehouse"] == str(tmp_path / "built.duckdb")
 
 
 # --------------------------------------------------------------------------- #
