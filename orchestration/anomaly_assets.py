@@ -15,6 +15,7 @@ module only wires them to Dagster.
 import time
 from collections.abc import Iterator
 
+import duckdb
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -90,6 +91,22 @@ def _plot(con, keys: list[str], title: str, source_file: str | None) -> str:
     return markdown_image(anomaly_svg(series, title), "window averages, threshold and anomalous windows")
 
 
+def _published_keys(step: PipelineStep, source_file: str) -> set[str] | None:
+    """The keys of the file's windows in the published warehouse (what this run replaces), or None
+    when they cannot be known (nothing published yet, or the file is locked by another writer): then
+    every key is refitted."""
+    try:
+        with step.store.connect_published() as published:
+            return {
+                row[0]
+                for row in published.execute(
+                    "SELECT DISTINCT key FROM window_averages WHERE source_file = ?", [source_file]
+                ).fetchall()
+            }
+    except (FileNotFoundError, duckdb.Error):
+        return None
+
+
 # --- anomaly_thresholds ---------------------------------------------------------------------
 
 
@@ -120,9 +137,21 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
     started = time.monotonic()
     settings = step.settings
     method = _method(settings)
+    source_file = str(settings.source_path)
+    published_keys = _published_keys(step, source_file)
     with step.staging() as con:
         con.execute("BEGIN")
-        n_keys = thresholds.replace_thresholds(con, min_windows=method.min_windows, z=method.z)
+        changed_keys = None
+        if published_keys is not None:  # only the keys this run changed (and any stale ones) are refitted
+            changed_keys = published_keys | {
+                row[0]
+                for row in con.execute(
+                    "SELECT DISTINCT key FROM window_averages WHERE source_file = ?", [source_file]
+                ).fetchall()
+            }
+        n_keys = thresholds.replace_thresholds(
+            con, min_windows=method.min_windows, z=method.z, changed_keys=changed_keys
+        )
         con.execute("COMMIT")
         fit_s = time.monotonic() - started
         eligible, with_threshold, n_keys_all = schema.fetch_one(

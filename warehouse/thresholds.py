@@ -42,6 +42,16 @@ Measured (the generated-data cases are tests in tests/warehouse/test_anomalies.p
 Cost: three GROUP BY passes over window_averages inside DuckDB (center; scale; count of flagged
 windows), no Python loop: 2.7 s of CPU for 5M windows of 1,000 keys. Only one holistic aggregate
 (median) per pass: two medians in one GROUP BY took 3.8 s against 1.1 s for one.
+
+Incremental (`replace_thresholds(..., changed_keys=...)`): a key's fit depends on its own windows
+only, so a run recomputes the keys whose windows it changed and keeps every other row as published.
+Which keys that are is the caller's knowledge (the replayed file's keys, before and after). On top of
+that, every key whose stored window_count, txn_count or max_avg_amount no longer matches its windows
+(one non-holistic GROUP BY), every key without a row that is now eligible, and every key without
+windows is recomputed too; and the whole table is recomputed whenever a row was fitted with another
+method or other parameters, or the table does not match the contract. The result equals a full
+recompute (tests/warehouse/test_thresholds.py). What it saves is the medians of the keys the file
+does not touch; a daily file that touches every key still pays the full medians (see README).
 """
 
 from __future__ import annotations
@@ -125,7 +135,7 @@ def score_sql(avg: str, center: str, scale: str, n: str) -> str:
 
 _THRESHOLDS_SQL = f"""
 WITH w AS (
-    SELECT key, avg_amount, txn_count, {y_sql("avg_amount")} AS y FROM window_averages
+    SELECT key, avg_amount, txn_count, {y_sql("avg_amount")} AS y FROM window_averages {{where}}
 ),
 centers AS (
     -- one holistic aggregate per pass: a second median in the same GROUP BY took 3.8 s instead of
@@ -163,11 +173,21 @@ ORDER BY f.key
 
 
 def replace_thresholds(
-    con: duckdb.DuckDBPyConnection, *, min_windows: int, z: float, min_scale: float = MIN_SCALE
+    con: duckdb.DuckDBPyConnection,
+    *,
+    min_windows: int,
+    z: float,
+    min_scale: float = MIN_SCALE,
+    changed_keys: Iterable[str] | None = None,
 ) -> int:
-    """Recompute `anomaly_thresholds` from all of `window_averages`; returns the number of keys.
+    """Recompute `anomaly_thresholds` from `window_averages`; returns the number of keys with a row.
 
-    Invalid parameters raise ValueError before anything is deleted."""
+    `changed_keys=None` recomputes every key. Otherwise only the keys whose windows may have
+    changed since the table was last fitted: `changed_keys` (the caller's: the replayed file's keys,
+    before and after the replay) plus every key the table itself shows to be stale (see the module
+    docstring), or every key when the stored rows were fitted with other parameters. The rows are
+    the same as with a full recompute. Invalid parameters raise ValueError before anything is
+    deleted."""
     method = Method(z=z, min_windows=min_windows, min_scale=min_scale).validate()
     params = {
         "min_windows": method.min_windows,
@@ -179,13 +199,54 @@ def replace_thresholds(
         "params": method.params_json(),
     }
     if schema.contract_mismatches(con, "anomaly_thresholds"):
-        # Derived data, recomputed whole on every run: a table of an older contract (a warehouse
-        # from before this method, with mad_avg_amount) is recreated instead of failing the insert.
+        # Derived data: a table of an older contract (a warehouse from before this method, with
+        # mad_avg_amount) is recreated and refitted whole instead of failing the insert.
         con.execute("DROP TABLE IF EXISTS anomaly_thresholds")
         schema.create_tables(con)
-    con.execute("DELETE FROM anomaly_thresholds")
-    con.execute(f"INSERT INTO anomaly_thresholds {_THRESHOLDS_SQL}", params)
+        changed_keys = None
+    if changed_keys is not None and _fitted_otherwise(con, params["params"]):
+        changed_keys = None
+    if changed_keys is None:
+        con.execute("DELETE FROM anomaly_thresholds")
+        con.execute(f"INSERT INTO anomaly_thresholds {_THRESHOLDS_SQL.format(where='')}", params)
+    else:
+        con.execute("CREATE OR REPLACE TEMP TABLE refit_keys (key VARCHAR PRIMARY KEY)")
+        given = sorted(set(changed_keys))
+        if given:
+            con.executemany("INSERT INTO refit_keys VALUES (?)", [[key] for key in given])
+        con.execute(_STALE_KEYS_SQL, {"min_windows": method.min_windows})
+        con.execute("DELETE FROM anomaly_thresholds WHERE key IN (SELECT key FROM refit_keys)")
+        where = "WHERE key IN (SELECT key FROM refit_keys)"
+        con.execute(f"INSERT INTO anomaly_thresholds {_THRESHOLDS_SQL.format(where=where)}", params)
+        con.execute("DROP TABLE refit_keys")
     return schema.fetch_one(con, "SELECT count(*) FROM anomaly_thresholds")[0]
+
+
+def _fitted_otherwise(con: duckdb.DuckDBPyConnection, params_json: str) -> bool:
+    """Whether any stored row was fitted with another method or other parameters."""
+    (other,) = schema.fetch_one(
+        con,
+        "SELECT count(*) FROM anomaly_thresholds WHERE method IS DISTINCT FROM ? OR params IS DISTINCT FROM ?",
+        [METHOD, params_json],
+    )
+    return other > 0
+
+
+# Keys whose stored row does not describe their windows any more (a publish that did not refit, or
+# another tool), keys now eligible without a row, and rows of keys that have no windows left.
+# One non-holistic GROUP BY: a fraction of the medians' cost.
+_STALE_KEYS_SQL = """
+INSERT OR IGNORE INTO refit_keys
+SELECT coalesce(w.key, t.key)
+FROM (SELECT key, count(*) AS window_count, sum(txn_count) AS txn_count, max(avg_amount)::DOUBLE AS max_avg
+      FROM window_averages GROUP BY key) w
+FULL OUTER JOIN anomaly_thresholds t USING (key)
+WHERE (t.key IS NULL AND w.window_count >= $min_windows)
+   OR w.key IS NULL
+   OR (t.key IS NOT NULL AND (w.window_count IS DISTINCT FROM t.window_count
+                              OR w.txn_count IS DISTINCT FROM t.txn_count
+                              OR w.max_avg IS DISTINCT FROM t.max_avg_amount))
+"""
 
 
 # --- plain-Python reference (tests; the pipeline runs the SQL above) ---------------------------

@@ -404,3 +404,87 @@ def test_problems_name_each_parameter_as_asked() -> None:
         "TXN_ANOMALY_Z must be a finite number > 0, got 0.0",
     ]
     assert Method().problems() == []
+
+
+# --------------------------------------------------------------------------- #
+# incremental refit: the same table as a full recompute
+# --------------------------------------------------------------------------- #
+def file_keys(con: duckdb.DuckDBPyConnection, source_file: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT DISTINCT key FROM window_averages WHERE source_file = ?", [source_file]).fetchall()}  # fmt: skip
+
+
+def full_recompute(con: duckdb.DuckDBPyConnection, tmp_path: Path, *, min_windows: int, z: float) -> list[tuple]:
+    """The table a full recompute gives on a copy of the same windows."""
+    other = duckdb.connect(str(tmp_path / "full.duckdb"))
+    schema.create_tables(other)
+    other.execute("DELETE FROM window_averages")
+    other.register("copied", con.execute("SELECT * FROM window_averages").df())
+    other.execute("INSERT INTO window_averages SELECT * FROM copied")
+    replace_thresholds(other, min_windows=min_windows, z=z)
+    rows = other.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall()
+    other.close()
+    (tmp_path / "full.duckdb").unlink()
+    return rows
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=windows_by_key, old=windows_by_key, new=windows_by_key, min_windows=st.integers(1, 6))
+def test_refitting_the_changed_keys_gives_the_full_recompute(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, history: Windows, old: Windows, new: Windows, min_windows: int
+) -> None:
+    con.execute("DELETE FROM window_averages")
+    con.execute("DELETE FROM anomaly_thresholds")
+    load_windows(con, history, "history.csv")
+    load_windows(con, old, "day.csv", length_ms=3000)
+    replace_thresholds(con, min_windows=min_windows, z=3.5)
+    before = file_keys(con, "day.csv")
+    con.execute("DELETE FROM window_averages WHERE source_file = 'day.csv'")  # the file is replayed
+    load_windows(con, new, "day.csv", length_ms=3000)
+    replace_thresholds(con, min_windows=min_windows, z=3.5, changed_keys=before | file_keys(con, "day.csv"))
+    incremental = con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall()
+    assert incremental == full_recompute(con, tmp_path, min_windows=min_windows, z=3.5)
+
+
+def test_a_stale_row_is_refitted_although_the_caller_did_not_name_its_key(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    load_windows(con, singles({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0]}))
+    replace_thresholds(con, min_windows=3, z=3.5)
+    # another tool (or a publish that did not refit) changed b's windows
+    con.execute("UPDATE window_averages SET avg_amount = avg_amount * 10 WHERE key = 'b' AND avg_amount = 8")
+    load_windows(con, singles({"c": [1.0, 1.0, 1.0]}), "new.csv")
+    replace_thresholds(con, min_windows=3, z=3.5, changed_keys={"c"})
+    table = thresholds_table(con)
+    assert set(table) == {"a", "b", "c"} and table["b"]["max_avg_amount"] == 80.0
+    assert con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall() == full_recompute(
+        con, tmp_path, min_windows=3, z=3.5
+    )
+
+
+def test_other_parameters_refit_every_key(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    load_windows(con, singles({"a": [1.0, 2.0, 3.0, 40.0], "b": [5.0, 6.0, 7.0, 80.0]}))
+    replace_thresholds(con, min_windows=3, z=3.5)
+    replace_thresholds(con, min_windows=3, z=2.0, changed_keys=set())
+    assert {row["z"] for row in thresholds_table(con).values()} == {2.0}
+    assert con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall() == full_recompute(
+        con, tmp_path, min_windows=3, z=2.0
+    )
+
+
+def test_a_replay_that_keeps_counts_and_maxima_is_refitted_by_its_keys(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """The stored counts and maxima cannot show this change: the replayed file's keys must."""
+    load_windows(con, singles({"a": [1.0, 2.0, 3.0, 4.0]}), "history.csv")
+    load_windows(con, singles({"a": [1.0, 1.0, 9.0]}), "day.csv", length_ms=3000)
+    replace_thresholds(con, min_windows=3, z=3.5)
+    before = thresholds_table(con)["a"]
+    con.execute("DELETE FROM window_averages WHERE source_file = 'day.csv'")
+    load_windows(con, singles({"a": [8.0, 8.0, 9.0]}), "day.csv", length_ms=3000)  # same count, same max
+    replace_thresholds(con, min_windows=3, z=3.5, changed_keys=set())
+    assert thresholds_table(con)["a"] == before  # nothing told it: the row stays as fitted
+    replace_thresholds(con, min_windows=3, z=3.5, changed_keys={"a"})
+    assert thresholds_table(con)["a"]["log_center"] != before["log_center"]
+    assert con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall() == full_recompute(
+        con, tmp_path, min_windows=3, z=3.5
+    )
