@@ -21,6 +21,7 @@ from orchestration.plots import anomaly_svg
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from tests.conftest import snapshot
 from tests.warehouse.test_alerts import Hook, closed_port, hook  # noqa: F401 - `hook` is a fixture
+from warehouse import thresholds
 from warehouse.alerts import DeliveryPolicy
 
 ASSETS = [ingest_transactions, replay_event_time_windows, anomaly_thresholds, anomalies]
@@ -245,3 +246,34 @@ def test_plot_marks_the_given_windows_not_just_those_above_the_line() -> None:
     given = anomaly_svg({"k": (points, 20.0, [5000, 10000])}, "t")
     assert given.count('class="anomaly"') == 2 and "2 anomalous" in given
     assert "no key has a threshold yet" in anomaly_svg({}, "t")
+
+
+def test_thresholds_after_a_replay_into_history_equal_a_full_refit(planted_csv: Path, baseline, tmp_path: Path) -> None:
+    """A run refits only the keys its file changed; the table must be what a full refit gives."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(baseline[0], warehouse)
+
+    def day(amounts: tuple[float, float]) -> Path:
+        lines = ["transaction_id,timestamp,amount"]
+        for w in range(WINDOWS_PER_KEY):
+            for offset_s, amount in zip((1, 3), amounts, strict=True):
+                second = w * 5 + offset_s
+                lines.append(f"acct-1,2024-05-12 10:{second // 60:02d}:{second % 60:02d},{amount + w % 3:.2f}")
+                lines.append(f"acct-9,2024-05-12 10:{second // 60:02d}:{second % 60:02d}.5,{amount:.2f}")
+        path = tmp_path / "day.csv"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    assert run(day((90.0, 110.0)), warehouse).success
+    # replayed again with other amounts but the same counts and maxima per key
+    result = run(day((95.0, 110.0)), warehouse)
+    assert result.success
+    refit = tmp_path / "refit.duckdb"
+    shutil.copy(warehouse, refit)
+    con = duckdb.connect(str(refit))
+    before = con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall()
+    method = anomaly_assets._method(PipelineSettings())
+    thresholds.replace_thresholds(con, min_windows=method.min_windows, z=method.z)
+    assert con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall() == before
+    assert {row[0] for row in before} == {"acct-1", "acct-2", "acct-3", "acct-9"}
+    con.close()
