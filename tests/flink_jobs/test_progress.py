@@ -41,10 +41,13 @@ def test_describe_names_rows_read_and_running_tasks():
     assert describe({}, 1) == "Flink job running for 1 s: 0 rows read"
 
 
-def test_job_reports_progress_while_it_runs(tmp_path, generated_20k):
+def test_job_reports_progress_while_it_runs(tmp_path):
+    # 300k rows: several seconds of running job, so that reports every 0.3 s are seen on a fast machine
+    # too (with 20k rows the job ended before its first report here)
+    generated = synthetic.write_transactions_csv(tmp_path / "300k.csv", **{**synthetic.TEST_SETTINGS, "rows": 300_000})
     staged = tmp_path / "in.csv"
     flink_output.stage_input(
-        transactions_db(tmp_path / "w.duckdb", synthetic.read_events(generated_20k)), "input.csv", staged
+        transactions_db(tmp_path / "w.duckdb", synthetic.read_events(generated)), "input.csv", staged
     )
     command = [sys.executable, "-m", JOB_MODULE, "--input", str(staged),
                "--output", str(tmp_path / "out"), "--progress-every-s", "0.3", "--jvm-heap", "512m"]  # fmt: skip
