@@ -1,6 +1,6 @@
 """Anomaly thresholds on a large history: a full refit against refitting only the keys a run changed.
 
-    .venv/bin/python bench/thresholds_refit.py [--windows 20000000] [--keys 500] [--db /tmp/thresholds.duckdb]
+    .venv/bin/python bench/thresholds_refit.py [--windows 20000000] [--keys 500] [--db /tmp/thresholds_refit.duckdb]
 
 Builds `window_averages` with generated windows (30 files over `--keys` keys), then times
 warehouse.thresholds.replace_thresholds three ways on the same table: every key; the 24 keys of a

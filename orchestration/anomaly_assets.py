@@ -97,12 +97,7 @@ def _published_keys(step: PipelineStep, source_file: str) -> set[str] | None:
     every key is refitted."""
     try:
         with step.store.connect_published() as published:
-            return {
-                row[0]
-                for row in published.execute(
-                    "SELECT DISTINCT key FROM window_averages WHERE source_file = ?", [source_file]
-                ).fetchall()
-            }
+            return thresholds.file_keys(published, source_file)
     except (FileNotFoundError, duckdb.Error):
         return None
 
@@ -143,12 +138,7 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
         con.execute("BEGIN")
         changed_keys = None
         if published_keys is not None:  # only the keys this run changed (and any stale ones) are refitted
-            changed_keys = published_keys | {
-                row[0]
-                for row in con.execute(
-                    "SELECT DISTINCT key FROM window_averages WHERE source_file = ?", [source_file]
-                ).fetchall()
-            }
+            changed_keys = published_keys | thresholds.file_keys(con, source_file)
         n_keys = thresholds.replace_thresholds(
             con, min_windows=method.min_windows, z=method.z, changed_keys=changed_keys
         )

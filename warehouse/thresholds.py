@@ -222,6 +222,12 @@ def replace_thresholds(
     return schema.fetch_one(con, "SELECT count(*) FROM anomaly_thresholds")[0]
 
 
+def file_keys(con: duckdb.DuckDBPyConnection, source_file: str) -> set[str]:
+    """The keys of one source file's windows: what a replay of that file changes (`changed_keys`)."""
+    rows = con.execute("SELECT DISTINCT key FROM window_averages WHERE source_file = ?", [source_file]).fetchall()
+    return {key for (key,) in rows}
+
+
 def _fitted_otherwise(con: duckdb.DuckDBPyConnection, params_json: str) -> bool:
     """Whether any stored row was fitted with another method or other parameters."""
     (other,) = schema.fetch_one(

@@ -22,6 +22,7 @@ from warehouse.thresholds import (
     METHOD,
     MIN_SCALE,
     Method,
+    file_keys,
     fit_key,
     fit_keys,
     flag_windows,
@@ -409,10 +410,6 @@ def test_problems_name_each_parameter_as_asked() -> None:
 # --------------------------------------------------------------------------- #
 # incremental refit: the same table as a full recompute
 # --------------------------------------------------------------------------- #
-def file_keys(con: duckdb.DuckDBPyConnection, source_file: str) -> set[str]:
-    return {r[0] for r in con.execute("SELECT DISTINCT key FROM window_averages WHERE source_file = ?", [source_file]).fetchall()}  # fmt: skip
-
-
 def full_recompute(con: duckdb.DuckDBPyConnection, tmp_path: Path, *, min_windows: int, z: float) -> list[tuple]:
     """The table a full recompute gives on a copy of the same windows."""
     other = duckdb.connect(str(tmp_path / "full.duckdb"))
