@@ -72,4 +72,4 @@ cluster-down:
 	$(BIN)/python -m flink_jobs.cluster --workdir $(FLINK_CLUSTER_DIR) --stop
 
 clean:
-	rm -rf data/warehouse.duckdb data/warehouse.duckdb.wal data/.staging data/.warehouse.duckdb.lock .pytest_cache build
+	rm -rf data/warehouse.duckdb data/warehouse.duckdb.wal data/warehouse.duckdb.segments data/.staging data/.warehouse.duckdb.lock .pytest_cache build

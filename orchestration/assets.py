@@ -30,7 +30,7 @@ from dagster import (
 from orchestration.dagster_compat import is_pipes_execution_error
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from orchestration.write_audit_publish import PipelineStep
-from warehouse import advice, quality, reconcile, schema
+from warehouse import advice, quality, reconcile, schema, segments
 from warehouse import flink_output as flink_output_files
 from warehouse.ingest import InputFileError, read_transactions
 
@@ -153,8 +153,8 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
     records = 0
     with step.staging() as con:
         con.execute("BEGIN")
-        con.execute("DELETE FROM transactions WHERE source_file = ?", [source_file])
-        con.execute("DELETE FROM rejected_rows WHERE source_file = ?", [source_file])
+        transactions_table = segments.replace_file(con, "transactions", source_file)
+        rejected_table = segments.replace_file(con, "rejected_rows", source_file)
         con.execute("COMMIT")
         # One commit per chunk: the staging copy is private to this run and published only if the
         # run succeeds, so nothing is lost by it, while one transaction over the whole file kept it
@@ -163,7 +163,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             for chunk in read_transactions(source, key_column=pipeline.key_column, timezone=pipeline.source_timezone):
                 con.register("chunk_valid", chunk.valid)
                 con.execute(
-                    "INSERT INTO transactions SELECT ?, source_row, line, transaction_id, key, "
+                    f"INSERT INTO {transactions_table} SELECT ?, source_row, line, transaction_id, key, "
                     "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, "
                     "amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4) "  # exact: DECIMAL(18,4)
                     "FROM chunk_valid ORDER BY source_row",
@@ -171,7 +171,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
                 )
                 con.register("chunk_rejected", chunk.rejected)
                 con.execute(
-                    "INSERT INTO rejected_rows SELECT ?, source_row, line, raw, reason "
+                    f"INSERT INTO {rejected_table} SELECT ?, source_row, line, raw, reason "
                     "FROM chunk_rejected ORDER BY source_row",
                     [source_file],
                 )
@@ -392,9 +392,8 @@ def _replay_event_time_windows(
 
     with step.staging() as con:
         con.execute("BEGIN")
-        con.execute("DELETE FROM window_averages WHERE source_file = ?", [source_file])
-        con.execute("DELETE FROM late_events WHERE source_file = ?", [source_file])
-        con.execute("DELETE FROM custom_aggregates WHERE source_file = ?", [source_file])
+        for table in ("window_averages", "late_events", "custom_aggregates"):
+            segments.replace_file(con, table, source_file)
         flink_output_files.load_output(con, flink_output, source_file, spec)
         n_custom = custom_aggregates.load_output(con, flink_output, source_file)
         n_windows, n_late, max_lateness_ms = schema.fetch_one(

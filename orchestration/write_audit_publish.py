@@ -85,6 +85,9 @@ class PipelineStep:
                 removed = self.store.discard_all_except(active | {self.run_id})
                 if removed:
                     self.context.log.info(f"Removed staging leftovers of finished runs: {', '.join(removed)}")
+                unlisted = self.store.remove_unlisted_segments()
+                if unlisted:
+                    self.context.log.info(f"Removed {len(unlisted)} segment file(s) no longer listed by the warehouse")
         except BaseException:
             self._lease.close()
             raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import duckdb
 
-from warehouse import schema
+from warehouse import schema, segments
 from warehouse.thresholds import score_sql, window_threshold_sql
 
 _JUDGED_SQL = f"""
@@ -34,9 +34,9 @@ TOP_ORDER = "score DESC, key, window_start_ms, window_end_ms"
 def replace_anomalies(con: duckdb.DuckDBPyConnection, source_file: str, run_id: str) -> int:
     """Replace the anomalies of `source_file` with its windows above their threshold; returns the count."""
     params = {"source_file": source_file, "run_id": run_id}
-    con.execute("DELETE FROM anomalies WHERE source_file = ?", [source_file])
+    target = segments.replace_file(con, "anomalies", source_file)
     con.execute(
-        f"INSERT INTO anomalies SELECT * FROM ({_JUDGED_SQL}) WHERE avg_amount > threshold "
+        f"INSERT INTO {target} SELECT * FROM ({_JUDGED_SQL}) WHERE avg_amount > threshold "
         "ORDER BY key, window_start_ms, window_end_ms",
         params,
     )

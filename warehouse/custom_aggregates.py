@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse import schema
+from warehouse import schema, segments
 
 TABLE = "custom_aggregates"
 _COLUMNS = {
@@ -41,7 +41,7 @@ def load_output(con: duckdb.DuckDBPyConnection, output_dir: Path, source_file: s
     columns = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in _COLUMNS.items())
     before = schema.fetch_one(con, f"SELECT count(*) FROM {TABLE} WHERE source_file = ?", [source_file])[0]
     con.execute(
-        f"INSERT INTO {TABLE} SELECT $f, decode(unhex(hex_key)), epoch_ms(window_start_ms)::TIMESTAMPTZ, "
+        f"INSERT INTO {segments.insert_target(con, TABLE)} SELECT $f, decode(unhex(hex_key)), epoch_ms(window_start_ms)::TIMESTAMPTZ, "
         "epoch_ms(window_end_ms)::TIMESTAMPTZ, window_start_ms, window_end_ms, aggregate, value "
         f"FROM read_csv([{listed}], header=false, auto_detect=false, delim=',', quote='', escape='', "
         f"columns={{{columns}}}) ORDER BY aggregate, 2, window_start_ms, window_end_ms",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse import schema
+from warehouse import schema, segments
 from warehouse.windows import WindowSpec
 
 # The output of the job, by the part-file suffix flink_jobs.output uses (no PyFlink import here).
@@ -78,7 +78,7 @@ def load_output(con: duckdb.DuckDBPyConnection, output_dir: Path, source_file: s
     window_files = _files(output_dir / "windows")
     if window_files:
         con.execute(
-            "INSERT INTO window_averages SELECT $f, decode(unhex(hex_key)), "
+            f"INSERT INTO {segments.insert_target(con, 'window_averages')} SELECT $f, decode(unhex(hex_key)), "
             "epoch_ms(window_start_ms)::TIMESTAMPTZ, epoch_ms(window_end_ms)::TIMESTAMPTZ, "
             "sum_amount::DOUBLE / txn_count, txn_count, sum_amount, min_amount, max_amount, "
             f"window_start_ms, window_end_ms FROM {_read_csv(window_files, WINDOW_COLUMNS)} "
@@ -89,7 +89,7 @@ def load_output(con: duckdb.DuckDBPyConnection, output_dir: Path, source_file: s
     if late_files:
         start, end = late_window_sql(spec, "event_time_ms")
         con.execute(
-            "INSERT INTO late_events SELECT $f, source_row, decode(unhex(hex_key)), "
+            f"INSERT INTO {segments.insert_target(con, 'late_events')} SELECT $f, source_row, decode(unhex(hex_key)), "
             "epoch_ms(event_time_ms)::TIMESTAMPTZ, amount, event_time_ms, watermark_ms, "
             f"epoch_ms({start})::TIMESTAMPTZ, epoch_ms({end})::TIMESTAMPTZ "
             f"FROM {_read_csv(late_files, LATE_COLUMNS)} ORDER BY source_row",

@@ -201,7 +201,8 @@ def create_tables(con: duckdb.DuckDBPyConnection) -> None:
 def describe(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
     """The (column, type) pairs DuckDB reports for a table, in column order."""
     rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+        "AND table_catalog = current_database() AND table_schema = 'main' ORDER BY ordinal_position",
         [table],
     ).fetchall()
     return [(name, data_type) for name, data_type in rows]

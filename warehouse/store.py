@@ -1,17 +1,26 @@
 """Run-scoped staging and atomic publication of the DuckDB warehouse.
 
-A run never writes the published file in place. Its first step copies the published warehouse to a
-staging file named after the run; every step of the run writes there; the run's last step publishes
-it with one atomic `os.replace`. So:
+The warehouse is a small DuckDB file (the catalog) plus immutable Parquet segments in
+``<warehouse>.segments/`` that hold the rows of the tables growing with every file
+(warehouse/segments.py). A run never writes the published file in place. Its first step copies the
+catalog to a staging file named after the run; every step of the run writes there, its own rows
+only; the run's last step seals them into new segments and publishes a compact copy of the catalog
+with one atomic ``os.replace``. So:
 
-* a run that fails at any point leaves the last good results untouched (the staging file is simply
-  discarded by a later run);
+* a run costs what its file costs: staging copies the catalog (kilobytes to a few MB: one row per
+  segment, replay, key), never the history. Measured before segments: 2.6 s per GB of warehouse;
+* a run that fails at any point leaves the last good results untouched (its staging file is
+  discarded by a later run; segments it wrote but never published are removed after the retention);
 * readers never see a mix of two runs: a connection opened before the publish keeps reading the
-  old file (Linux keeps the replaced inode alive), a connection opened after sees the new one;
+  old catalog (Linux keeps the replaced inode alive) and with it the old segments, which are kept
+  for ``segment_retention_s`` (default 24 h) after they stop being listed; a connection opened after
+  sees the new one;
 * a read-only DuckDB session (CLI, notebook, BI tool) on the published file never blocks a run,
   because the pipeline never needs a write lock on that file.
 
-Users should connect read-only: `duckdb -readonly data/warehouse.duckdb`.
+Users should connect read-only: `duckdb -readonly data/warehouse.duckdb`. The views name their
+segments by absolute path: move the warehouse file and its ``.segments`` folder together, to the
+same place.
 
 Two runs that overlap must not silently lose each other's results: each copies the published file
 when it starts, so the later publish would overwrite the earlier one's results. The staging copy
@@ -29,16 +38,27 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
 
-from warehouse import schema
+from warehouse import segments
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 # Every file a run leaves in the staging folder, by suffix (longest first).
-_STAGED_SUFFIXES = (".duckdb.partial", ".duckdb.wal", ".duckdb", ".files", ".base.partial", ".base", ".lease")
+_STAGED_SUFFIXES = (
+    ".duckdb.catalog.wal", ".duckdb.catalog", ".duckdb.partial", ".duckdb.wal", ".duckdb", ".files", ".base.partial",
+    ".base", ".lease",
+)  # fmt: skip
+# How long a segment that is no longer listed (replaced, or written by a run that never published)
+# is kept, so that connections opened before the publish can still read their snapshot.
+SEGMENT_RETENTION_S = 24 * 3600
+
+
+def _sql_text(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 class ConcurrentPublishError(RuntimeError):
@@ -77,7 +97,12 @@ def memory_limit_problem(value: str, name: str = "DuckDB memory limit") -> str |
 
 
 class WarehouseStore:
-    def __init__(self, path: str | os.PathLike[str], memory_limit: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        memory_limit: str | None = None,
+        segment_retention_s: float = SEGMENT_RETENTION_S,
+    ):
         self.path = Path(path).expanduser().resolve()
         if memory_limit is not None and (problem := memory_limit_problem(memory_limit)) is not None:
             raise ValueError(problem)
@@ -86,6 +111,8 @@ class WarehouseStore:
         if self.path.exists() and self.path.is_dir():
             raise ValueError(f"warehouse path {self.path} is a directory, expected a DuckDB file")
         self.staging_dir = self.path.parent / ".staging" / self.path.name
+        self.segment_dir = self.path.parent / f"{self.path.name}.segments"
+        self.segment_retention_s = segment_retention_s
 
     # --- paths -----------------------------------------------------------------------------
     # Each warehouse file has its own staging folder, so two warehouses in one directory never
@@ -204,7 +231,7 @@ class WarehouseStore:
                 con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and cast in UTC
                 if self.memory_limit:
                     con.execute(f"SET memory_limit = '{self.memory_limit}'")
-                schema.create_tables(con)
+                segments.prepare(con)
                 yield con
             finally:
                 con.close()
@@ -212,16 +239,25 @@ class WarehouseStore:
     def publish(self, run_id: str) -> Path:
         """Atomically make this run's staging copy the published warehouse.
 
-        Raises ConcurrentPublishError (and discards the run's staging files) when another run
-        published the warehouse after this run's staging copy was made.
+        Seals the run's staged rows into segments, writes a compact copy of the staging catalog, and
+        replaces the published file with it. Raises ConcurrentPublishError (and discards the run's
+        staging files) when another run published the warehouse after this run's staging copy was made.
         """
         staging = self.staging_path(run_id)
         if not staging.exists():
             raise FileNotFoundError(f"run {run_id} has no staged warehouse at {staging}")
-        # Fold any WAL into the file so that the published file is self-contained.
-        with duckdb.connect(str(staging)) as con:
+        with self.connect_staging(run_id) as con:
+            retired = segments.seal(con, self.segment_dir, run_id)
             con.execute("CHECKPOINT")
-        with open(staging, "rb") as handle:
+        # The staging file still holds the freed blocks of the staged rows; a copy of its catalog does not.
+        catalog = staging.with_name(staging.name + ".catalog")
+        catalog.unlink(missing_ok=True)
+        with duckdb.connect() as con:
+            con.execute(f"ATTACH '{_sql_text(staging)}' AS sealed (READ_ONLY)")
+            con.execute(f"ATTACH '{_sql_text(catalog)}' AS fresh")
+            con.execute("COPY FROM DATABASE sealed TO fresh")
+            con.execute("DETACH fresh")
+        with open(catalog, "rb") as handle:
             os.fsync(handle.fileno())
         with self._lock():
             try:
@@ -229,7 +265,11 @@ class WarehouseStore:
             except ConcurrentPublishError:
                 self.discard(run_id)
                 raise
-            os.replace(staging, self.path)
+            # Retirement starts the retention clock of the segments the new catalog no longer lists.
+            for path in retired:
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(path)
+            os.replace(catalog, self.path)
             # A WAL beside the published file would belong to the replaced file: never replay it.
             stale_wal = self.path.with_name(self.path.name + ".wal")
             if stale_wal.exists():
@@ -242,6 +282,30 @@ class WarehouseStore:
         self.discard(run_id)
         return self.path
 
+    def remove_unlisted_segments(self) -> list[Path]:
+        """Delete segments the published catalog does not list, once unlisted for the retention; returns them.
+
+        Unlisted means replaced by a later publish (its mtime is the retirement) or written by a run
+        that never published (its mtime is the write). Segments a run is about to publish are newer
+        than the retention, so they are never taken.
+        """
+        if not self.segment_dir.is_dir():
+            return []
+        listed: set[str] = set()
+        if self.path.exists():
+            with self.connect_published() as con:
+                listed = segments.referenced_paths(con)
+        cutoff = time.time() - self.segment_retention_s
+        removed = []
+        for path in sorted(self.segment_dir.rglob("*")):
+            try:
+                if path.is_file() and str(path) not in listed and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue
+        return removed
+
     def discard(self, run_id: str) -> None:
         """Remove everything a run staged (its warehouse copy and scratch files)."""
         staging = self.staging_path(run_id)
@@ -249,6 +313,8 @@ class WarehouseStore:
         for path in (
             staging,
             staging.with_name(staging.name + ".wal"),
+            staging.with_name(staging.name + ".catalog"),
+            staging.with_name(staging.name + ".catalog.wal"),
             staging.with_name(staging.name + ".partial"),
             base,
             base.with_name(base.name + ".partial"),

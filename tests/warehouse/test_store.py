@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from warehouse import schema
+from warehouse import schema, segments
 from warehouse.store import ConcurrentPublishError, WarehouseStore, memory_limit_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ CHILD_TIMEOUT_S = 120  # a safety net against a hung child, not a timing asserti
 
 def add_marker(con: duckdb.DuckDBPyConnection, marker: str) -> None:
     con.execute(
-        "INSERT INTO rejected_rows (source_file, source_row, line, raw, reason) VALUES ('f.csv', 1, 2, ?, 'test')",
+        f"INSERT INTO {segments.insert_target(con, 'rejected_rows')} (source_file, source_row, line, raw, reason) VALUES ('f.csv', 1, 2, ?, 'test')",
         [marker],
     )
 
@@ -89,8 +89,13 @@ def test_fresh_warehouse_staging_creates_every_contract_table(store: WarehouseSt
         for table, columns in schema.TABLES.items():
             assert schema.describe(con, table) == list(columns), table
             assert schema.contract_mismatches(con, table) == []
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        assert tables == set(schema.TABLES)
+        tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchall()
+        }
+        assert tables == set(schema.TABLES) | {"segments"}
     # staging never creates the published file
     assert not store.path.exists()
     assert store.staging_path("run1").exists()
@@ -130,22 +135,22 @@ def test_staging_copies_are_independent_per_run(store: WarehouseStore) -> None:
 # --------------------------------------------------------------------------- #
 # publish
 # --------------------------------------------------------------------------- #
-def test_publish_renames_staging_over_published_and_removes_it(store: WarehouseStore) -> None:
+def test_publish_replaces_the_published_file_and_removes_the_staging_files(store: WarehouseStore) -> None:
     publish_with_markers(store, "run1", "v1")
     old_inode = store.path.stat().st_ino
 
     with store.connect_staging("run2") as con:
         add_marker(con, "v2")
     staging = store.staging_path("run2")
-    staged_inode = staging.stat().st_ino
-    assert staged_inode != old_inode
+    assert staging.exists()
 
     returned = store.publish("run2")
 
     assert returned == store.path
-    # os.replace moves the staged inode into place (a rename, not a copy into the published file)
-    assert store.path.stat().st_ino == staged_inode
+    # os.replace moves a new file into place (the old inode stays with whoever has it open)
+    assert store.path.stat().st_ino != old_inode
     assert not staging.exists()
+    assert not staging.with_name(staging.name + ".catalog").exists()
     assert not staging.with_name(staging.name + ".wal").exists()
     assert not store.run_dir("run2").exists()
     assert store.staged_run_ids() == set()
@@ -452,7 +457,7 @@ def test_publish_race_between_processes_never_loses_a_result(store):
         store = WarehouseStore(sys.argv[1])
         run_id = sys.argv[2]
         with store.connect_staging(run_id) as con:
-            con.execute("INSERT INTO rejected_rows (source_file, source_row, line, raw, reason) "
+            con.execute("INSERT INTO staged.rejected_rows (source_file, source_row, line, raw, reason) "
                         "VALUES ('f.csv', 1, 2, ?, 'test')", [run_id])
         print("staged", flush=True)
         sys.stdin.readline()

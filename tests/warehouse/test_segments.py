@@ -1,0 +1,222 @@
+"""Tests for the Parquet segments behind the big tables (warehouse.segments) and their life in the store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from warehouse import schema, segments
+from warehouse.store import WarehouseStore
+
+
+def add_rejected(con: duckdb.DuckDBPyConnection, source_file: str, *raws: str) -> None:
+    target = segments.insert_target(con, "rejected_rows")
+    for i, raw in enumerate(raws, start=1):
+        con.execute(f"INSERT INTO {target} VALUES (?, ?, ?, ?, 'test')", [source_file, i, i + 1, raw])
+
+
+def replace_rejected(con: duckdb.DuckDBPyConnection, source_file: str, *raws: str) -> None:
+    target = segments.replace_file(con, "rejected_rows", source_file)
+    for i, raw in enumerate(raws, start=1):
+        con.execute(f"INSERT INTO {target} VALUES (?, ?, ?, ?, 'test')", [source_file, i, i + 1, raw])
+
+
+def rejected(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    return con.execute("SELECT source_file, raw FROM rejected_rows ORDER BY source_file, raw").fetchall()
+
+
+def listed(con: duckdb.DuckDBPyConnection, table: str = "rejected_rows") -> list[tuple[str, str, int]]:
+    return con.execute(
+        "SELECT source_file, path, row_count FROM segments WHERE table_name = ? ORDER BY source_file, path", [table]
+    ).fetchall()
+
+
+def digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> WarehouseStore:
+    return WarehouseStore(tmp_path / "wh.duckdb")
+
+
+def publish(store: WarehouseStore, run_id: str, source_file: str, *raws: str) -> None:
+    with store.connect_staging(run_id) as con:
+        replace_rejected(con, source_file, *raws)
+    store.publish(run_id)
+
+
+# --------------------------------------------------------------------------- #
+# plain connections: the same code, ordinary tables
+# --------------------------------------------------------------------------- #
+def test_on_a_plain_database_replace_file_is_a_delete_of_that_file() -> None:
+    con = duckdb.connect()
+    schema.create_tables(con)
+    add_rejected(con, "a.csv", "a1", "a2")
+    add_rejected(con, "b.csv", "b1")
+    assert not segments.is_segmented(con, "rejected_rows")
+    assert segments.replace_file(con, "rejected_rows", "a.csv") == "rejected_rows"
+    assert rejected(con) == [("b.csv", "b1")]
+
+
+# --------------------------------------------------------------------------- #
+# staging: the view is the warehouse as it will be published
+# --------------------------------------------------------------------------- #
+def test_every_contract_table_reads_as_the_contract_says(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1")
+    with store.connect_published() as con:
+        for table in schema.TABLES:
+            assert schema.contract_mismatches(con, table) == [], table
+        kinds = dict(
+            con.execute(
+                "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchall()
+        )
+    assert {t for t, kind in kinds.items() if kind == "VIEW"} == set(segments.SEGMENTED)
+    assert {t for t, kind in kinds.items() if kind == "BASE TABLE"} == set(segments.NATIVE) | {"segments"}
+
+
+def test_a_replaced_file_is_hidden_and_its_staged_rows_shown(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1", "a2")
+    publish(store, "run2", "b.csv", "b1")
+    with store.connect_staging("run3") as con:
+        replace_rejected(con, "a.csv", "a3")
+        assert rejected(con) == [("a.csv", "a3"), ("b.csv", "b1")]
+        # replacing again within the run (a retried step) replaces the staged rows too
+        replace_rejected(con, "a.csv", "a4")
+        assert rejected(con) == [("a.csv", "a4"), ("b.csv", "b1")]
+    with store.connect_published() as con:
+        assert rejected(con) == [("a.csv", "a1"), ("a.csv", "a2"), ("b.csv", "b1")]
+    store.publish("run3")
+    with store.connect_published() as con:
+        assert rejected(con) == [("a.csv", "a4"), ("b.csv", "b1")]
+        assert con.execute("SELECT count(*) FROM staged.rejected_rows").fetchall() == [(0,)]
+        assert con.execute("SELECT count(*) FROM staged.replaced").fetchall() == [(0,)]
+
+
+def test_a_file_replaced_by_no_rows_leaves_no_segment(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1")
+    publish(store, "run2", "a.csv")
+    with store.connect_published() as con:
+        assert rejected(con) == []
+        assert listed(con) == []
+
+
+def test_inserts_without_a_replace_add_a_segment(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1")
+    with store.connect_staging("run2") as con:
+        add_rejected(con, "a.csv", "a2")
+    store.publish("run2")
+    with store.connect_published() as con:
+        assert rejected(con) == [("a.csv", "a1"), ("a.csv", "a2")]
+        assert [row[2] for row in listed(con)] == [1, 1]
+
+
+# --------------------------------------------------------------------------- #
+# publish: one new immutable file per (table, file); the others untouched
+# --------------------------------------------------------------------------- #
+def test_publishing_one_file_leaves_the_other_files_segments_byte_for_byte(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1")
+    publish(store, "run2", "b.csv", "b1")
+    with store.connect_published() as con:
+        before = {path: digest(path) for _, path, _ in listed(con)}
+        b_segment = [path for f, path, _ in listed(con) if f == "b.csv"]
+    publish(store, "run3", "a.csv", "a2")
+    with store.connect_published() as con:
+        after = listed(con)
+    assert [path for f, path, _ in after if f == "b.csv"] == b_segment
+    assert digest(b_segment[0]) == before[b_segment[0]]
+    # the replaced segment is still on disk (retention) but no longer listed
+    old_a = [path for path in before if path not in b_segment]
+    assert Path(old_a[0]).exists() and old_a[0] not in [path for _, path, _ in after]
+
+
+def test_the_published_file_does_not_grow_with_the_rows(tmp_path: Path) -> None:
+    sizes = {}
+    for rows in (10, 200_000):
+        store = WarehouseStore(tmp_path / f"wh{rows}.duckdb")
+        with store.connect_staging("run1") as con:
+            target = segments.replace_file(con, "transactions", "big.csv")
+            con.execute(
+                f"INSERT INTO {target} SELECT 'big.csv', i, i + 1, 'tx' || i, 'k' || (i % 7), "
+                "epoch_ms(i * 1000)::TIMESTAMPTZ, i * 1000, (i % 1000) * 0.01 FROM range(?) r(i)",
+                [rows],
+            )
+        store.publish("run1")
+        sizes[rows] = store.path.stat().st_size
+        with store.connect_published() as con:
+            assert con.execute("SELECT count(*), sum(source_row) FROM transactions").fetchall() == [
+                (rows, rows * (rows - 1) // 2)
+            ]
+    # the rows are in the segment; the catalog holds the same few tables either way
+    assert sizes[200_000] == sizes[10]
+    assert sizes[10] < 2_000_000
+
+
+def test_segments_keep_the_insertion_order_and_exact_types(store: WarehouseStore) -> None:
+    with store.connect_staging("run1") as con:
+        target = segments.replace_file(con, "transactions", "a.csv")
+        con.execute(
+            f"INSERT INTO {target} VALUES ('a.csv', 2, 3, 't2', 'k', '2024-01-01 10:00:00+00', 1704103200000, "
+            "99999999999999.9999), ('a.csv', 1, 2, 't1', 'k', '1969-12-31 23:59:59.999+00', -1, -0.0001)"
+        )
+    store.publish("run1")
+    with store.connect_published() as con:
+        rows = con.execute("SELECT source_row, event_time_ms, amount::VARCHAR FROM transactions").fetchall()
+        assert rows == [(2, 1704103200000, "99999999999999.9999"), (1, -1, "-0.0001")]
+        assert schema.contract_mismatches(con, "transactions") == []
+
+
+def test_a_warehouse_of_ordinary_tables_becomes_segmented_at_its_next_publish(store: WarehouseStore) -> None:
+    legacy = duckdb.connect(str(store.path))
+    schema.create_tables(legacy)
+    add_rejected(legacy, "old.csv", "o1", "o2")
+    legacy.close()
+    publish(store, "run1", "new.csv", "n1")
+    with store.connect_published() as con:
+        assert rejected(con) == [("new.csv", "n1"), ("old.csv", "o1"), ("old.csv", "o2")]
+        assert segments.is_segmented(con, "rejected_rows")
+        assert [(f, n) for f, _, n in listed(con)] == [("new.csv", 1), ("old.csv", 2)]
+
+
+# --------------------------------------------------------------------------- #
+# removing segments nobody lists
+# --------------------------------------------------------------------------- #
+def test_unlisted_segments_are_removed_only_after_the_retention(tmp_path: Path) -> None:
+    store = WarehouseStore(tmp_path / "wh.duckdb", segment_retention_s=3600)
+    publish(store, "run1", "a.csv", "a1")
+    publish(store, "run2", "a.csv", "a2")  # retires run1's segment
+    orphan = store.segment_dir / "rejected_rows" / "dead-run-0000.parquet"
+    orphan.write_bytes(b"left by a run that never published")
+    with store.connect_published() as con:
+        (current,) = [path for _, path, _ in listed(con)]
+    retired = store.segment_dir / segments.segment_name("rejected_rows", "a.csv", "run1")
+    assert retired.exists()
+
+    assert store.remove_unlisted_segments() == []  # all within the retention
+
+    hour_ago = time.time() - 3601
+    for path in (retired, orphan, Path(current)):
+        os.utime(path, (hour_ago, hour_ago))
+    assert sorted(store.remove_unlisted_segments()) == sorted([retired, orphan])
+    assert Path(current).exists()
+    with store.connect_published() as con:
+        assert rejected(con) == [("a.csv", "a2")]
+
+
+def test_a_reader_of_the_old_catalog_keeps_reading_the_retired_segment(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1")
+    reader = duckdb.connect(str(store.path), read_only=True)
+    try:
+        publish(store, "run2", "a.csv", "a2")
+        store.remove_unlisted_segments()
+        assert rejected(reader) == [("a.csv", "a1")]
+    finally:
+        reader.close()
+    with store.connect_published() as con:
+        assert rejected(con) == [("a.csv", "a2")]

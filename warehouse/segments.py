@@ -1,0 +1,217 @@
+"""The big tables as immutable per-file Parquet segments behind views; the warehouse file is their catalog.
+
+Why: daily extracts accumulate, and a run must cost what its file costs. When the warehouse was one
+DuckDB file, every run copied all of it to stage (2.6 s per GB here; ext4 has no reflinks, so the
+copy is real). Now the rows of the six tables that grow with every file (`SEGMENTED`) live in
+Parquet files, one or more per (table, source file), which are never modified once written. The
+DuckDB file holds only:
+
+* the `segments` table: which Parquet file holds which (table, source file), with its row count;
+* one view per segmented table, `SELECT * FROM read_parquet([<its segments>]) UNION ALL SELECT * FROM
+  staged.<table>`, so SQL on the file reads exactly as before (`duckdb -readonly data/warehouse.duckdb`);
+* the tables that stay small (`replays`, `watermark_advice`, `anomaly_thresholds`: a row per run,
+  per file and bound, per key), as ordinary tables;
+* schema `staged`: the rows a run has written and not yet published (empty in a published file),
+  and `staged.replaced`, the (table, source file) pairs whose published segments the run replaces.
+
+So a run's staging copy of the warehouse is a copy of this small file, and a run writes its own rows
+only. A step replaces a file's rows with `replace_file` (the segmented form of `DELETE ... WHERE
+source_file = ?`) and inserts into the table it returns; the view then hides the file's published
+segments and shows the staged rows, so the run's later steps and checks see the warehouse as it will
+be published. `seal` (at publish) writes each staged (table, file) as a new segment, drops the
+replaced ones from `segments` and empties `staged`. Measured here: writing 1M transactions as Parquet
+takes 0.13 s, against 0.39 s to insert them into a DuckDB table.
+
+On a plain connection (an in-memory database made by `schema.create_tables`, as in unit tests) the
+tables are ordinary tables and `replace_file` is exactly the DELETE, so the domain code is the same
+in both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import duckdb
+
+from warehouse import schema
+
+# Tables whose rows grow with every file: Parquet segments. The rest of the contract stays native.
+SEGMENTED = ("transactions", "rejected_rows", "window_averages", "late_events", "custom_aggregates", "anomalies")
+NATIVE = tuple(table for table in schema.TABLES if table not in SEGMENTED)
+
+_CATALOG_TABLES = (
+    "CREATE TABLE IF NOT EXISTS segments (table_name VARCHAR, source_file VARCHAR, path VARCHAR, "
+    "row_count BIGINT, run_id VARCHAR)",
+    "CREATE TABLE IF NOT EXISTS staged.replaced (table_name VARCHAR, source_file VARCHAR)",
+)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def is_segmented(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """True when `table` is a segmented view in this database (a staging or published warehouse)."""
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'staged' AND table_name = ?",
+        [table],
+    ).fetchall()
+    return rows[0][0] > 0
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> None:
+    """Make `con`'s database a segmented warehouse (idempotent): native tables, staged tables, views.
+
+    A warehouse written before segments (the big tables as ordinary tables) is converted on the way:
+    its rows move to `staged` and become segments at the next publish, once. A table of that kind
+    that does not match the contract (changed by another tool) is left as it is: the table's
+    contract check then fails the run with what is wrong, as before.
+    """
+    con.execute("CREATE SCHEMA IF NOT EXISTS staged")
+    for statement in _CATALOG_TABLES:
+        con.execute(statement)
+    for table in NATIVE:
+        cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
+        con.execute(f"CREATE TABLE IF NOT EXISTS main.{table} ({cols})")
+    legacy = {
+        row[0]
+        for row in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
+        ).fetchall()
+    }
+    tables = []
+    for table in SEGMENTED:
+        if table in legacy:
+            if schema.contract_mismatches(con, table):
+                continue  # left as it is, for the table's contract check to name what is wrong
+            cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
+            con.execute(f"CREATE TABLE staged.{table} ({cols})")
+            con.execute(f"INSERT INTO staged.{table} SELECT * FROM main.{table}")
+            con.execute(f"DROP TABLE main.{table}")
+        cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
+        con.execute(f"CREATE TABLE IF NOT EXISTS staged.{table} ({cols})")
+        tables.append(table)
+    refresh_views(con, tuple(tables))
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...] = SEGMENTED) -> None:
+    """(Re)define each table's view: its published segments not replaced by this run, then its staged rows."""
+    for table in tables:
+        paths = [
+            row[0]
+            for row in con.execute(
+                "SELECT path FROM segments s WHERE table_name = $t AND NOT EXISTS (SELECT 1 FROM staged.replaced r "
+                "WHERE r.table_name = $t AND r.source_file = s.source_file) ORDER BY source_file, path",
+                {"t": table},
+            ).fetchall()
+        ]
+        staged = f"SELECT * FROM staged.{table}"
+        if paths:
+            listed = ", ".join(_quoted(path) for path in paths)
+            body = f"SELECT * FROM read_parquet([{listed}]) UNION ALL {staged}"
+        else:
+            body = staged
+        con.execute(f"CREATE OR REPLACE VIEW main.{table} AS {body}")
+
+
+def replace_file(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -> str:
+    """Drop `source_file`'s rows from `table` (as seen by this connection); the table to insert its new rows into."""
+    if not is_segmented(con, table):
+        con.execute(f"DELETE FROM {table} WHERE source_file = ?", [source_file])
+        return table
+    con.execute(f"DELETE FROM staged.{table} WHERE source_file = ?", [source_file])
+    con.execute(
+        "INSERT INTO staged.replaced SELECT $t, $f WHERE NOT EXISTS "
+        "(SELECT 1 FROM staged.replaced WHERE table_name = $t AND source_file = $f)",
+        {"t": table, "f": source_file},
+    )
+    refresh_views(con, (table,))
+    return f"staged.{table}"
+
+
+def insert_target(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The table an INSERT adding rows to `table` must name (its staged table in a segmented warehouse)."""
+    return f"staged.{table}" if is_segmented(con, table) else table
+
+
+def segment_name(table: str, source_file: str, run_id: str) -> str:
+    """The segment file of one (table, source file) written by one run: unique, and stable for a retry."""
+    digest = hashlib.sha256(source_file.encode()).hexdigest()[:16]
+    return f"{table}/{run_id}-{digest}.parquet"
+
+
+def referenced_paths(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Every segment file the database's `segments` table lists (empty for a database without one)."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'segments'"
+    ).fetchall()[0][0]
+    if not exists:
+        return set()
+    return {row[0] for row in con.execute("SELECT path FROM segments").fetchall()}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> list[str]:
+    """Write the staged rows as segments and record them; returns the segment paths no longer listed.
+
+    Each (table, source file) staged or replaced gets: its replaced segments dropped from `segments`,
+    and its staged rows (if any) written, in insertion order, to a new Parquet file that is flushed to
+    disk before it is listed. Idempotent: a second call finds nothing staged.
+    """
+    retired: list[str] = []
+    con.execute("BEGIN")
+    for table in SEGMENTED:
+        files = [
+            row[0]
+            for row in con.execute(
+                f"SELECT source_file FROM staged.replaced WHERE table_name = $t UNION "
+                f"SELECT DISTINCT source_file FROM staged.{table} ORDER BY 1",
+                {"t": table},
+            ).fetchall()
+        ]
+        for source_file in files:
+            params = {"t": table, "f": source_file}
+            replaced = con.execute(
+                "SELECT count(*) FROM staged.replaced WHERE table_name = $t AND source_file = $f", params
+            ).fetchall()[0][0]
+            if replaced:
+                retired += [
+                    row[0]
+                    for row in con.execute(
+                        "SELECT path FROM segments WHERE table_name = $t AND source_file = $f", params
+                    ).fetchall()
+                ]
+                con.execute("DELETE FROM segments WHERE table_name = $t AND source_file = $f", params)
+            rows = con.execute(f"SELECT count(*) FROM staged.{table} WHERE source_file = ?", [source_file]).fetchall()
+            if rows[0][0]:
+                path = segment_dir / segment_name(table, source_file, run_id)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(path.name + ".partial")
+                con.execute(
+                    f"COPY (SELECT * FROM staged.{table} WHERE source_file = ?) TO {_quoted(str(partial))} "
+                    "(FORMAT parquet, COMPRESSION zstd)",
+                    [source_file],
+                )
+                _fsync(partial)
+                os.replace(partial, path)
+                _fsync(path.parent)
+                con.execute(
+                    "INSERT INTO segments VALUES ($t, $f, $p, $n, $run)",
+                    {**params, "p": str(path), "n": rows[0][0], "run": run_id},
+                )
+        con.execute(f"DELETE FROM staged.{table}")
+    con.execute("DELETE FROM staged.replaced")
+    refresh_views(con)
+    con.execute("COMMIT")
+    return retired
