@@ -76,7 +76,7 @@ def run(input_path: Path, output_dir: Path, *, size_ms: int, ooo_ms: int, latene
     started = time.monotonic()
     from pyflink.datastream import RuntimeExecutionMode
 
-    from flink_jobs.environment import create_environments
+    from flink_jobs.environment import create_environments, finish_class_data_archive
 
     env, t_env, _ = create_environments(parallelism, None, jvm_heap)
     env.set_runtime_mode(RuntimeExecutionMode.BATCH)
@@ -87,13 +87,15 @@ def run(input_path: Path, output_dir: Path, *, size_ms: int, ooo_ms: int, latene
         t_env.execute_sql(statement)
     job = t_env.execute_sql(insert).get_job_client()
     result = job.get_job_execution_result().result()
-    return {
+    figures = {
         "flink_job_id": str(job.get_job_id()),
         "flink_net_runtime_ms": result.get_net_runtime(),
         "windows": output_rows(output_dir),
         "parallelism": parallelism,
         "wall_seconds": round(time.monotonic() - started, 3),
     }
+    finish_class_data_archive()  # the same class-data sharing as the pipeline's job
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

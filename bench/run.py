@@ -388,15 +388,14 @@ def _stage(name: str, a: dict) -> None:
                 runs.append(time.monotonic() - started)
         figures["best_s"], figures["first_s"] = min(runs), runs[0]
     elif name == "history_copy":  # copies of one replayed file under other names, in every table with source_file
-        from warehouse import segments, thresholds
+        from warehouse import schema, segments, thresholds
         from warehouse.store import WarehouseStore
 
         store = WarehouseStore(a["db"], memory_limit=DUCKDB_MEMORY_LIMIT)
         work_started = time.monotonic()
         with store.connect_staging("history-copy") as con:
-            tables = [t for (t,) in con.execute(
-                "SELECT table_name FROM information_schema.columns WHERE column_name = 'source_file' "
-                "AND table_schema = 'main' GROUP BY 1 ORDER BY 1").fetchall()]  # fmt: skip
+            # the contract's tables (not the catalog's `segments`, whose rows name the original's files)
+            tables = sorted(t for t, columns in schema.TABLES.items() if ("source_file", "VARCHAR") in columns)
             (original,) = [f for (f,) in con.execute("SELECT DISTINCT source_file FROM transactions").fetchall()]
             for i in range(1, a["copies"] + 1):
                 con.execute("BEGIN")

@@ -116,7 +116,7 @@ def run(
     from pyflink.datastream import RuntimeExecutionMode
     from pyflink.java_gateway import get_gateway
 
-    from flink_jobs.environment import create_environments
+    from flink_jobs.environment import create_environments, finish_class_data_archive
     from flink_jobs.progress import wait_for_result
 
     env, _, rest_url = create_environments(parallelism, jobmanager, jvm_heap)
@@ -175,6 +175,7 @@ def run(
     if aggregates:
         figures["custom_aggregates"] = list(aggregates)
         figures["custom_aggregate_rows"] = count_output_rows(output_dir / "custom")
+    finish_class_data_archive()  # the first run on this JDK and Flink: keep its classes for the next
     return figures
 
 
