@@ -1163,6 +1163,10 @@ def markdown(results: dict, args) -> str:
                     net_ratio <= 1.2,
                 )
             )
+            if "tumbling" in top.get("pipeline", {}):
+                pipeline_ratio = top["pipeline"]["tumbling"]["seconds"] / p["seconds"]
+                targets.append((f"full pipeline (every asset and check), tumbling, {args.keys} keys / plain Flink SQL job, "
+                                f"{at}: <= 1.3×", f"{pipeline_ratio:.2f}×", pipeline_ratio <= 1.3))  # fmt: skip
             if top.get("sanity"):
                 targets.append((f"sanity {at}: the plain SQL job's windows and counts equal the pipeline's tumbling job's",
                                 sanity_text(top["sanity"]).split(" -> ")[1].split(";")[0], bool(top["sanity"]["equal"])))  # fmt: skip
