@@ -61,6 +61,14 @@ def _sql_text(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
+class MissingSegmentsError(RuntimeError):
+    """The warehouse lists segment files that are not there (its .segments folder was moved or deleted)."""
+
+
+class SegmentWriteError(RuntimeError):
+    """A run could not write its segments (the published warehouse is unchanged)."""
+
+
 class ConcurrentPublishError(RuntimeError):
     """Another run published the warehouse after this run copied it; retry the run."""
 
@@ -231,7 +239,17 @@ class WarehouseStore:
                 con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ values print and cast in UTC
                 if self.memory_limit:
                     con.execute(f"SET memory_limit = '{self.memory_limit}'")
-                segments.prepare(con)
+                try:
+                    segments.prepare(con)
+                except duckdb.IOException:
+                    missing = sorted(p for p in segments.referenced_paths(con) if not os.path.exists(p))
+                    if not missing:
+                        raise
+                    raise MissingSegmentsError(
+                        f"{self.path} lists {len(missing)} segment file(s) that are missing, such as {missing[0]}: "
+                        f"keep the warehouse file and its .segments folder together ({self.segment_dir}), "
+                        "restore the folder or start a new warehouse; nothing was changed"
+                    ) from None
                 yield con
             finally:
                 con.close()
@@ -246,9 +264,16 @@ class WarehouseStore:
         staging = self.staging_path(run_id)
         if not staging.exists():
             raise FileNotFoundError(f"run {run_id} has no staged warehouse at {staging}")
-        with self.connect_staging(run_id) as con:
-            retired = segments.seal(con, self.segment_dir, run_id)
-            con.execute("CHECKPOINT")
+        try:
+            with self.connect_staging(run_id) as con:
+                retired = segments.seal(con, self.segment_dir, run_id)
+                con.execute("CHECKPOINT")
+        except (OSError, duckdb.IOException) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise SegmentWriteError(
+                f"run {run_id} could not write its rows to {self.segment_dir} ({reason}); make that folder "
+                f"writable beside {self.path.name} and rerun: the published warehouse is unchanged"
+            ) from None
         # The staging file still holds the freed blocks of the staged rows; a copy of its catalog does not.
         catalog = staging.with_name(staging.name + ".catalog")
         catalog.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import duckdb
 import pytest
 
 from warehouse import schema, segments
-from warehouse.store import WarehouseStore
+from warehouse.store import MissingSegmentsError, SegmentWriteError, WarehouseStore
 
 
 def add_rejected(con: duckdb.DuckDBPyConnection, source_file: str, *raws: str) -> None:
@@ -182,6 +183,31 @@ def test_a_warehouse_of_ordinary_tables_becomes_segmented_at_its_next_publish(st
         assert rejected(con) == [("new.csv", "n1"), ("old.csv", "o1"), ("old.csv", "o2")]
         assert segments.is_segmented(con, "rejected_rows")
         assert [(f, n) for f, _, n in listed(con)] == [("new.csv", 1), ("old.csv", 2)]
+
+
+def test_a_segment_folder_that_cannot_be_written_fails_the_publish_in_one_sentence(store: WarehouseStore) -> None:
+    store.segment_dir.write_text("a file where the segments folder should be")
+    with store.connect_staging("run1") as con:
+        replace_rejected(con, "a.csv", "a1")
+    with pytest.raises(SegmentWriteError) as raised:
+        store.publish("run1")
+    message = str(raised.value)
+    assert "run1 could not write its rows to" in message and "rerun: the published warehouse is unchanged" in message
+    assert "\n" not in message
+    assert not store.path.exists()
+
+
+def test_missing_segments_fail_the_run_in_one_sentence_and_change_nothing(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1")
+    before = store.path.read_bytes()
+    shutil.rmtree(store.segment_dir)  # moved or deleted by hand
+    with pytest.raises(MissingSegmentsError) as raised:
+        with store.connect_staging("run2"):
+            pass
+    message = str(raised.value)
+    assert str(store.segment_dir) in message and "keep the warehouse file and its .segments folder together" in message
+    assert "\n" not in message
+    assert store.path.read_bytes() == before
 
 
 # --------------------------------------------------------------------------- #
