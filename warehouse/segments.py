@@ -84,14 +84,15 @@ def prepare(con: duckdb.DuckDBPyConnection) -> None:
     }
     tables = []
     for table in SEGMENTED:
+        cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
         if table in legacy:
             if schema.contract_mismatches(con, table):
                 continue  # left as it is, for the table's contract check to name what is wrong
-            cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
+            con.execute("BEGIN")  # all or nothing: a crash here leaves the table as it was
             con.execute(f"CREATE TABLE staged.{table} ({cols})")
             con.execute(f"INSERT INTO staged.{table} SELECT * FROM main.{table}")
             con.execute(f"DROP TABLE main.{table}")
-        cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
+            con.execute("COMMIT")
         con.execute(f"CREATE TABLE IF NOT EXISTS staged.{table} ({cols})")
         tables.append(table)
     refresh_views(con, tuple(tables))
