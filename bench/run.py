@@ -249,7 +249,15 @@ def measure(command: list[str], *, log: Path, cwd: Path = REPO, env: dict | None
         leftovers = _end_group(proc.pid)  # nothing should outlive the command
     if returncode != 0:
         tail = err_path.read_text(errors="replace")[-3000:]
-        raise CommandFailed(f"{' '.join(map(str, command[:5]))} ... failed ({returncode}); {err_path}:\n{tail}")
+        # the work dir is usually temporary: keep the failed command's logs where they outlive it
+        kept = HERE.parent / "results" / "tmp" / "failed" / err_path.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(err_path, kept)
+        if out_path.is_file():
+            shutil.copyfile(out_path, kept.with_suffix(".out"))
+        raise CommandFailed(
+            f"{' '.join(map(str, command[:5]))} ... failed ({returncode}); logs kept in {kept}:\n{tail}"
+        )
     return {
         "seconds": wall,
         "java_mib": sampler.peak_kb["java"] / 1024,
