@@ -11,7 +11,9 @@ A run never writes the published DuckDB file. Every pipeline asset body runs ins
    declared once, on the asset) judge what the step staged. One that fails discards the run's
    staging copy, so nothing of the run can be published.
 3. **publish** (`step.publish()`): the run's last pipeline step, the last of `PIPELINE_TABLES`
-   within the run's selection, atomically replaces the published file with the audited copy.
+   within the run's selection, writes the run's rows as new Parquet segments and atomically
+   replaces the published file (the catalog of the segments, warehouse/segments.py) with the
+   audited copy.
    Readers holding the old file keep reading it; concurrent runs are refused at publish time rather
    than lose each other's rows (ConcurrentPublishError).
 
