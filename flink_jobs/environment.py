@@ -216,11 +216,13 @@ def _prepare_gateway(jobmanager: str | None, jvm_heap: str | None = None) -> Non
 # --- class-data sharing ---------------------------------------------------------------------
 # The local gateway JVM loads about 20k classes from Flink's jars at every start. An AppCDS archive
 # of them (JDK 13+: -XX:ArchiveClassesAtExit once, -XX:SharedArchiveFile after) maps them instead:
-# the 12k-row sample's job went from 6.1-6.9 s to 4.6-4.8 s here, about 1.5 s of every run. The
+# the 12k-row sample's job went from 6.1-6.9 s to 5.0-5.2 s here, 1-1.5 s of every run. The
 # archive (about 80 MB) is written by the first run's JVM as it exits, to a name of its own, and
 # renamed into place once complete, so a run never maps a half-written one. The JVM checks that
 # the archive matches its version and classpath and runs without it otherwise (-Xshare:auto, the
-# default), so a stale archive costs the saving, never the run.
+# default), so a stale archive costs the saving, never the run. A JVM killed while it writes can
+# leave a truncated archive that later JVMs decline silently: delete build/flink-cds-*.jsa and the
+# next job writes a new one.
 CDS_DIR = REPO_ROOT / "build"  # beside the operators' jar (flink_jobs/java_operators.py)
 _CDS_QUIET = "-Xlog:cds=off,cds+dynamic=off"  # a class it cannot archive is not worth a log line
 _archive_being_written: tuple[Path, Path] | None = None
@@ -248,6 +250,8 @@ def class_data_sharing_args() -> str:
     """JVM flags that map the archive, or that write it at exit when there is none yet ("" if unwritable)."""
     global _archive_being_written
     archive = class_data_archive()
+    if any(c.isspace() for c in str(archive)):
+        return ""  # pyflink splits JVM_ARGS on whitespace: such a path would break the JVM's command line
     if archive.is_file():
         return f"{_CDS_QUIET} -XX:SharedArchiveFile={archive}"
     try:
@@ -290,7 +294,7 @@ def finish_class_data_archive() -> None:
 _RENAME_WHEN_GONE = """
 import os, sys, time
 pid, partial, archive = sys.argv[1], sys.argv[2], sys.argv[3]
-deadline = time.monotonic() + 600
+deadline = time.monotonic() + 120
 while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
     time.sleep(0.1)
 if not os.path.exists(f"/proc/{pid}") and os.path.isfile(partial) and os.path.getsize(partial) > 0:

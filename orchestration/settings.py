@@ -20,7 +20,7 @@ from flink_jobs.output import jvm_heap_problem, parallelism_problem
 from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM
 from warehouse import windows
 from warehouse.advice import parse_targets
-from warehouse.store import DEFAULT_MEMORY_LIMIT, memory_limit_problem
+from warehouse.store import DEFAULT_MEMORY_LIMIT, memory_limit_problem, warehouse_path_problem
 from warehouse.thresholds import Method
 from warehouse.timestamps import validate_timezone
 from warehouse.windows import WindowSpec
@@ -223,6 +223,8 @@ class PipelineSettings(ConfigurableResource):
                 found.append(str(error))
         if Path(self.warehouse).is_dir():
             found.append(f"warehouse path {self.warehouse} is a directory, expected a DuckDB file (TXN_WAREHOUSE)")
+        elif (problem := warehouse_path_problem(self.warehouse, "warehouse path (TXN_WAREHOUSE)")) is not None:
+            found.append(problem)
         return found
 
     @property

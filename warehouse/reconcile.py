@@ -33,7 +33,7 @@ import numpy as np
 from warehouse.flink_output import late_window_sql
 from warehouse.windows import WindowSpec
 
-__all__ = ["build_expected", "compare_tables", "expected_late_events", "expected_windows"]
+__all__ = ["compare_tables", "expected_late_events", "expected_windows"]
 
 _MAX_EXAMPLES = 5
 
@@ -127,11 +127,8 @@ def _session_rows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, params: dict
         con.execute("DROP TABLE IF EXISTS _watermarked")
 
 
-def build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> None:
-    """Temp tables `_expected_windows` and `_expected_late` for one source file, on `con`.
-
-    Needs only the file's transactions, so the pipeline runs it while the Flink job runs (on a
-    connection of its own) and then calls `compare_tables(..., expected_built=True)` on it."""
+def _build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> None:
+    """Temp tables `_expected_windows` and `_expected_late` for one source file."""
     spec.validate()
     params = {"source_file": source_file, "ooo": spec.out_of_orderness_ms, "lateness": spec.allowed_lateness_ms}
     late_start, late_end = late_window_sql(spec, "event_time_ms")
@@ -173,7 +170,7 @@ def _drop_expected(con: duckdb.DuckDBPyConnection) -> None:
 def expected_windows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> list[tuple]:
     """(key, start, end, count, sum, min, max) of the recomputation, sorted."""
     try:
-        build_expected(con, spec, source_file)
+        _build_expected(con, spec, source_file)
         return con.execute("SELECT * FROM _expected_windows ORDER BY ALL").fetchall()
     finally:
         _drop_expected(con)
@@ -182,7 +179,7 @@ def expected_windows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_fi
 def expected_late_events(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> list[tuple]:
     """(source_row, key, event_time_ms, amount, watermark_ms, window_start_ms, window_end_ms), sorted."""
     try:
-        build_expected(con, spec, source_file)
+        _build_expected(con, spec, source_file)
         return con.execute("SELECT * FROM _expected_late ORDER BY source_row").fetchall()
     finally:
         _drop_expected(con)
@@ -225,15 +222,13 @@ FROM j""").fetchall()[0]  # fmt: skip
 
 
 def compare_tables(
-    con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str, *, expected_built: bool = False
+    con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compare `window_averages` and `late_events` of `source_file` with the recomputation, inside
     DuckDB (no table is copied into Python but the session pass's three columns). Returns the
-    window report and the late-event report; `equal` is True when they match exactly.
-    `expected_built`: `build_expected` already ran on `con` (the temp tables are dropped either way)."""
+    window report and the late-event report; `equal` is True when they match exactly."""
     try:
-        if not expected_built:
-            build_expected(con, spec, source_file)
+        _build_expected(con, spec, source_file)
         params = {"source_file": source_file}
         con.execute("CREATE OR REPLACE TEMP TABLE _actual_windows AS SELECT * FROM window_averages "
                     "WHERE source_file = $source_file", params)  # fmt: skip

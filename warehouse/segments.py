@@ -62,8 +62,12 @@ def is_segmented(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return rows[0][0] > 0
 
 
-def prepare(con: duckdb.DuckDBPyConnection) -> None:
+def prepare(con: duckdb.DuckDBPyConnection, segment_dir: Path | None = None) -> None:
     """Make `con`'s database a segmented warehouse (idempotent): native tables, staged tables, views.
+
+    With `segment_dir` (the store's), segments listed at a path that no longer exists but found in
+    `segment_dir` under the same table and name are listed there instead: a warehouse moved with its
+    segments folder works again from its next run on.
 
     A warehouse written before segments (the big tables as ordinary tables) is converted on the way:
     its rows move to `staged` and become segments at the next publish, once. A table of that kind
@@ -73,6 +77,8 @@ def prepare(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS staged")
     for statement in _CATALOG_TABLES:
         con.execute(statement)
+    if segment_dir is not None:
+        _relink(con, segment_dir)
     for table in NATIVE:
         cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
         con.execute(f"CREATE TABLE IF NOT EXISTS main.{table} ({cols})")
@@ -96,6 +102,14 @@ def prepare(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE TABLE IF NOT EXISTS staged.{table} ({cols})")
         tables.append(table)
     refresh_views(con, tuple(tables))
+
+
+def _relink(con: duckdb.DuckDBPyConnection, segment_dir: Path) -> None:
+    """List missing segments where `segment_dir` has them (same table folder, same file name)."""
+    for table, path in con.execute("SELECT table_name, path FROM segments").fetchall():
+        moved = Path(segment_dir) / table / Path(path).name
+        if not os.path.exists(path) and moved.is_file():
+            con.execute("UPDATE segments SET path = ? WHERE path = ?", [str(moved), path])
 
 
 def refresh_views(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...] = SEGMENTED) -> None:
@@ -138,9 +152,10 @@ def insert_target(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return f"staged.{table}" if is_segmented(con, table) else table
 
 
-def segment_name(table: str, source_file: str, run_id: str) -> str:
+def segment_name(table: str, source_file: str | None, run_id: str) -> str:
     """The segment file of one (table, source file) written by one run: unique, and stable for a retry."""
-    digest = hashlib.sha256(source_file.encode()).hexdigest()[:16]
+    name = "\0null" if source_file is None else source_file  # a legacy row without a file
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
     return f"{table}/{run_id}-{digest}.parquet"
 
 
@@ -184,23 +199,30 @@ def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> list
         for source_file in files:
             params = {"t": table, "f": source_file}
             replaced = con.execute(
-                "SELECT count(*) FROM staged.replaced WHERE table_name = $t AND source_file = $f", params
+                "SELECT count(*) FROM staged.replaced WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f",
+                params,
             ).fetchall()[0][0]
             if replaced:
                 retired += [
                     row[0]
                     for row in con.execute(
-                        "SELECT path FROM segments WHERE table_name = $t AND source_file = $f", params
+                        "SELECT path FROM segments WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f",
+                        params,
                     ).fetchall()
                 ]
-                con.execute("DELETE FROM segments WHERE table_name = $t AND source_file = $f", params)
-            rows = con.execute(f"SELECT count(*) FROM staged.{table} WHERE source_file = ?", [source_file]).fetchall()
+                con.execute(
+                    "DELETE FROM segments WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f", params
+                )
+            rows = con.execute(
+                f"SELECT count(*) FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?", [source_file]
+            ).fetchall()
             if rows[0][0]:
                 path = segment_dir / segment_name(table, source_file, run_id)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 partial = path.with_name(path.name + ".partial")
                 con.execute(
-                    f"COPY (SELECT * FROM staged.{table} WHERE source_file = ?) TO {_quoted(str(partial))} "
+                    f"COPY (SELECT * FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?) "
+                    f"TO {_quoted(str(partial))} "
                     "(FORMAT parquet, COMPRESSION zstd)",
                     [source_file],
                 )

@@ -19,8 +19,9 @@ with one atomic ``os.replace``. So:
   because the pipeline never needs a write lock on that file.
 
 Users should connect read-only: `duckdb -readonly data/warehouse.duckdb`. The views name their
-segments by absolute path: move the warehouse file and its ``.segments`` folder together, to the
-same place.
+segments by absolute path: move the warehouse file and its ``.segments`` folder together; the next
+run's staging lists the segments at their new place (segments.prepare), and no run deletes
+segments while its catalog lists any outside its own folder.
 
 Two runs that overlap must not silently lose each other's results: each copies the published file
 when it starts, so the later publish would overwrite the earlier one's results. The staging copy
@@ -55,6 +56,17 @@ _STAGED_SUFFIXES = (
 # How long a segment that is no longer listed (replaced, or written by a run that never published)
 # is kept, so that connections opened before the publish can still read their snapshot.
 SEGMENT_RETENTION_S = 24 * 3600
+
+
+def _listed(catalog: Path) -> set[str]:
+    """The segment paths a warehouse file lists (none when there is no file)."""
+    if not catalog.exists():
+        return set()
+    con = duckdb.connect(str(catalog), read_only=True)
+    try:
+        return segments.referenced_paths(con)
+    finally:
+        con.close()
 
 
 def _sql_text(path: Path) -> str:
@@ -97,6 +109,17 @@ DEFAULT_MEMORY_LIMIT = "2GB"  # the pipeline's TXN_DUCKDB_MEMORY_LIMIT unless se
 MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
+def warehouse_path_problem(path: str | os.PathLike[str], name: str = "warehouse path") -> str | None:
+    """Why `path` cannot hold a segmented warehouse (one sentence), or None.
+
+    DuckDB's read_parquet treats * ? [ in a file name as a pattern, so a segment under such a folder
+    could also read another folder's files."""
+    text = str(Path(path).expanduser().resolve())
+    if any(c in text for c in "*?["):
+        return f"{name} {text} contains * ? or [, which DuckDB reads as a file pattern; choose a path without them"
+    return None
+
+
 def memory_limit_problem(value: str, name: str = "DuckDB memory limit") -> str | None:
     """Why `value` is not a DuckDB memory limit (one sentence), or None."""
     if MEMORY_LIMIT.fullmatch(value.strip()):
@@ -116,6 +139,8 @@ class WarehouseStore:
             raise ValueError(problem)
         # DuckDB's default is 80% of RAM; a limit makes big joins/windows spill to disk instead.
         self.memory_limit = memory_limit.strip() if memory_limit else None
+        if (problem := warehouse_path_problem(self.path)) is not None:
+            raise ValueError(problem)
         if self.path.exists() and self.path.is_dir():
             raise ValueError(f"warehouse path {self.path} is a directory, expected a DuckDB file")
         self.staging_dir = self.path.parent / ".staging" / self.path.name
@@ -240,7 +265,7 @@ class WarehouseStore:
                 if self.memory_limit:
                     con.execute(f"SET memory_limit = '{self.memory_limit}'")
                 try:
-                    segments.prepare(con)
+                    segments.prepare(con, self.segment_dir)
                 except duckdb.IOException:
                     missing = sorted(p for p in segments.referenced_paths(con) if not os.path.exists(p))
                     if not missing:
@@ -266,7 +291,7 @@ class WarehouseStore:
             raise FileNotFoundError(f"run {run_id} has no staged warehouse at {staging}")
         try:
             with self.connect_staging(run_id) as con:
-                retired = segments.seal(con, self.segment_dir, run_id)
+                segments.seal(con, self.segment_dir, run_id)
                 con.execute("CHECKPOINT")
         except (OSError, duckdb.IOException) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -290,8 +315,9 @@ class WarehouseStore:
             except ConcurrentPublishError:
                 self.discard(run_id)
                 raise
-            # Retirement starts the retention clock of the segments the new catalog no longer lists.
-            for path in retired:
+            # Retirement starts the retention clock of the segments the new catalog no longer lists
+            # (computed here, not by seal: a publish retried after a crash must retire them too).
+            for path in _listed(self.path) - _listed(catalog):
                 with contextlib.suppress(FileNotFoundError):
                     os.utime(path)
             os.replace(catalog, self.path)
@@ -316,10 +342,11 @@ class WarehouseStore:
         """
         if not self.segment_dir.is_dir():
             return []
-        listed: set[str] = set()
-        if self.path.exists():
-            with self.connect_published() as con:
-                listed = segments.referenced_paths(con)
+        listed = _listed(self.path)
+        if any(not os.path.exists(p) or not Path(p).is_relative_to(self.segment_dir) for p in listed):
+            # The catalog lists segments elsewhere or missing: a moved or copied warehouse, whose next
+            # staging relinks or refuses. Deleting by this catalog's list could take its history.
+            return []
         cutoff = time.time() - self.segment_retention_s
         removed = []
         for path in sorted(self.segment_dir.rglob("*")):

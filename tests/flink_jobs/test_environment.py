@@ -67,6 +67,12 @@ def test_the_archive_is_named_by_the_java_binary_and_the_jars(cds_dir: Path, mon
     assert environment.class_data_archive() != default
 
 
+def test_no_archive_where_its_path_has_whitespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environment, "CDS_DIR", tmp_path / "My Projects")
+    monkeypatch.setattr(environment, "_archive_being_written", None)
+    assert environment.class_data_sharing_args() == ""  # pyflink splits JVM_ARGS on whitespace
+
+
 def test_partial_archives_of_dead_runs_are_removed_after_ten_minutes(cds_dir: Path) -> None:
     archive = environment.class_data_archive()
     dead = cds_dir / f".{archive.name}.999999999.partial"

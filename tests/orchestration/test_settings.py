@@ -544,3 +544,11 @@ def test_automation_settings_report_every_bad_variable_at_once() -> None:
     assert message.count("\n") == len(bad) - 1  # one line per problem
     with pytest.raises(ValueError, match="TXN_SCHEDULE_CRON"):
         AutomationSettings.from_env({"TXN_SCHEDULE_CRON": "every day"})
+
+
+def test_a_warehouse_path_with_pattern_characters_is_one_problem(tmp_path: Path) -> None:
+    problems = PipelineSettings(warehouse=str(tmp_path / "data[1]" / "warehouse.duckdb")).problems()
+    assert [p for p in problems if "TXN_WAREHOUSE" in p] == [
+        f"warehouse path (TXN_WAREHOUSE) {tmp_path / 'data[1]' / 'warehouse.duckdb'} contains * ? or [, which "
+        "DuckDB reads as a file pattern; choose a path without them"
+    ]

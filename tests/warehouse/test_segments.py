@@ -197,6 +197,57 @@ def test_a_segment_folder_that_cannot_be_written_fails_the_publish_in_one_senten
     assert not store.path.exists()
 
 
+def test_a_warehouse_moved_with_its_segments_loses_nothing_and_works_from_its_next_run(tmp_path: Path) -> None:
+    old = WarehouseStore(tmp_path / "old" / "wh.duckdb", segment_retention_s=0)
+    publish(old, "run1", "a.csv", "a1")
+    publish(old, "run2", "b.csv", "b1")
+    moved = WarehouseStore(tmp_path / "new" / "wh.duckdb", segment_retention_s=0)
+    moved.path.parent.mkdir()
+    os.replace(old.path, moved.path)
+    os.replace(old.segment_dir, moved.segment_dir)
+    files = sorted(p.name for p in moved.segment_dir.rglob("*.parquet"))
+    assert moved.remove_unlisted_segments() == []  # its catalog lists the old paths: delete nothing
+    assert sorted(p.name for p in moved.segment_dir.rglob("*.parquet")) == files
+    publish(moved, "run3", "c.csv", "c1")  # staging relinks the segments to the new folder
+    with moved.connect_published() as con:
+        assert rejected(con) == [("a.csv", "a1"), ("b.csv", "b1"), ("c.csv", "c1")]
+        assert all(Path(path).is_relative_to(moved.segment_dir) for _, path, _ in listed(con))
+
+
+def test_a_retried_publish_still_retires_the_replaced_segments(store: WarehouseStore, monkeypatch) -> None:
+    publish(store, "run1", "a.csv", "a1")
+    with store.connect_published() as con:
+        ((_, first, _),) = listed(con)
+    hour_ago = time.time() - 3600
+    os.utime(first, (hour_ago, hour_ago))
+    with store.connect_staging("run2") as con:
+        replace_rejected(con, "a.csv", "a2")
+    with store.connect_staging("run2") as con:
+        segments.seal(con, store.segment_dir, "run2")  # a first publish that died after sealing
+    store.publish("run2")  # the retry seals nothing more
+    assert Path(first).stat().st_mtime > hour_ago + 1800  # its retention starts now, not an hour ago
+    with store.connect_published() as con:
+        assert rejected(con) == [("a.csv", "a2")]
+
+
+def test_legacy_rows_without_a_source_file_are_kept(store: WarehouseStore) -> None:
+    legacy = duckdb.connect(str(store.path))
+    schema.create_tables(legacy)
+    legacy.execute("INSERT INTO rejected_rows VALUES (NULL, 1, 2, 'orphan', 'test')")
+    legacy.close()
+    publish(store, "run1", "a.csv", "a1")
+    with store.connect_published() as con:
+        assert con.execute("SELECT source_file, raw FROM rejected_rows ORDER BY raw").fetchall() == [
+            ("a.csv", "a1"),
+            (None, "orphan"),
+        ]
+
+
+def test_a_warehouse_path_with_pattern_characters_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"contains \* \? or \[, which DuckDB reads as a file pattern"):
+        WarehouseStore(tmp_path / "data[1]" / "wh.duckdb")
+
+
 def test_missing_segments_fail_the_run_in_one_sentence_and_change_nothing(store: WarehouseStore) -> None:
     publish(store, "run1", "a.csv", "a1")
     before = store.path.read_bytes()
