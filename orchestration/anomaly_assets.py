@@ -40,7 +40,7 @@ from orchestration.assets import (
 from orchestration.plots import anomaly_svg, markdown_image
 from orchestration.settings import PipelineSettings
 from orchestration.write_audit_publish import PipelineStep
-from warehouse import alerts, quality, schema, thresholds
+from warehouse import alerts, quality, schema, segments, thresholds
 from warehouse import anomalies as anomaly_rows
 
 PLOT_KEYS = 4  # keys drawn in each anomaly plot
@@ -76,15 +76,17 @@ def _plot(con, keys: list[str], title: str, source_file: str | None) -> str:
                 ).fetchall()
             ]
         else:
+            windows = segments.file_rows(con, "window_averages", source_file)
+            found = segments.file_rows(con, "anomalies", source_file)
             points = con.execute(
-                "SELECT window_start_ms, avg_amount FROM window_averages WHERE key = ? AND source_file = ? "
+                f"SELECT window_start_ms, avg_amount FROM {windows} AS w WHERE key = ? AND source_file = ? "
                 "ORDER BY window_start_ms",
                 [key, source_file],
             ).fetchall()
             marked = [
                 row[0]
                 for row in con.execute(
-                    "SELECT window_start_ms FROM anomalies WHERE key = ? AND source_file = ?", [key, source_file]
+                    f"SELECT window_start_ms FROM {found} AS a WHERE key = ? AND source_file = ?", [key, source_file]
                 ).fetchall()
             ]
         series[key] = (points, threshold, marked)
@@ -252,14 +254,16 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             con.execute("BEGIN")
             count = anomaly_rows.replace_anomalies(con, source_file, run_id)
             con.execute("COMMIT")
+            windows = segments.file_rows(con, "window_averages", source_file)
+            found = segments.file_rows(con, "anomalies", source_file)
             n_windows, n_all = schema.fetch_one(
                 con,
-                "SELECT (SELECT count(*) FROM window_averages WHERE source_file = $f), (SELECT count(*) FROM anomalies)",
+                f"SELECT (SELECT count(*) FROM {windows} AS w WHERE source_file = $f), (SELECT count(*) FROM anomalies)",
                 {"f": source_file},
             )
             top_df = _fetch_df(
                 con,
-                "SELECT key, window_start, window_end, avg_amount, txn_count, threshold, score FROM anomalies "
+                f"SELECT key, window_start, window_end, avg_amount, txn_count, threshold, score FROM {found} AS a "
                 f"WHERE source_file = ? ORDER BY {anomaly_rows.TOP_ORDER} LIMIT ?",
                 [source_file, max(PREVIEW_ROWS, TOP_IN_CHECK)],
             )
@@ -268,8 +272,8 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             plot_keys = [
                 row[0]
                 for row in con.execute(
-                    "SELECT w.key FROM window_averages w JOIN anomaly_thresholds t USING (key) "
-                    "LEFT JOIN (SELECT key, count(*) AS n FROM anomalies WHERE source_file = $f GROUP BY key) a "
+                    f"SELECT w.key FROM {windows} w JOIN anomaly_thresholds t USING (key) "
+                    f"LEFT JOIN (SELECT key, count(*) AS n FROM {found} AS an WHERE source_file = $f GROUP BY key) a "
                     "USING (key) WHERE w.source_file = $f GROUP BY w.key "
                     "ORDER BY max(coalesce(a.n, 0)) DESC, count(*) DESC, w.key LIMIT $k",
                     {"f": source_file, "k": PLOT_KEYS},

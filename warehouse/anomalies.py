@@ -23,7 +23,7 @@ SELECT w.source_file, w.key, w.window_start, w.window_end, w.avg_amount,
        {window_threshold_sql("t.log_center", "t.log_scale", "t.z", "w.txn_count")} AS threshold,
        {score_sql("w.avg_amount", "t.log_center", "t.log_scale", "w.txn_count")} AS score,
        t.method, t.params, w.txn_count, w.window_start_ms, w.window_end_ms, $run_id AS run_id
-FROM window_averages w JOIN anomaly_thresholds t USING (key)
+FROM {{windows}} w JOIN anomaly_thresholds t USING (key)
 WHERE w.source_file = $source_file
 """
 
@@ -36,7 +36,9 @@ def replace_anomalies(con: duckdb.DuckDBPyConnection, source_file: str, run_id: 
     params = {"source_file": source_file, "run_id": run_id}
     target = segments.replace_file(con, "anomalies", source_file)
     con.execute(
-        f"INSERT INTO {target} SELECT * FROM ({_JUDGED_SQL}) WHERE avg_amount > threshold "
+        f"INSERT INTO {target} SELECT * FROM "
+        f"({_JUDGED_SQL.format(windows=segments.file_rows(con, 'window_averages', source_file))}) "
+        "WHERE avg_amount > threshold "
         "ORDER BY key, window_start_ms, window_end_ms",
         params,
     )
@@ -44,14 +46,16 @@ def replace_anomalies(con: duckdb.DuckDBPyConnection, source_file: str, run_id: 
 
 
 def count(con: duckdb.DuckDBPyConnection, source_file: str) -> int:
-    return schema.fetch_one(con, "SELECT count(*) FROM anomalies WHERE source_file = ?", [source_file])[0]
+    rows = segments.file_rows(con, "anomalies", source_file)
+    return schema.fetch_one(con, f"SELECT count(*) FROM {rows} AS anomalies WHERE source_file = ?", [source_file])[0]
 
 
 def top(con: duckdb.DuckDBPyConnection, source_file: str, limit: int) -> list[dict[str, object]]:
     """The file's anomalies, largest score first, as the alert lists them (epoch-ms window bounds)."""
     rows = con.execute(
         "SELECT key, window_start_ms, window_end_ms, avg_amount, threshold, score, txn_count "
-        f"FROM anomalies WHERE source_file = ? ORDER BY {TOP_ORDER} LIMIT ?",
+        f"FROM {segments.file_rows(con, 'anomalies', source_file)} AS anomalies WHERE source_file = ? "
+        f"ORDER BY {TOP_ORDER} LIMIT ?",
         [source_file, int(limit)],
     ).fetchall()
     names = ("key", "window_start", "window_end", "avg_amount", "threshold", "score", "txn_count")
@@ -61,15 +65,17 @@ def top(con: duckdb.DuckDBPyConnection, source_file: str, limit: int) -> list[di
 def consistency_problems(con: duckdb.DuckDBPyConnection, source_file: str) -> list[str]:
     """Rules every row of the file's anomalies obeys ([] if all hold): a window of window_averages,
     at most once, with a finite score above z and an average above its finite threshold."""
+    found = segments.file_rows(con, "anomalies", source_file)
+    windows = segments.file_rows(con, "window_averages", source_file)
     (missing, duplicated, not_above, bad_score) = schema.fetch_one(
         con,
         "SELECT "
-        "(SELECT count(*) FROM anomalies a WHERE a.source_file = $f AND NOT EXISTS (SELECT 1 FROM window_averages w "
+        f"(SELECT count(*) FROM {found} a WHERE a.source_file = $f AND NOT EXISTS (SELECT 1 FROM {windows} w "
         "  WHERE w.source_file = a.source_file AND w.key = a.key AND w.window_start_ms = a.window_start_ms "
         "  AND w.window_end_ms = a.window_end_ms AND w.avg_amount = a.avg_amount AND w.txn_count = a.txn_count)), "
-        "(SELECT count(*) - count(DISTINCT (key, window_start_ms, window_end_ms)) FROM anomalies WHERE source_file = $f), "
-        "(SELECT count(*) FROM anomalies WHERE source_file = $f AND NOT (isfinite(threshold) AND avg_amount > threshold)), "
-        "(SELECT count(*) FROM anomalies WHERE source_file = $f AND NOT (isfinite(score) AND score > "
+        f"(SELECT count(*) - count(DISTINCT (key, window_start_ms, window_end_ms)) FROM {found} a WHERE source_file = $f), "
+        f"(SELECT count(*) FROM {found} a WHERE source_file = $f AND NOT (isfinite(threshold) AND avg_amount > threshold)), "
+        f"(SELECT count(*) FROM {found} a WHERE source_file = $f AND NOT (isfinite(score) AND score > "
         "  coalesce(TRY_CAST(json_extract_string(params, '$.z') AS DOUBLE), 0) * (1 - 1e-9)))",
         {"f": source_file},
     )

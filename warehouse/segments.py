@@ -147,6 +147,30 @@ def replace_file(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -
     return f"staged.{table}"
 
 
+def file_rows(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -> str:
+    """A subquery of `table`'s rows of one source file that reads only that file's segments.
+
+    A query on the view opens every segment it lists (0.09 s per query over 1,500 small files here);
+    this opens the file's own, or none when this run replaced the file (its rows are all staged).
+    Use it as `FROM {file_rows(...)} AS <table>`; the rows and columns are the view's."""
+    quoted = _quoted(source_file)
+    if not is_segmented(con, table):
+        return f"(SELECT * FROM {table} WHERE source_file = {quoted})"
+    staged = f"SELECT * FROM staged.{table} WHERE source_file = {quoted}"
+    paths = [
+        row[0]
+        for row in con.execute(
+            "SELECT path FROM segments s WHERE table_name = $t AND source_file = $f AND NOT EXISTS "
+            "(SELECT 1 FROM staged.replaced r WHERE r.table_name = $t AND r.source_file = $f) ORDER BY path",
+            {"t": table, "f": source_file},
+        ).fetchall()
+    ]
+    if not paths:
+        return f"({staged})"
+    listed = ", ".join(_quoted(path) for path in paths)
+    return f"(SELECT * FROM read_parquet([{listed}]) UNION ALL {staged})"
+
+
 def insert_target(con: duckdb.DuckDBPyConnection, table: str) -> str:
     """The table an INSERT adding rows to `table` must name (its staged table in a segmented warehouse)."""
     return f"staged.{table}" if is_segmented(con, table) else table

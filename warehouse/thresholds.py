@@ -64,7 +64,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from warehouse import schema
+from warehouse import schema, segments
 
 METHOD = "robust_log_z_sqrt_n"
 TRANSFORM = "sign(a) * ln(1 + |a|)"
@@ -224,7 +224,8 @@ def replace_thresholds(
 
 def file_keys(con: duckdb.DuckDBPyConnection, source_file: str) -> set[str]:
     """The keys of one source file's windows: what a replay of that file changes (`changed_keys`)."""
-    rows = con.execute("SELECT DISTINCT key FROM window_averages WHERE source_file = ?", [source_file]).fetchall()
+    windows = segments.file_rows(con, "window_averages", source_file)
+    rows = con.execute(f"SELECT DISTINCT key FROM {windows} AS w WHERE source_file = ?", [source_file]).fetchall()
     return {key for (key,) in rows}
 
 

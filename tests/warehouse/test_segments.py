@@ -100,6 +100,22 @@ def test_a_replaced_file_is_hidden_and_its_staged_rows_shown(store: WarehouseSto
         assert con.execute("SELECT count(*) FROM staged.replaced").fetchall() == [(0,)]
 
 
+def test_file_rows_reads_only_that_files_segments_or_its_staged_rows(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1", "a2")
+    publish(store, "run2", "b.csv", "b1")
+    with store.connect_staging("run3") as con:
+        ((_, a_segment, _),) = [row for row in listed(con) if row[0] == "a.csv"]
+        ((_, b_segment, _),) = [row for row in listed(con) if row[0] == "b.csv"]
+        sql = segments.file_rows(con, "rejected_rows", "a.csv")
+        assert a_segment in sql and b_segment not in sql
+        assert sorted(r for (r,) in con.execute(f"SELECT raw FROM {sql} AS t").fetchall()) == ["a1", "a2"]
+        replace_rejected(con, "a.csv", "a3")
+        sql = segments.file_rows(con, "rejected_rows", "a.csv")
+        assert a_segment not in sql  # replaced by this run: only its staged rows
+        assert con.execute(f"SELECT raw FROM {sql} AS t").fetchall() == [("a3",)]
+        assert con.execute(f"SELECT raw FROM {segments.file_rows(con, 'rejected_rows', 'c.csv')} AS t").fetchall() == []
+
+
 def test_a_file_replaced_by_no_rows_leaves_no_segment(store: WarehouseStore) -> None:
     publish(store, "run1", "a.csv", "a1")
     publish(store, "run2", "a.csv")
