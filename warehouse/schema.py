@@ -191,11 +191,15 @@ def column_descriptions(table: str) -> dict[str, str]:
     return {c.name: c.description for c in CONTRACT[table]}
 
 
+def columns_sql(table: str) -> str:
+    """The contract's column definitions of `table`, as CREATE TABLE takes them."""
+    return ", ".join(f"{name} {sql_type}" for name, sql_type in TABLES[table])
+
+
 def create_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create any missing table of the contract (existing tables are left as they are)."""
-    for table, columns in TABLES.items():
-        cols = ", ".join(f"{name} {sql_type}" for name, sql_type in columns)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+    for table in TABLES:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns_sql(table)})")
 
 
 def describe(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:

@@ -48,7 +48,8 @@ _CATALOG_TABLES = (
 )
 
 
-def _quoted(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """`text` as a quoted SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -80,8 +81,7 @@ def prepare(con: duckdb.DuckDBPyConnection, segment_dir: Path | None = None) -> 
     if segment_dir is not None:
         _relink(con, segment_dir)
     for table in NATIVE:
-        cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
-        con.execute(f"CREATE TABLE IF NOT EXISTS main.{table} ({cols})")
+        con.execute(f"CREATE TABLE IF NOT EXISTS main.{table} ({schema.columns_sql(table)})")
     legacy = {
         row[0]
         for row in con.execute(
@@ -90,7 +90,7 @@ def prepare(con: duckdb.DuckDBPyConnection, segment_dir: Path | None = None) -> 
     }
     tables = []
     for table in SEGMENTED:
-        cols = ", ".join(f"{name} {sql_type}" for name, sql_type in schema.TABLES[table])
+        cols = schema.columns_sql(table)
         if table in legacy:
             if schema.contract_mismatches(con, table):
                 continue  # left as it is, for the table's contract check to name what is wrong
@@ -115,21 +115,29 @@ def _relink(con: duckdb.DuckDBPyConnection, segment_dir: Path) -> None:
 def refresh_views(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...] = SEGMENTED) -> None:
     """(Re)define each table's view: its published segments not replaced by this run, then its staged rows."""
     for table in tables:
-        paths = [
-            row[0]
-            for row in con.execute(
-                "SELECT path FROM segments s WHERE table_name = $t AND NOT EXISTS (SELECT 1 FROM staged.replaced r "
-                "WHERE r.table_name = $t AND r.source_file = s.source_file) ORDER BY source_file, path",
-                {"t": table},
-            ).fetchall()
-        ]
-        staged = f"SELECT * FROM staged.{table}"
-        if paths:
-            listed = ", ".join(_quoted(path) for path in paths)
-            body = f"SELECT * FROM read_parquet([{listed}]) UNION ALL {staged}"
-        else:
-            body = staged
-        con.execute(f"CREATE OR REPLACE VIEW main.{table} AS {body}")
+        con.execute(f"CREATE OR REPLACE VIEW main.{table} AS {_rows_sql(con, table)}")
+
+
+def _rows_sql(con: duckdb.DuckDBPyConnection, table: str, source_file: str | None = None) -> str:
+    """SELECT of `table`'s rows as this connection sees them (of one file, or of all): the published
+    segments this run has not replaced, then the staged rows."""
+    where, file_filter = "", ""
+    if source_file is not None:
+        where = f" WHERE source_file = {sql_literal(source_file)}"
+        file_filter = " AND s.source_file = $f"
+    paths = [
+        row[0]
+        for row in con.execute(
+            f"SELECT path FROM segments s WHERE table_name = $t{file_filter} AND NOT EXISTS (SELECT 1 FROM "
+            "staged.replaced r WHERE r.table_name = $t AND r.source_file = s.source_file) ORDER BY source_file, path",
+            {"t": table} if source_file is None else {"t": table, "f": source_file},
+        ).fetchall()
+    ]
+    staged = f"SELECT * FROM staged.{table}{where}"
+    if not paths:
+        return staged
+    listed = ", ".join(sql_literal(path) for path in paths)
+    return f"SELECT * FROM read_parquet([{listed}]) UNION ALL {staged}"
 
 
 def replace_file(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -> str:
@@ -153,22 +161,9 @@ def file_rows(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -> s
     A query on the view opens every segment it lists (0.09 s per query over 1,500 small files here);
     this opens the file's own, or none when this run replaced the file (its rows are all staged).
     Use it as `FROM {file_rows(...)} AS <table>`; the rows and columns are the view's."""
-    quoted = _quoted(source_file)
     if not is_segmented(con, table):
-        return f"(SELECT * FROM {table} WHERE source_file = {quoted})"
-    staged = f"SELECT * FROM staged.{table} WHERE source_file = {quoted}"
-    paths = [
-        row[0]
-        for row in con.execute(
-            "SELECT path FROM segments s WHERE table_name = $t AND source_file = $f AND NOT EXISTS "
-            "(SELECT 1 FROM staged.replaced r WHERE r.table_name = $t AND r.source_file = $f) ORDER BY path",
-            {"t": table, "f": source_file},
-        ).fetchall()
-    ]
-    if not paths:
-        return f"({staged})"
-    listed = ", ".join(_quoted(path) for path in paths)
-    return f"(SELECT * FROM read_parquet([{listed}]) UNION ALL {staged})"
+        return f"(SELECT * FROM {table} WHERE source_file = {sql_literal(source_file)})"
+    return f"({_rows_sql(con, table, source_file)})"
 
 
 def insert_target(con: duckdb.DuckDBPyConnection, table: str) -> str:
@@ -202,14 +197,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> list[str]:
-    """Write the staged rows as segments and record them; returns the segment paths no longer listed.
+def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> None:
+    """Write the staged rows as segments and record them (the publish retires what is no longer listed).
 
     Each (table, source file) staged or replaced gets: its replaced segments dropped from `segments`,
     and its staged rows (if any) written, in insertion order, to a new Parquet file that is flushed to
     disk before it is listed. Idempotent: a second call finds nothing staged.
     """
-    retired: list[str] = []
     con.execute("BEGIN")
     for table in SEGMENTED:
         files = [
@@ -227,13 +221,6 @@ def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> list
                 params,
             ).fetchall()[0][0]
             if replaced:
-                retired += [
-                    row[0]
-                    for row in con.execute(
-                        "SELECT path FROM segments WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f",
-                        params,
-                    ).fetchall()
-                ]
                 con.execute(
                     "DELETE FROM segments WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f", params
                 )
@@ -246,7 +233,7 @@ def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> list
                 partial = path.with_name(path.name + ".partial")
                 con.execute(
                     f"COPY (SELECT * FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?) "
-                    f"TO {_quoted(str(partial))} "
+                    f"TO {sql_literal(str(partial))} "
                     "(FORMAT parquet, COMPRESSION zstd)",
                     [source_file],
                 )
@@ -261,4 +248,3 @@ def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> list
     con.execute("DELETE FROM staged.replaced")
     refresh_views(con)
     con.execute("COMMIT")
-    return retired

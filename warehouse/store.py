@@ -69,10 +69,6 @@ def _listed(catalog: Path) -> set[str]:
         con.close()
 
 
-def _sql_text(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
 class MissingSegmentsError(RuntimeError):
     """The warehouse lists segment files that are not there (its .segments folder was moved or deleted)."""
 
@@ -303,8 +299,8 @@ class WarehouseStore:
         catalog = staging.with_name(staging.name + ".catalog")
         catalog.unlink(missing_ok=True)
         with duckdb.connect() as con:
-            con.execute(f"ATTACH '{_sql_text(staging)}' AS sealed (READ_ONLY)")
-            con.execute(f"ATTACH '{_sql_text(catalog)}' AS fresh")
+            con.execute(f"ATTACH {segments.sql_literal(str(staging))} AS sealed (READ_ONLY)")
+            con.execute(f"ATTACH {segments.sql_literal(str(catalog))} AS fresh")
             con.execute("COPY FROM DATABASE sealed TO fresh")
             con.execute("DETACH fresh")
         with open(catalog, "rb") as handle:
