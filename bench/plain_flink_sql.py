@@ -9,8 +9,9 @@ pipeline's per-event lateness rule", over the same staged file the pipeline's wi
     ->  drop the row iff floor-start + size - 1 + lateness <= watermark (first row: never late)
     ->  GROUP BY key, window start: AVG(amount) (DOUBLE), COUNT(*)  ->  sink (filesystem, csv)
 
-The environment comes from flink_jobs.environment.create_environments (same interpreter, same
-mini-cluster JVM heap cap, same gateway set-up as the pipeline's job), then batch mode is set.
+The environment comes from flink_jobs.environment.create_environment (same interpreter, same
+mini-cluster JVM heap cap, same gateway set-up as the pipeline's job); batch mode is set and a
+table environment created on it.
 Late events are dropped, not written (the rule is the same, so the windows and their counts must
 equal the pipeline's; bench/run.py checks that). Prints one JSON line: flink_net_runtime_ms,
 windows, wall_seconds (from before the JVM starts to the end of the job), parallelism.
@@ -75,11 +76,13 @@ def run(input_path: Path, output_dir: Path, *, size_ms: int, ooo_ms: int, latene
     shutil.rmtree(output_dir, ignore_errors=True)
     started = time.monotonic()
     from pyflink.datastream import RuntimeExecutionMode
+    from pyflink.table import StreamTableEnvironment
 
-    from flink_jobs.environment import create_environments, finish_class_data_archive
+    from flink_jobs.environment import create_environment, finish_class_data_archive
 
-    env, t_env, _ = create_environments(parallelism, None, jvm_heap)
+    env, _ = create_environment(parallelism, None, jvm_heap)
     env.set_runtime_mode(RuntimeExecutionMode.BATCH)
+    t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("execution.runtime-mode", "batch")
     t_env.get_config().set("pipeline.name", f"plain Flink SQL tumbling AVG: {input_path.name}")
     *ddl, insert = statements(input_path, output_dir, size_ms, ooo_ms, lateness_ms)

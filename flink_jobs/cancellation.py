@@ -30,7 +30,7 @@ bounded by CANCEL_TIMEOUT_S: if the cluster does not answer, the line says so wi
 the command that cancels it by hand. Repeated signals during the cancel are ignored (Ctrl-C sends
 SIGINT to the job's process twice: from the terminal and from Pipes).
 
-A signal that arrives while a remote job is being planned or submitted (create_environments calls
+A signal that arrives while a remote job is being planned or submitted (create_environment calls
 `arm(remote=True)`) is held until the job id is known, so a job accepted by the cluster in that
 moment is cancelled too; if no job turns up within SUBMIT_GRACE_S the process exits anyway. On
 the local mini-cluster such a signal stops the process at once, as before. That moment is real:
@@ -82,7 +82,7 @@ class RunStopped(SystemExit):
 class _State:
     def __init__(self) -> None:
         self.armed = False
-        self.remote: bool | None = None  # None: not armed by create_environments (unknown target)
+        self.remote: bool | None = None  # None: not armed by create_environment (unknown target)
         self.where: str | None = None  # the cluster's REST address (for the messages)
         self.previous: dict[int, object] = {}
         self.pending: int | None = None  # the first stop signal received
@@ -128,7 +128,7 @@ def _exit_unless_submitted(signum: int) -> None:
 
 
 def arm(*, remote: bool, where: str | None = None) -> None:
-    """Record where the job runs (create_environments calls this before the job is planned).
+    """Record where the job runs (create_environment calls this before the job is planned).
 
     For a remote job the handlers are installed now: a signal during planning or submission is held
     until the job id is known. For the mini-cluster they come with the wait (cancel_on_stop).

@@ -12,7 +12,7 @@ running cluster only when its Java gateway is started through the Flink CLI, whi
 `SUBMIT_ARGS="remote -m host:port ..."` does (pyflink/java_gateway.py -> pyflink_gateway_server.py
 runs `flink run -m host:port -c org.apache.flink.client.python.PythonGatewayServer`; the CLI then
 installs a context environment whose `execute()` submits the job over the REST API and waits for
-its result, and ships `opt/flink-python*.jar` with the job). `create_environments` sets that before
+its result, and ships `opt/flink-python*.jar` with the job). `create_environment` sets that before
 the gateway starts, after checking that the cluster's REST API answers, so an unreachable
 jobmanager fails in about a second with a clear message instead of after a minute of retries.
 
@@ -38,7 +38,6 @@ from pathlib import Path
 
 from pyflink.common import Configuration
 from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment
 
 from flink_jobs import cancellation
 from flink_jobs.output import parallelism_problem
@@ -154,7 +153,7 @@ def flink_configuration(parallelism: int, jobmanager: str | None = None, rest_po
     conf.set_string("parallelism.default", str(parallelism))
     if jobmanager:
         # Informational for the job's config: what actually routes the job to the cluster is the
-        # gateway started through the Flink CLI (see remote_submit_args / create_environments).
+        # gateway started through the Flink CLI (see remote_submit_args / create_environment).
         host, port = parse_jobmanager(jobmanager)
         conf.set_string("execution.target", "remote")
         conf.set_string("rest.address", host)
@@ -334,15 +333,20 @@ def _child_java_pids() -> list[int]:
     return pids
 
 
-def create_environments(
+def create_environment(
     parallelism: int, jobmanager: str | None = None, jvm_heap: str | None = None
-) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment, str]:
-    """Environments on the local mini-cluster, or on the Flink cluster at `jobmanager` (host:port),
-    and the base URL of the REST API that reports the job's progress.
+) -> tuple[StreamExecutionEnvironment, str]:
+    """The execution environment on the local mini-cluster, or on the Flink cluster at `jobmanager`
+    (host:port), and the base URL of the REST API that reports the job's progress.
 
     With `jobmanager`, raises JobManagerUnreachable (a ConnectionError) within about
     JOBMANAGER_CHECK_TIMEOUT_S if its REST API does not answer; `env.execute()` then submits the
     job to that cluster and waits for it to finish.
+
+    No table environment: the window job is a DataStream job, and StreamTableEnvironment.create
+    costs 0.8 s of planner start-up here (the plain SQL baseline creates its own). Nor PyFlink's
+    loopback server for Python workers (0.6 s, mostly importing Beam): it serves only process-mode
+    workers, and Python runs in thread mode here (flink_configuration).
     """
     # Validate before any JVM starts; a pyflink Configuration() already starts the gateway, so
     # the gateway's target must be chosen before flink_configuration() runs.
@@ -354,7 +358,10 @@ def create_environments(
     rest_port = None if jobmanager else free_loopback_port()
     base_url = rest_url(jobmanager) if jobmanager else f"http://127.0.0.1:{rest_port}"
     cancellation.arm(remote=bool(jobmanager), where=base_url)  # from here on, a stop signal cancels the job
+    # PyFlink reads this (private, as in its own test utilities) when it builds the environment:
+    # "process" skips starting the loopback server. A value set by the caller is kept.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(parallelism, jobmanager, rest_port))
     env.set_runtime_mode(RuntimeExecutionMode.BATCH)
     env.set_parallelism(parallelism)
-    return env, StreamTableEnvironment.create(env), base_url
+    return env, base_url

@@ -116,10 +116,10 @@ def run(
     from pyflink.datastream import RuntimeExecutionMode
     from pyflink.java_gateway import get_gateway
 
-    from flink_jobs.environment import create_environments, finish_class_data_archive
+    from flink_jobs.environment import create_environment, finish_class_data_archive
     from flink_jobs.progress import wait_for_result
 
-    env, _, rest_url = create_environments(parallelism, jobmanager, jvm_heap)
+    env, rest_url = create_environment(parallelism, jobmanager, jvm_heap)
     env.set_runtime_mode(RuntimeExecutionMode.STREAMING)  # watermarks and the WindowOperator need it
     env.add_jars(jar.as_uri())
     # The operators never keep or change a record after passing it on (AttachWatermark changes it

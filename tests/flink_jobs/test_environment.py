@@ -1,7 +1,9 @@
-"""Tests for the gateway JVM's class-data sharing archive (flink_jobs.environment), with a real JVM."""
+"""Tests for flink_jobs.environment with a real JVM: the gateway's class-data sharing archive, and what
+the environment leaves out (no table environment, no loopback server for Python workers)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +28,7 @@ GATEWAY_SCRIPT = textwrap.dedent(
     from flink_jobs import environment
 
     environment.CDS_DIR = Path(sys.argv[1])
-    environment.create_environments(1)
+    environment.create_environment(1)
     (pid,) = environment._child_java_pids()
     maps = Path(f"/proc/{pid}/maps").read_text()
     print("mapped" if str(environment.class_data_archive()) in maps else "not mapped", flush=True)
@@ -109,3 +111,42 @@ def test_the_first_gateway_writes_the_archive_and_the_next_one_maps_it(tmp_path:
     assert archive.stat().st_size > 1_000_000
     assert not list(tmp_path.glob(".*.partial"))
     assert start_gateway() == "mapped"
+
+
+# Builds the job's environment and reports what it started: PyFlink's loopback server for process-mode
+# Python workers would set python.loopback-server.address and import Beam. The window job needs
+# neither (Python runs in thread mode inside the JVM).
+LEAN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pyflink.util.java_utils import get_j_env_configuration
+
+    from flink_jobs import environment
+
+    env, url = environment.create_environment(1)
+    conf = get_j_env_configuration(env._j_stream_execution_environment)
+    print(json.dumps({
+        "loopback": conf.containsKey("python.loopback-server.address"),
+        "beam_imported": "apache_beam" in sys.modules,
+        "execution_mode": conf.getString("python.execution-mode", ""),
+        "url": url,
+    }))
+    """
+)
+
+
+def test_the_environment_starts_no_loopback_server_for_python_workers() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LEAN_SCRIPT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        env={k: v for k, v in os.environ.items() if k != "_python_worker_execution_mode"},
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["loopback"] is False
+    assert report["beam_imported"] is False
+    assert report["execution_mode"] == "thread"  # custom aggregates run in the JVM, so no worker needs it
+    assert report["url"].startswith("http://127.0.0.1:")
