@@ -255,6 +255,9 @@ def parse_event_times(values: pd.Series, timezone: str) -> tuple[np.ndarray, pd.
 
 def _parse_tail(tail: np.ndarray, tail_len: np.ndarray):
     """Parse ``[.fffffffff][Z|±HH:MM|±HHMM]`` for rows whose text is longer than 19."""
+    uniform = _uniform_fraction(tail, tail_len)
+    if uniform is not None:
+        return uniform
     m, width = tail.shape
     pad = max(0, 16 - width)
     if pad:
@@ -288,6 +291,25 @@ def _parse_tail(tail: np.ndarray, tail_len: np.ndarray):
     offset_min = np.where(numeric & ok, sign * (oh * 60 + om), 0)
     has_offset = ok & (rest > 0)
     return ok, np.where(ok, frac_ms, 0), has_offset, offset_min, bad_offset
+
+
+def _uniform_fraction(tail: np.ndarray, tail_len: np.ndarray):
+    """_parse_tail's result when every tail is ``.`` and the same number of digits, without an offset
+    (what a file written by one program has: a third of the parse time at 1M rows otherwise); None
+    when any tail differs. Floors to the millisecond like the general path."""
+    width = int(tail_len[0])
+    if not 2 <= width <= 10 or tail.shape[1] < width or (tail_len != width).any() or (tail[:, 0] != _ORD_DOT).any():
+        return None
+    digits = tail[:, 1:width] - np.uint32(_ORD_0)  # wraps for non-digits
+    if (digits >= 10).any():
+        return None
+    kept = min(3, width - 1)  # digits below the millisecond are floored away
+    frac_ms = np.zeros(len(tail), dtype=np.int64)
+    for i in range(kept):
+        frac_ms = frac_ms * 10 + digits[:, i]
+    frac_ms *= 10 ** (3 - kept)
+    none = np.zeros(len(tail), dtype=bool)
+    return ~none, frac_ms, none, np.zeros(len(tail), dtype=np.int64), none
 
 
 def _zone_offsets(local_s: np.ndarray, zone: ZoneInfo) -> tuple[np.ndarray, np.ndarray]:

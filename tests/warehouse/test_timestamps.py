@@ -157,6 +157,29 @@ def test_matches_datetime_reference(rows):
     assert ms.tolist() == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=9),
+    st.lists(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)), min_size=1, max_size=40),
+)
+def test_same_fraction_width_on_every_row_matches_datetime_reference(digits, datetimes):
+    # Every row '.' + `digits` digits and no offset: the shortcut a file written by one program takes.
+    texts = [f"{dt.year:04d}-{dt:%m-%d %H:%M:%S}." + f"{dt.microsecond:06d}000"[:digits] for dt in datetimes]
+    expected = [
+        ref_ms(dt.replace(microsecond=0, tzinfo=UTC)) + int(f"{dt.microsecond:06d}000"[:digits].ljust(3, "0")[:3])
+        for dt in datetimes
+    ]
+    ms, reasons = parse(texts)
+    assert reasons == [None] * len(texts)
+    assert ms.tolist() == expected
+
+
+def test_one_odd_fraction_among_uniform_ones_is_still_judged():
+    ms, reasons = parse(["2024-05-11 10:00:00.123", "2024-05-11 10:00:00.12x", "2024-05-11 10:00:00.456"])
+    assert reasons[0] is None and reasons[2] is None and reasons[1] is not None
+    assert ms[0] % 1000 == 123 and ms[2] % 1000 == 456
+
+
 # ---------------------------------------------------------------- invalid input
 
 
