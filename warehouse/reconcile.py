@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from warehouse import schema
 from warehouse.flink_output import late_window_sql
 from warehouse.windows import WindowSpec
 
@@ -221,6 +222,29 @@ FROM j""").fetchall()[0]  # fmt: skip
     return report
 
 
+def _windows_if_identical(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The window report when `_actual_windows` and `_expected_windows` hold the same rows, else None.
+
+    One EXCEPT ALL instead of _report's joins (1M rows, 680k windows: 0.33 -> 0.2 s; the common case).
+    Equal counts and an empty `actual EXCEPT ALL expected` make the two multisets equal: every column,
+    the stored mean bit for bit (its value and the sign of a zero) included. The expected windows are
+    a GROUP BY over the key columns, so neither side then has duplicates.
+    """
+    columns = f"{_WINDOW_KEY}, {', '.join(_WINDOW_VALUES)}"
+    mean = "sum_amount::DOUBLE / txn_count"
+    n_actual, n_expected, n_differ = schema.fetch_one(
+        con,
+        f"""SELECT (SELECT count(*) FROM _actual_windows), (SELECT count(*) FROM _expected_windows),
+            (SELECT count(*) FROM (SELECT {columns}, avg_amount, signbit(avg_amount) FROM _actual_windows
+                                   EXCEPT ALL
+                                   SELECT {columns}, {mean}, signbit({mean}) FROM _expected_windows))""",
+    )
+    if n_actual != n_expected or n_differ:
+        return None
+    counts = dict.fromkeys(("missing", "unexpected", "duplicates_actual", "duplicates_expected", "value_mismatches"), 0)
+    return {"expected": n_expected, "actual": n_actual, "compared": n_actual, **counts, "examples": [], "equal": True}
+
+
 def compare_tables(
     con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -238,15 +262,17 @@ def compare_tables(
             "a.avg_amount IS DISTINCT FROM (e.sum_amount::DOUBLE / e.txn_count) "
             "OR signbit(a.avg_amount) <> signbit(e.sum_amount::DOUBLE / e.txn_count)"
         )
-        windows = _report(
-            con,
-            f"SELECT {_WINDOW_KEY}, avg_amount, {', '.join(_WINDOW_VALUES)} FROM _actual_windows",
-            "SELECT * FROM _expected_windows",
-            _WINDOW_KEY,
-            _WINDOW_VALUES,
-            "window",
-            avg_differs,
-        )
+        windows = _windows_if_identical(con)
+        if windows is None:  # find out what differs
+            windows = _report(
+                con,
+                f"SELECT {_WINDOW_KEY}, avg_amount, {', '.join(_WINDOW_VALUES)} FROM _actual_windows",
+                "SELECT * FROM _expected_windows",
+                _WINDOW_KEY,
+                _WINDOW_VALUES,
+                "window",
+                avg_differs,
+            )
         late = _report(
             con,
             "SELECT source_row, key, event_time_ms, amount, watermark_ms, epoch_ms(window_start) AS window_start_ms, "
@@ -262,11 +288,15 @@ def compare_tables(
         windows["expected_pairs"] = int(
             con.execute("SELECT coalesce(sum(txn_count), 0) FROM _expected_windows").fetchall()[0][0]
         )
-        windows["max_abs_diff"] = float(
-            con.execute(
-                "SELECT coalesce(max(abs(a.avg_amount - e.sum_amount::DOUBLE / e.txn_count)), 0) "
-                f"FROM _actual_windows a JOIN _expected_windows e USING ({_WINDOW_KEY})"
-            ).fetchall()[0][0]
+        windows["max_abs_diff"] = (
+            0.0
+            if windows["equal"]
+            else float(
+                con.execute(
+                    "SELECT coalesce(max(abs(a.avg_amount - e.sum_amount::DOUBLE / e.txn_count)), 0) "
+                    f"FROM _actual_windows a JOIN _expected_windows e USING ({_WINDOW_KEY})"
+                ).fetchall()[0][0]
+            )
         )
     finally:
         _drop_expected(con)
