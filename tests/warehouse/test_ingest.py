@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from warehouse import ingest
 from warehouse.ingest import REQUIRED_COLUMNS, Chunk, InputFileError, read_transactions
 
 UTC = UTC
@@ -660,8 +661,10 @@ MIXED = (
 )
 
 
+@pytest.mark.parametrize("parse_rows", [25_000, 2, 3])  # records parsed at a time, a chunk's parts
 @pytest.mark.parametrize("chunk_rows", [1, 2, 3, 4, 5, 7, 12, 13])
-def test_chunking_does_not_change_results(tmp_path, chunk_rows):
+def test_chunking_does_not_change_results(tmp_path, monkeypatch, chunk_rows, parse_rows):
+    monkeypatch.setattr(ingest, "_PARSE_ROWS", parse_rows)
     path = write(tmp_path, MIXED)
     big_valid, big_rejected, big_chunks = read_all(path, chunk_rows=1000)
     assert len(big_chunks) == 1
