@@ -2,7 +2,8 @@
 
     staged lines (FileSource, read in file order at parallelism 1)
       -> parse (Java)                                    source_row, event time, DECIMAL amount, key
-      -> per-event watermark: max - out_of_orderness - 1, emitted after every event (Java)
+      -> per-event watermark: max - out_of_orderness - 1 after every event (Java; tumbling and
+         sliding: only those that cross a cleanup time, the same decisions with fewer watermarks)
       -> the watermark each event is judged against, attached to it (for late_events)
       -> key_by(key) -> window(Tumbling | Sliding | Session EventTimeWindows)
          .allowed_lateness(L).side_output_late_data(late)      Flink's WindowOperator
@@ -19,7 +20,10 @@ judges lateness (isWindowLate) and aggregates; Python only wires the operators t
   the same 100k rows). A Java WatermarkGenerator emits `max - bound - 1` in `onEvent`, and the
   source and the generator run at parallelism 1, so every window subtask sees the same sequence of
   events and watermarks whatever the parallelism of the windows: the output is a pure function of
-  the file and the spec. Batch mode is no way out: it ignores watermark generators, and it has no
+  the file and the spec. For tumbling and sliding windows every cleanup time is k * slide + size -
+  1 + allowed lateness, and the window operator compares watermarks with nothing else, so only the
+  watermarks that cross one are sent: the same output (checked on 1M rows, all three kinds, and by
+  the tests), and the job's net runtime at 1M rows went from 3.2-3.8 s to 2.5-3.0 s here. Batch mode is no way out: it ignores watermark generators, and it has no
   session windows in SQL ("Unaligned windows like session are not supported in batch mode yet").
 * The default EventTimeTrigger fires at the window's end and again for each element allowed late;
   `FireAtCleanup` fires once, at cleanup (end - 1 + allowed lateness, or end of input), so a
@@ -134,9 +138,9 @@ def run(
     lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "staged transactions").set_parallelism(1)
     events = (
         _java(lines).map(ops.ParseStagedLine()).name("parse").setParallelism(1)
-        .assignTimestampsAndWatermarks(ops.PerEventWatermarks(spec.out_of_orderness_ms))
+        .assignTimestampsAndWatermarks(ops.PerEventWatermarks(spec.out_of_orderness_ms, *_cleanup_times(spec)))
         .name("per-event watermark").setParallelism(1)
-        .process(ops.AttachWatermark()).name("attach watermark").setParallelism(1)
+        .process(ops.AttachWatermark(spec.out_of_orderness_ms)).name("attach watermark").setParallelism(1)
     )  # fmt: skip
     late_tag = ops.lateTag()
     windows = (
@@ -277,6 +281,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="your own AggregateFunction, package.module:ClassName (repeatable); one value per "
                         "window and aggregate goes to <output>/custom/")  # fmt: skip
     return parser.parse_args(argv)
+
+
+def _cleanup_times(spec: WindowSpec) -> tuple[int, int]:
+    """(step, phase): every cleanup time of an aligned kind's windows is k * step + phase, the only
+    watermarks its window operator needs (PerEventWatermarks). (0, 0) for sessions: every watermark."""
+    if spec.kind == "session":
+        return 0, 0
+    step = spec.size_ms if spec.kind == "tumbling" else spec.slide_ms
+    return step, spec.size_ms - 1 + spec.allowed_lateness_ms
 
 
 def spec_from_args(args: argparse.Namespace) -> WindowSpec:

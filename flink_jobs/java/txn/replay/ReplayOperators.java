@@ -64,28 +64,49 @@ public final class ReplayOperators {
     }
 
     /**
-     * Bounded out-of-orderness with a watermark after every event: {@code max - bound - 1}, emitted
-     * in onEvent (Flink's BoundedOutOfOrdernessWatermarks emits the same value, but only
-     * periodically, which makes lateness depend on timing).
+     * Bounded out-of-orderness, {@code max - bound - 1} after every event that raises the maximum
+     * (Flink's BoundedOutOfOrdernessWatermarks emits the same value, but only periodically, which
+     * makes lateness depend on timing).
+     *
+     * <p>With {@code stepMs > 0} (tumbling and sliding windows) only the watermarks that cross a
+     * cleanup time are emitted. A window of such a kind starts at a multiple of the slide, so its
+     * cleanup time ({@code end - 1 + allowedLateness}) is {@code k * stepMs + phaseMs} for some k,
+     * with {@code phaseMs = size - 1 + allowedLateness}. The window operator compares watermarks
+     * only with cleanup times (isWindowLate, its timers), so its decisions come out exactly as with
+     * every watermark, at the same events, and each window subtask receives about one watermark
+     * per window length instead of one per event. Sessions end anywhere: {@code stepMs = 0} emits
+     * every one.
      */
     public static class PerEventWatermarks implements WatermarkStrategy<Event> {
         private final long outOfOrdernessMs;
+        private final long stepMs;
+        private final long phaseMs;
 
-        public PerEventWatermarks(long outOfOrdernessMs) {
+        public PerEventWatermarks(long outOfOrdernessMs, long stepMs, long phaseMs) {
             this.outOfOrdernessMs = outOfOrdernessMs;
+            this.stepMs = stepMs;
+            this.phaseMs = phaseMs;
         }
 
         @Override
         public WatermarkGenerator<Event> createWatermarkGenerator(WatermarkGeneratorSupplier.Context context) {
             final long bound = outOfOrdernessMs;
+            final long step = stepMs;
+            final long phase = phaseMs;
             return new WatermarkGenerator<Event>() {
                 private long maxTimestamp = Long.MIN_VALUE;
+                private long emitted = Long.MIN_VALUE;
 
                 @Override
                 public void onEvent(Event event, long eventTimestamp, WatermarkOutput output) {
                     if (eventTimestamp > maxTimestamp) {
                         maxTimestamp = eventTimestamp;
-                        output.emitWatermark(new Watermark(maxTimestamp - bound - 1));
+                        long watermark = maxTimestamp - bound - 1;
+                        if (step <= 0 || emitted == Long.MIN_VALUE
+                                || Math.floorDiv(watermark - phase, step) > Math.floorDiv(emitted - phase, step)) {
+                            emitted = watermark;
+                            output.emitWatermark(new Watermark(watermark));
+                        }
                     }
                 }
 
@@ -100,11 +121,25 @@ public final class ReplayOperators {
         }
     }
 
-    /** Records the current watermark on each event (the one the window operator judges it by). */
+    /**
+     * Records on each event the watermark it is judged against: {@code max - bound - 1} over the
+     * events before it (Long.MIN_VALUE for the first), the value PerEventWatermarks computes. It
+     * runs chained after it at parallelism 1, so it sees the events in the same order. (The operator's
+     * current watermark would be the last one emitted, which for aligned windows is only the last
+     * one that crossed a cleanup time.)
+     */
     public static class AttachWatermark extends ProcessFunction<Event, Event> {
+        private final long outOfOrdernessMs;
+        private long maxTimestamp = Long.MIN_VALUE;
+
+        public AttachWatermark(long outOfOrdernessMs) {
+            this.outOfOrdernessMs = outOfOrdernessMs;
+        }
+
         @Override
         public void processElement(Event event, Context context, Collector<Event> out) {
-            event.watermark = context.timerService().currentWatermark();
+            event.watermark = maxTimestamp == Long.MIN_VALUE ? Long.MIN_VALUE : maxTimestamp - outOfOrdernessMs - 1;
+            maxTimestamp = Math.max(maxTimestamp, event.eventTimeMs);
             out.collect(event);
         }
     }
