@@ -46,10 +46,16 @@ FROM transactions WHERE source_file = $source_file
 """
 
 
+def _windows_per_event(spec: WindowSpec) -> int:
+    """How many windows of an aligned kind an event belongs to."""
+    step = spec.size_ms if spec.kind == "tumbling" else spec.slide_ms
+    return -(-spec.size_ms // step)
+
+
 def _aligned_pairs_sql(spec: WindowSpec) -> str:
     """(row, window, late) pairs of tumbling or sliding windows."""
     step = spec.size_ms if spec.kind == "tumbling" else spec.slide_ms
-    per_event = -(-spec.size_ms // step)  # windows an event can belong to
+    per_event = _windows_per_event(spec)
     return f"""
 SELECT *, coalesce(window_end_ms - 1 + CAST($lateness AS BIGINT) <= watermark_ms, false) AS late
 FROM (
@@ -151,7 +157,9 @@ def _build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_fil
             f"{window_columns} FROM _pairs WHERE NOT late GROUP BY key, window_start_ms, window_end_ms"
         )
         late_rows = (
-            "SELECT source_row, any_value(key) AS key, any_value(event_time_ms) AS event_time_ms, "
+            "SELECT source_row, key, event_time_ms, amount, watermark_ms FROM _pairs WHERE late"
+            if _windows_per_event(spec) == 1  # one pair per row (tumbling): no GROUP BY needed
+            else "SELECT source_row, any_value(key) AS key, any_value(event_time_ms) AS event_time_ms, "
             "any_value(amount) AS amount, any_value(watermark_ms) AS watermark_ms "
             "FROM _pairs GROUP BY source_row HAVING bool_and(late)"
         )

@@ -234,7 +234,7 @@ def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> None
                 con.execute(
                     f"COPY (SELECT * FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?) "
                     f"TO {sql_literal(str(partial))} "
-                    "(FORMAT parquet, COMPRESSION zstd)",
+                    "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)",  # level 3: 20 % slower, 3 % smaller
                     [source_file],
                 )
                 _fsync(partial)
