@@ -9,7 +9,9 @@ staging copy, so they judge exactly what is about to be published.
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
+import duckdb
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -32,7 +34,7 @@ from orchestration.settings import REPO_ROOT, PipelineSettings
 from orchestration.write_audit_publish import PipelineStep
 from warehouse import advice, quality, reconcile, schema, segments
 from warehouse import flink_output as flink_output_files
-from warehouse.ingest import InputFileError, read_transactions
+from warehouse.ingest import Chunk, InputFileError, read_transactions
 
 GROUP = "replay"
 OWNERS = ["team:data-engineering"]
@@ -156,29 +158,43 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         transactions_table = segments.replace_file(con, "transactions", source_file)
         rejected_table = segments.replace_file(con, "rejected_rows", source_file)
         con.execute("COMMIT")
+
+        def insert(cur: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
+            cur.register("chunk_valid", chunk.valid)
+            cur.execute(
+                f"INSERT INTO {transactions_table} SELECT ?, source_row, line, transaction_id, key, "
+                "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, "
+                "amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4) "  # exact: DECIMAL(18,4)
+                "FROM chunk_valid ORDER BY source_row",
+                [source_file],
+            )
+            cur.register("chunk_rejected", chunk.rejected)
+            cur.execute(
+                f"INSERT INTO {rejected_table} SELECT ?, source_row, line, raw, reason "
+                "FROM chunk_rejected ORDER BY source_row",
+                [source_file],
+            )
+            cur.unregister("chunk_valid")
+            cur.unregister("chunk_rejected")
+
         # One commit per chunk: the staging copy is private to this run and published only if the
         # run succeeds, so nothing is lost by it, while one transaction over the whole file kept it
-        # all in memory (1.6 GB at 10M rows, 0.56 GB this way).
+        # all in memory (1.6 GB at 10M rows, 0.56 GB this way). A chunk is inserted by a thread of its
+        # own while the next one is parsed (parsing holds the GIL, DuckDB mostly not): 1M rows
+        # 1.44 -> 1.13 s. One thread, so the chunks land in file order.
         try:
-            for chunk in read_transactions(source, key_column=pipeline.key_column, timezone=pipeline.source_timezone):
-                con.register("chunk_valid", chunk.valid)
-                con.execute(
-                    f"INSERT INTO {transactions_table} SELECT ?, source_row, line, transaction_id, key, "
-                    "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, "
-                    "amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4) "  # exact: DECIMAL(18,4)
-                    "FROM chunk_valid ORDER BY source_row",
-                    [source_file],
-                )
-                con.register("chunk_rejected", chunk.rejected)
-                con.execute(
-                    f"INSERT INTO {rejected_table} SELECT ?, source_row, line, raw, reason "
-                    "FROM chunk_rejected ORDER BY source_row",
-                    [source_file],
-                )
-                con.unregister("chunk_valid")
-                con.unregister("chunk_rejected")
-                records += len(chunk.valid) + len(chunk.rejected)
-                context.log.info(f"Ingested {records:,} rows of {source.name} ({time.monotonic() - started:.1f} s)")
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-insert") as inserter, con.cursor() as cur:
+                inserting: Future | None = None
+                for chunk in read_transactions(
+                    source, key_column=pipeline.key_column, timezone=pipeline.source_timezone
+                ):
+                    if inserting is not None:
+                        inserting.result()
+                    inserting = inserter.submit(insert, cur, chunk)
+                    records += len(chunk.valid) + len(chunk.rejected)
+                    context.log.info(f"Ingested {records:,} rows of {source.name} ({time.monotonic() - started:.1f} s)")
+                if inserting is not None:
+                    inserting.result()
         except InputFileError as error:
             raise Failure(description=str(error)) from None
 
