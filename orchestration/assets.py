@@ -183,7 +183,10 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         # own while the next one is parsed (parsing holds the GIL, DuckDB mostly not): 1M rows
         # 1.44 -> 1.13 s. One thread, so the chunks land in file order.
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-insert") as inserter, con.cursor() as cur:
+            # The cursor is another connection: it needs the session's time zone (the TIMESTAMPTZ cast);
+            # it closes after the executor has waited for the last insert.
+            with con.cursor() as cur, ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-insert") as inserter:
+                cur.execute("SET TimeZone = 'UTC'")
                 inserting: Future | None = None
                 for chunk in read_transactions(
                     source, key_column=pipeline.key_column, timezone=pipeline.source_timezone

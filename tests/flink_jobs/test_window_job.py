@@ -40,7 +40,7 @@ def test_job_equals_reference_and_recomputation(tmp_path, kind, parallelism):
     assert sum(w[3] for w in expected.windows) >= len(EVENTS) - len(expected.late)
 
 
-# Aligned kinds get a watermark only when it crosses a cleanup time (k * slide - 1 + allowed lateness,
+# Aligned kinds get a watermark only when it crosses a cleanup time (k * slide + size - 1 + allowed lateness,
 # flink_jobs/java/.../ReplayOperators.PerEventWatermarks): the decisions must stay those of a watermark
 # after every event, also before 1970, with a lateness longer than the windows, a slide that does not
 # divide the size, and an out-of-orderness of 0.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import os
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -426,3 +429,42 @@ def test_reconciliation_fails_when_results_are_altered_and_blocks_downstream(tmp
     assert step_keys(result, DagsterEventType.STEP_FAILURE) == ["replay_event_time_windows"]
     assert "anomaly_thresholds" not in step_keys(result, DagsterEventType.STEP_START)
     assert snapshot(warehouse) == before
+
+
+INGEST_IN_ZONE = """
+import sys
+from dagster import DagsterInstance, materialize
+import duckdb
+from orchestration.assets import ingest_transactions
+from orchestration.settings import PipelineSettings
+source, warehouse = sys.argv[1], sys.argv[2]
+result = materialize([ingest_transactions], resources={"pipeline": PipelineSettings(source_csv=source,
+                     warehouse=warehouse)}, instance=DagsterInstance.ephemeral())
+assert result.success
+con = duckdb.connect(warehouse, read_only=True)
+con.execute("SET TimeZone = 'UTC'")
+print(con.execute("SELECT count(*) FILTER (WHERE epoch_ms(event_time) <> event_time_ms), count(*) FROM transactions").fetchall()[0])
+"""
+
+
+def test_event_time_is_the_instant_of_event_time_ms_whatever_the_hosts_time_zone(tmp_path):
+    # Chunks are inserted through a second DuckDB connection: it must use UTC too (a host in Tokyo
+    # would otherwise shift every event_time by 9 hours).
+    env = {**os.environ, "TZ": "Asia/Tokyo"}
+    done = subprocess.run([sys.executable, "-c", INGEST_IN_ZONE, str(LAB_EXAMPLE), str(tmp_path / "w.duckdb")],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    shifted, rows = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert rows == 3 and shifted == 0
+
+
+def test_a_file_that_breaks_after_its_first_chunk_fails_with_its_sentence(tmp_path):
+    # The error comes while the first chunk is still being inserted by the ingest's worker thread.
+    source = tmp_path / "late_break.csv"
+    with open(source, "wb") as out:
+        out.write(b"transaction_id,timestamp,amount\n")
+        out.write(b"".join(b"k%d,2024-05-11 10:00:00,1\n" % (i % 7) for i in range(200_010)))
+        out.write("café,2024-05-11 10:00:01,2\n".encode("latin-1"))
+    result = run_pipeline(source, tmp_path / "warehouse.duckdb")
+    assert not result.success
+    assert "UTF-8" in failure_message(result) and str(source) in failure_message(result)

@@ -71,9 +71,10 @@ public final class ReplayOperators {
      * <p>With {@code stepMs > 0} (tumbling and sliding windows) only the watermarks that cross a
      * cleanup time are emitted. A window of such a kind starts at a multiple of the slide, so its
      * cleanup time ({@code end - 1 + allowedLateness}) is {@code k * stepMs + phaseMs} for some k,
-     * with {@code phaseMs = size - 1 + allowedLateness}. The window operator compares watermarks
-     * only with cleanup times (isWindowLate, its timers), so its decisions come out exactly as with
-     * every watermark, at the same events, and each window subtask receives about one watermark
+     * with {@code phaseMs = size - 1 + allowedLateness}. The window operator's decisions compare
+     * watermarks with cleanup times (isWindowLate, its timers; isElementLate, {@code ts + lateness},
+     * is only asked when all of an event's windows are late, which the last watermark sent already
+     * shows), so they come out exactly as with every watermark, at the same events, and each window subtask receives about one watermark
      * per window length instead of one per event. Sessions end anywhere: {@code stepMs = 0} emits
      * every one.
      */
