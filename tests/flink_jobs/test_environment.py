@@ -37,6 +37,20 @@ GATEWAY_SCRIPT = textwrap.dedent(
 )
 
 
+def run_child(script: str, *args: str, without: str) -> str:
+    """stdout of `python -c script args` in the repository, without the variable `without`; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        env={k: v for k, v in os.environ.items() if k != without},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 @pytest.fixture
 def cds_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(environment, "CDS_DIR", tmp_path)
@@ -92,16 +106,7 @@ def test_partial_archives_of_dead_runs_are_removed_after_ten_minutes(cds_dir: Pa
 
 def test_the_first_gateway_writes_the_archive_and_the_next_one_maps_it(tmp_path: Path) -> None:
     def start_gateway() -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", GATEWAY_SCRIPT, str(tmp_path)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=CHILD_TIMEOUT_S,
-            env={k: v for k, v in os.environ.items() if k != "JVM_ARGS"},
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
+        return run_child(GATEWAY_SCRIPT, str(tmp_path), without="JVM_ARGS")
 
     assert start_gateway() == "not mapped"
     deadline = time.monotonic() + CHILD_TIMEOUT_S
@@ -136,16 +141,7 @@ LEAN_SCRIPT = textwrap.dedent(
 
 
 def test_the_environment_starts_no_loopback_server_for_python_workers() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", LEAN_SCRIPT],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-        env={k: v for k, v in os.environ.items() if k != "_python_worker_execution_mode"},
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = json.loads(run_child(LEAN_SCRIPT, without="_python_worker_execution_mode").splitlines()[-1])
     assert report["loopback"] is False
     assert report["beam_imported"] is False
     assert report["execution_mode"] == "thread"  # custom aggregates run in the JVM, so no worker needs it
