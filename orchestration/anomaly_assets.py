@@ -15,7 +15,6 @@ module only wires them to Dagster.
 import time
 from collections.abc import Iterator
 
-import duckdb
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -54,54 +53,31 @@ def _method(settings: PipelineSettings) -> thresholds.Method:
     return thresholds.Method(z=settings.anomaly_z, min_windows=settings.anomaly_min_windows)
 
 
-def _plot(con, keys: list[str], title: str, source_file: str | None) -> str:
-    """Markdown with an SVG of the keys' window averages, their threshold(1) and, marked, the
-    anomalous windows: of `source_file` from the anomalies table, or (None) of the whole history
-    judged against the current thresholds."""
+def _plot(con, keys: list[str], title: str, source_file: str, *, judged_now: bool) -> str:
+    """Markdown with an SVG of the keys' window averages in `source_file`, their threshold(1) and,
+    marked, the anomalous windows: judged against the current thresholds (`judged_now`), or as the
+    anomalies table has them. Only the file's windows: a plot that costs what the file costs."""
     series = {}
+    windows = segments.file_rows(con, "window_averages", source_file)
     for key in keys:
         (threshold,) = schema.fetch_one(con, "SELECT threshold FROM anomaly_thresholds WHERE key = ?", [key])
-        if source_file is None:
-            points = con.execute(
-                "SELECT window_start_ms, avg_amount FROM window_averages WHERE key = ? ORDER BY window_start_ms",
-                [key],
-            ).fetchall()
-            marked = [
-                row[0]
-                for row in con.execute(
-                    "SELECT w.window_start_ms FROM window_averages w JOIN anomaly_thresholds t USING (key) "
-                    "WHERE w.key = ? AND w.avg_amount > "
-                    + thresholds.window_threshold_sql("t.log_center", "t.log_scale", "t.z", "w.txn_count"),
-                    [key],
-                ).fetchall()
-            ]
+        points = con.execute(
+            f"SELECT window_start_ms, avg_amount FROM {windows} AS w WHERE key = ? AND source_file = ? "
+            "ORDER BY window_start_ms",
+            [key, source_file],
+        ).fetchall()
+        if judged_now:
+            marked_sql = (
+                f"SELECT w.window_start_ms FROM {windows} AS w JOIN anomaly_thresholds t USING (key) "
+                "WHERE w.key = ? AND w.source_file = ? AND w.avg_amount > "
+                + thresholds.window_threshold_sql("t.log_center", "t.log_scale", "t.z", "w.txn_count")
+            )
         else:
-            windows = segments.file_rows(con, "window_averages", source_file)
             found = segments.file_rows(con, "anomalies", source_file)
-            points = con.execute(
-                f"SELECT window_start_ms, avg_amount FROM {windows} AS w WHERE key = ? AND source_file = ? "
-                "ORDER BY window_start_ms",
-                [key, source_file],
-            ).fetchall()
-            marked = [
-                row[0]
-                for row in con.execute(
-                    f"SELECT window_start_ms FROM {found} AS a WHERE key = ? AND source_file = ?", [key, source_file]
-                ).fetchall()
-            ]
+            marked_sql = f"SELECT window_start_ms FROM {found} AS a WHERE key = ? AND source_file = ?"
+        marked = [row[0] for row in con.execute(marked_sql, [key, source_file]).fetchall()]
         series[key] = (points, threshold, marked)
     return markdown_image(anomaly_svg(series, title), "window averages, threshold and anomalous windows")
-
-
-def _published_keys(step: PipelineStep, source_file: str) -> set[str] | None:
-    """The keys of the file's windows in the published warehouse (what this run replaces), or None
-    when they cannot be known (nothing published yet, or the file is locked by another writer): then
-    every key is refitted."""
-    try:
-        with step.store.connect_published() as published:
-            return thresholds.file_keys(published, source_file)
-    except (FileNotFoundError, duckdb.Error):
-        return None
 
 
 # --- anomaly_thresholds ---------------------------------------------------------------------
@@ -135,22 +111,18 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
     settings = step.settings
     method = _method(settings)
     source_file = str(settings.source_path)
-    published_keys = _published_keys(step, source_file)
     with step.staging() as con:
         con.execute("BEGIN")
-        changed_keys = None
-        if published_keys is not None:  # only the keys this run changed (and any stale ones) are refitted
-            changed_keys = published_keys | thresholds.file_keys(con, source_file)
-        n_keys = thresholds.replace_thresholds(
-            con, min_windows=method.min_windows, z=method.z, changed_keys=changed_keys
-        )
+        # run_id: the histogram is updated by the files this run changed and only their keys are
+        # refitted, at the cost of the file, not of the history (warehouse/thresholds.py)
+        n_keys = thresholds.replace_thresholds(con, min_windows=method.min_windows, z=method.z, run_id=step.run_id)
         con.execute("COMMIT")
         fit_s = time.monotonic() - started
         eligible, with_threshold, n_keys_all = schema.fetch_one(
             con,
             "SELECT count(*) FILTER (WHERE e.n >= ?), "
             "count(*) FILTER (WHERE e.n >= ? AND isfinite(t.threshold)), count(*) "
-            "FROM (SELECT key, count(*) AS n FROM window_averages GROUP BY key) e "
+            "FROM (SELECT key, sum(window_count) AS n FROM threshold_key_files GROUP BY key) e "
             "LEFT JOIN anomaly_thresholds t USING (key)",
             [method.min_windows, method.min_windows],
         )
@@ -163,18 +135,22 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
             "anomalous_windows FROM anomaly_thresholds ORDER BY anomalous_windows DESC, key LIMIT ?",
             [PREVIEW_ROWS],
         )
+        file_windows = segments.file_rows(con, "window_averages", source_file)
         busiest = [
             row[0]
             for row in con.execute(
-                "SELECT key FROM anomaly_thresholds ORDER BY window_count DESC, key LIMIT ?", [PLOT_KEYS]
+                f"SELECT key FROM anomaly_thresholds WHERE key IN (SELECT key FROM {file_windows} AS w) "
+                "ORDER BY window_count DESC, key LIMIT ?",
+                [PLOT_KEYS],
             ).fetchall()
         ]
         plot = _plot(
             con,
             busiest,
             f"Window averages (blue), threshold of a 1-transaction window (red dashed), anomalous windows (red) "
-            f"of the {len(busiest)} busiest keys, all history",
-            None,
+            f"in this file of its {len(busiest)} keys with the most history, judged against the new thresholds",
+            source_file,
+            judged_now=True,
         )
         contract = _contract_result(con, "anomaly_thresholds")
     every_key = AssetCheckResult(
@@ -285,6 +261,7 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
                 f"This file's window averages (blue), threshold of a 1-transaction window (red dashed) and "
                 f"anomalies (red) of {len(plot_keys)} keys, most anomalies first",
                 source_file,
+                judged_now=False,
             )
             contract = _contract_result(con, "anomalies")
         checks = [

@@ -127,7 +127,7 @@ def test_run_without_webhook_writes_anomalies_and_warns(baseline) -> None:
     meta = metadata(result, "anomalies")
     assert meta["dagster/row_count"] == 3 and meta["published"] is True
     assert meta["alert"] == "off (TXN_ALERT_WEBHOOK_URL is not set)"
-    assert meta["method"] == "robust_log_z_sqrt_n" and meta["params"]["z"] == 3.5
+    assert meta["method"] == "robust_log_z_sqrt_n_binned" and meta["params"]["z"] == 3.5
     svg = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", meta["plot"]).group(1)).decode()
     assert svg.count('class="anomaly"') == 3
     thresholds_meta = metadata(result, "anomaly_thresholds")

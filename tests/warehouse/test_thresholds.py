@@ -15,14 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from warehouse import schema
+from warehouse import schema, segments
 from warehouse.thresholds import (
+    BINS_PER_LOG_UNIT,
     MAD_TO_SIGMA,
     MEAN_AD_TO_SIGMA,
     METHOD,
     MIN_SCALE,
     Method,
-    file_keys,
+    binned_y,
     fit_key,
     fit_keys,
     flag_windows,
@@ -49,7 +50,8 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def load_windows(con: duckdb.DuckDBPyConnection, windows: Windows, source_file: str = "a.csv",
-                 starts: Mapping[str, Sequence[int]] | None = None, length_ms: int = WINDOW_MS) -> None:  # fmt: skip
+                 starts: Mapping[str, Sequence[int]] | None = None, length_ms: int = WINDOW_MS,
+                 table: str = "window_averages") -> None:  # fmt: skip
     """Insert (avg_amount, txn_count) windows into window_averages, one tumbling window after another
     per key (or at `starts`), through a DataFrame: tests load tens of thousands of windows."""
     rows = []
@@ -60,7 +62,7 @@ def load_windows(con: duckdb.DuckDBPyConnection, windows: Windows, source_file: 
     frame = pd.DataFrame(rows, columns=["source_file", "key", "s", "e", "avg_amount", "txn_count"])
     con.register("loaded_windows", frame)
     con.execute(
-        "INSERT INTO window_averages SELECT source_file, key, epoch_ms(s)::TIMESTAMPTZ, epoch_ms(e)::TIMESTAMPTZ, "
+        f"INSERT INTO {table} SELECT source_file, key, epoch_ms(s)::TIMESTAMPTZ, epoch_ms(e)::TIMESTAMPTZ, "
         "avg_amount, txn_count, (avg_amount * txn_count)::DECIMAL(38,4), avg_amount::DECIMAL(18,4), "
         "avg_amount::DECIMAL(18,4), s, e FROM loaded_windows"
     )
@@ -91,21 +93,24 @@ def check_against_reference(con: duckdb.DuckDBPyConnection, windows: Windows, *,
         assert math.isclose(row["log_center"], fit.center, rel_tol=1e-12, abs_tol=1e-12), (key, row, fit)
         assert math.isclose(row["log_scale"], fit.scale, rel_tol=1e-9, abs_tol=1e-12), (key, row, fit)
         assert math.isclose(row["threshold"], fit.threshold(1), rel_tol=1e-9), (key, row, fit)
-        # inv(center): the median average itself for an odd count (y is monotone in the average)
+        # inv(center): the median average itself, to within half a bin, for an odd count (y is
+        # monotone in the average)
         assert math.isclose(row["median_avg_amount"], inverse_y(fit.center), rel_tol=1e-9, abs_tol=1e-9)
         if len(averages) % 2:
-            assert math.isclose(row["median_avg_amount"], statistics.median(averages), rel_tol=1e-9, abs_tol=1e-9)
+            assert abs(y_of(statistics.median(averages)) - row["log_center"]) <= 0.5 / BINS_PER_LOG_UNIT + 1e-9
         assert row["max_avg_amount"] == max(averages)
         assert row["window_count"] == len(averages)
         assert row["txn_count"] == sum(n for _, n in windows[key])
         assert row["method"] == METHOD
         assert row["z"] == z
         assert json.loads(row["params"]) == method.params()
-        # counted against the stored fit, so ulp-level differences cannot flip a boundary window
+        # counted on the histogram against the stored fit, so ulp-level differences cannot flip a
+        # boundary window
         stored = fit.__class__(center=row["log_center"], scale=row["log_scale"], window_count=0, z=z)
-        expected_flags = sum(stored.is_anomalous(a, n) for a, n in windows[key])
+        expected_flags = sum(stored.is_counted_anomalous(a, n) for a, n in windows[key])
         assert abs(row["anomalous_windows"] - expected_flags) <= sum(
-            math.isclose(a, stored.threshold(n), rel_tol=1e-9) for a, n in windows[key]
+            math.isclose(binned_y(a), stored.center + z * stored.scale / math.sqrt(max(n, 1)), rel_tol=1e-9)
+            for a, n in windows[key]
         )
 
 
@@ -212,7 +217,7 @@ def test_mad_zero_falls_back_to_mean_absolute_deviation() -> None:
     windows = [(10.0, 1)] * 6 + [(12.0, 1), (50.0, 1), (9.0, 1)]
     fit = fit_key(windows, Method(min_windows=5))
     assert fit is not None
-    deviations = [abs(y_of(a) - y_of(10.0)) for a, _ in windows]
+    deviations = [abs(binned_y(a) - binned_y(10.0)) for a, _ in windows]
     assert math.isclose(fit.scale, max(MEAN_AD_TO_SIGMA * statistics.fmean(deviations), MIN_SCALE), rel_tol=1e-12)
     assert fit.is_anomalous(50.0, 1) and not fit.is_anomalous(12.0, 1) and not fit.is_anomalous(10.0, 1)
 
@@ -408,13 +413,59 @@ def test_problems_name_each_parameter_as_asked() -> None:
 
 
 # --------------------------------------------------------------------------- #
-# incremental refit: the same table as a full recompute
+# the histogram
 # --------------------------------------------------------------------------- #
+def test_binned_y_rounds_to_the_nearest_bin() -> None:
+    assert binned_y(0.0) == 0.0
+    assert binned_y(math.e - 1) == 1.0
+    for avg in (0.01, 1.0, 99.99, 123456.78, -50.0):
+        assert abs(binned_y(avg) - y_of(avg)) <= 0.5 / BINS_PER_LOG_UNIT + 1e-12
+        assert (binned_y(avg) * BINS_PER_LOG_UNIT).is_integer()
+
+
+def test_binning_moves_the_center_by_at_most_half_a_bin() -> None:
+    import random
+
+    rng = random.Random(7)
+    windows = [(rng.lognormvariate(4, 1), 1) for _ in range(301)]
+    fit = fit_key(windows)
+    assert fit is not None
+    exact = statistics.median(y_of(a) for a, _ in windows)
+    assert abs(fit.center - exact) <= 0.5 / BINS_PER_LOG_UNIT
+    assert fit.center != exact  # it is the binned value, not the exact one
+
+
+# --------------------------------------------------------------------------- #
+# runs on a segmented warehouse: the cost of the file, the result of a full recompute
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Iterator[tuple[duckdb.DuckDBPyConnection, Path]]:
+    """A segmented warehouse (the catalog and its segments folder), as the store keeps it."""
+    connection = duckdb.connect(str(tmp_path / "catalog.duckdb"))
+    connection.execute("SET TimeZone = 'UTC'")
+    segments.prepare(connection, tmp_path / "segments")
+    try:
+        yield connection, tmp_path / "segments"
+    finally:
+        connection.close()
+
+
+def run(warehouse: tuple[duckdb.DuckDBPyConnection, Path], run_id: str, files: Mapping[str, Windows], *,
+        min_windows: int = 3, z: float = 3.5, refit: bool = True) -> None:  # fmt: skip
+    """One pipeline run: replace each file's windows, refit (unless not), seal the staged rows."""
+    con, segment_dir = warehouse
+    for source_file, windows in files.items():
+        target = segments.replace_file(con, "window_averages", source_file)
+        load_windows(con, windows, source_file, length_ms=3000 if source_file == "day.csv" else WINDOW_MS, table=target)
+    if refit:
+        replace_thresholds(con, min_windows=min_windows, z=z, run_id=run_id)
+    segments.seal(con, segment_dir, run_id)
+
+
 def full_recompute(con: duckdb.DuckDBPyConnection, tmp_path: Path, *, min_windows: int, z: float) -> list[tuple]:
-    """The table a full recompute gives on a copy of the same windows."""
+    """The table a full recompute gives on a plain copy of the same windows."""
     other = duckdb.connect(str(tmp_path / "full.duckdb"))
     schema.create_tables(other)
-    other.execute("DELETE FROM window_averages")
     other.register("copied", con.execute("SELECT * FROM window_averages").df())
     other.execute("INSERT INTO window_averages SELECT * FROM copied")
     replace_thresholds(other, min_windows=min_windows, z=z)
@@ -424,64 +475,100 @@ def full_recompute(con: duckdb.DuckDBPyConnection, tmp_path: Path, *, min_window
     return rows
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def table_rows(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=windows_by_key, old=windows_by_key, new=windows_by_key, min_windows=st.integers(1, 6))
-def test_refitting_the_changed_keys_gives_the_full_recompute(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path, history: Windows, old: Windows, new: Windows, min_windows: int
+def test_a_run_updates_the_histogram_by_its_file_and_equals_a_full_recompute(
+    tmp_path_factory: pytest.TempPathFactory, history: Windows, old: Windows, new: Windows, min_windows: int
 ) -> None:
-    con.execute("DELETE FROM window_averages")
-    con.execute("DELETE FROM anomaly_thresholds")
-    load_windows(con, history, "history.csv")
-    load_windows(con, old, "day.csv", length_ms=3000)
-    replace_thresholds(con, min_windows=min_windows, z=3.5)
-    before = file_keys(con, "day.csv")
-    con.execute("DELETE FROM window_averages WHERE source_file = 'day.csv'")  # the file is replayed
-    load_windows(con, new, "day.csv", length_ms=3000)
-    replace_thresholds(con, min_windows=min_windows, z=3.5, changed_keys=before | file_keys(con, "day.csv"))
-    incremental = con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall()
-    assert incremental == full_recompute(con, tmp_path, min_windows=min_windows, z=3.5)
+    tmp_path = tmp_path_factory.mktemp("run")
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"))
+    segments.prepare(con, tmp_path / "segments")
+    wh = (con, tmp_path / "segments")
+    try:
+        run(wh, "r1", {"history.csv": history, "day.csv": old}, min_windows=min_windows)
+        run(wh, "r2", {"day.csv": new}, min_windows=min_windows)  # the file is replayed
+        assert table_rows(con) == full_recompute(con, tmp_path, min_windows=min_windows, z=3.5)
+        kept = con.execute("SELECT * FROM threshold_histogram ORDER BY ALL").fetchall()
+        con.execute("DELETE FROM threshold_key_files")  # forget the ledger: the next refit rebuilds
+        replace_thresholds(con, min_windows=min_windows, z=3.5, run_id="r3")
+        assert con.execute("SELECT * FROM threshold_histogram ORDER BY ALL").fetchall() == kept
+    finally:
+        con.close()
 
 
-def test_a_stale_row_is_refitted_although_the_caller_did_not_name_its_key(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path
+def test_a_run_does_not_read_the_other_files_windows(
+    warehouse: tuple[duckdb.DuckDBPyConnection, Path], tmp_path: Path
 ) -> None:
-    load_windows(con, singles({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0]}))
-    replace_thresholds(con, min_windows=3, z=3.5)
-    # another tool (or a publish that did not refit) changed b's windows
-    con.execute("UPDATE window_averages SET avg_amount = avg_amount * 10 WHERE key = 'b' AND avg_amount = 8")
-    load_windows(con, singles({"c": [1.0, 1.0, 1.0]}), "new.csv")
-    replace_thresholds(con, min_windows=3, z=3.5, changed_keys={"c"})
-    table = thresholds_table(con)
-    assert set(table) == {"a", "b", "c"} and table["b"]["max_avg_amount"] == 80.0
-    assert con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall() == full_recompute(
-        con, tmp_path, min_windows=3, z=3.5
+    con, _ = warehouse
+    run(warehouse, "r1", {"history.csv": singles({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0]})})
+    run(warehouse, "r2", {"day.csv": singles({"a": [2.0, 2.5], "c": [9.0, 9.0, 9.5]})})
+    (history_segment,) = [
+        Path(path) for (path,) in con.execute(
+            "SELECT path FROM segments WHERE table_name = 'window_averages' AND source_file = 'history.csv'"
+        ).fetchall()
+    ]  # fmt: skip
+    target = segments.replace_file(con, "window_averages", "day.csv")
+    load_windows(con, singles({"a": [2.0, 30.0], "c": [9.0, 9.0]}), "day.csv", length_ms=3000, table=target)
+    hidden = history_segment.with_name("hidden")
+    history_segment.rename(hidden)  # a refit that opened it would fail
+    try:
+        replace_thresholds(con, min_windows=3, z=3.5, run_id="r3")
+    finally:
+        hidden.rename(history_segment)
+    segments.seal(con, warehouse[1], "r3")
+    assert table_rows(con) == full_recompute(con, tmp_path, min_windows=3, z=3.5)
+    assert thresholds_table(con)["a"]["max_avg_amount"] == 30.0
+
+
+def test_a_run_that_skipped_the_refit_is_caught_up_by_the_next(
+    warehouse: tuple[duckdb.DuckDBPyConnection, Path], tmp_path: Path
+) -> None:
+    """A run that published the file's windows without this step (a selection without the anomaly
+    assets) leaves a ledger naming windows that are gone: the next run rebuilds the histogram."""
+    con, _ = warehouse
+    run(
+        warehouse,
+        "r1",
+        {"history.csv": singles({"a": [1.0, 2.0, 3.0, 4.0]}), "day.csv": singles({"a": [1.0, 1.0, 9.0]})},
     )
-
-
-def test_other_parameters_refit_every_key(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
-    load_windows(con, singles({"a": [1.0, 2.0, 3.0, 40.0], "b": [5.0, 6.0, 7.0, 80.0]}))
-    replace_thresholds(con, min_windows=3, z=3.5)
-    replace_thresholds(con, min_windows=3, z=2.0, changed_keys=set())
-    assert {row["z"] for row in thresholds_table(con).values()} == {2.0}
-    assert con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall() == full_recompute(
-        con, tmp_path, min_windows=3, z=2.0
-    )
-
-
-def test_a_replay_that_keeps_counts_and_maxima_is_refitted_by_its_keys(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path
-) -> None:
-    """The stored counts and maxima cannot show this change: the replayed file's keys must."""
-    load_windows(con, singles({"a": [1.0, 2.0, 3.0, 4.0]}), "history.csv")
-    load_windows(con, singles({"a": [1.0, 1.0, 9.0]}), "day.csv", length_ms=3000)
-    replace_thresholds(con, min_windows=3, z=3.5)
+    run(warehouse, "r2", {"day.csv": singles({"a": [8.0, 8.0, 9.0]})}, refit=False)  # same count and max
     before = thresholds_table(con)["a"]
-    con.execute("DELETE FROM window_averages WHERE source_file = 'day.csv'")
-    load_windows(con, singles({"a": [8.0, 8.0, 9.0]}), "day.csv", length_ms=3000)  # same count, same max
-    replace_thresholds(con, min_windows=3, z=3.5, changed_keys=set())
-    assert thresholds_table(con)["a"] == before  # nothing told it: the row stays as fitted
-    replace_thresholds(con, min_windows=3, z=3.5, changed_keys={"a"})
+    run(warehouse, "r3", {"other.csv": singles({"b": [1.0, 1.0, 1.0]})})
     assert thresholds_table(con)["a"]["log_center"] != before["log_center"]
-    assert con.execute("SELECT * FROM anomaly_thresholds ORDER BY key").fetchall() == full_recompute(
-        con, tmp_path, min_windows=3, z=3.5
-    )
+    assert table_rows(con) == full_recompute(con, tmp_path, min_windows=3, z=3.5)
+
+
+def test_a_row_changed_by_another_tool_is_refitted(
+    warehouse: tuple[duckdb.DuckDBPyConnection, Path], tmp_path: Path
+) -> None:
+    con, _ = warehouse
+    run(warehouse, "r1", {"history.csv": singles({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0]})})
+    con.execute("UPDATE anomaly_thresholds SET max_avg_amount = 0, threshold = 0 WHERE key = 'b'")
+    con.execute("DELETE FROM anomaly_thresholds WHERE key = 'a'")
+    run(warehouse, "r2", {"new.csv": singles({"c": [1.0, 1.0, 1.0]})})
+    assert set(thresholds_table(con)) == {"a", "b", "c"} and thresholds_table(con)["b"]["max_avg_amount"] == 8.0
+    assert table_rows(con) == full_recompute(con, tmp_path, min_windows=3, z=3.5)
+
+
+def test_other_parameters_refit_every_key(warehouse: tuple[duckdb.DuckDBPyConnection, Path], tmp_path: Path) -> None:
+    con, _ = warehouse
+    run(warehouse, "r1", {"history.csv": singles({"a": [1.0, 2.0, 3.0, 40.0], "b": [5.0, 6.0, 7.0, 80.0]})})
+    run(warehouse, "r2", {"new.csv": singles({"c": [1.0, 2.0, 3.0]})}, z=2.0)
+    assert {row["z"] for row in thresholds_table(con).values()} == {2.0}
+    assert table_rows(con) == full_recompute(con, tmp_path, min_windows=3, z=2.0)
+
+
+def test_a_file_whose_windows_are_gone_leaves_the_histogram(
+    warehouse: tuple[duckdb.DuckDBPyConnection, Path], tmp_path: Path
+) -> None:
+    con, _ = warehouse
+    run(warehouse, "r1", {"history.csv": singles({"a": [1.0, 2.0, 3.0]}), "day.csv": singles({"d": [1.0, 2.0, 3.0]})})
+    run(warehouse, "r2", {"day.csv": {}})  # replayed with no windows (every row rejected)
+    assert set(thresholds_table(con)) == {"a"}
+    assert con.execute("SELECT count(*) FROM threshold_histogram WHERE key = 'd'").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM threshold_key_files WHERE key = 'd'").fetchone() == (0,)
+    assert table_rows(con) == full_recompute(con, tmp_path, min_windows=3, z=3.5)
