@@ -416,7 +416,7 @@ def _stage(name: str, a: dict) -> None:
             # refit them once, as the last of those runs did (with the pipeline's default method).
             method = thresholds.Method()
             con.execute("BEGIN")
-            thresholds.replace_thresholds(con, min_windows=method.min_windows, z=method.z)
+            thresholds.replace_thresholds(con, min_windows=method.min_windows, z=method.z, run_id="history-copy")
             con.execute("COMMIT")
         store.publish("history-copy")  # the copies become segments, as 30 runs would have left them
         with store.connect_published() as con:

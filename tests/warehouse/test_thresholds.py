@@ -572,3 +572,21 @@ def test_a_file_whose_windows_are_gone_leaves_the_histogram(
     assert con.execute("SELECT count(*) FROM threshold_histogram WHERE key = 'd'").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM threshold_key_files WHERE key = 'd'").fetchone() == (0,)
     assert table_rows(con) == full_recompute(con, tmp_path, min_windows=3, z=3.5)
+
+
+def test_a_refit_without_a_run_id_is_rebuilt_by_the_next_run(
+    warehouse: tuple[duckdb.DuckDBPyConnection, Path], tmp_path: Path
+) -> None:
+    """A script's refit without `run_id` leaves a ledger that names no writer: the next run must not
+    add the file's windows a second time."""
+    con, segment_dir = warehouse
+    target = segments.replace_file(con, "window_averages", "history.csv")
+    load_windows(con, singles({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0]}), "history.csv", table=target)
+    replace_thresholds(con, min_windows=3, z=3.5)
+    segments.seal(con, segment_dir, "script")
+    run(warehouse, "r2", {"day.csv": singles({"a": [2.0, 2.5], "c": [9.0, 9.0, 9.5]})})
+    assert con.execute("SELECT sum(windows) FROM threshold_histogram").fetchone() == (
+        con.execute("SELECT count(*) FROM window_averages").fetchone()
+    )
+    assert set(con.execute("SELECT DISTINCT run_id FROM threshold_key_files").fetchall()) == {("script",), ("r2",)}
+    assert table_rows(con) == full_recompute(con, tmp_path, min_windows=3, z=3.5)
