@@ -201,13 +201,15 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         except InputFileError as error:
             raise Failure(description=str(error)) from None
 
+        # the file's rows only (`file_rows`): a query on the view opens every file's segments
+        txns, rejects = (segments.file_rows(con, t, source_file) for t in ("transactions", "rejected_rows"))
         n_valid, n_rejected, distinct_rows, min_row, max_row = schema.fetch_one(
             con,
-            "SELECT (SELECT count(*) FROM transactions WHERE source_file = $f), "
-            "(SELECT count(*) FROM rejected_rows WHERE source_file = $f), count(DISTINCT source_row), "
+            f"SELECT (SELECT count(*) FROM {txns} AS t WHERE source_file = $f), "
+            f"(SELECT count(*) FROM {rejects} AS r WHERE source_file = $f), count(DISTINCT source_row), "
             "coalesce(min(source_row), 1), coalesce(max(source_row), 0) FROM ("
-            "SELECT source_row FROM transactions WHERE source_file = $f UNION ALL "
-            "SELECT source_row FROM rejected_rows WHERE source_file = $f)",
+            f"SELECT source_row FROM {txns} AS t WHERE source_file = $f UNION ALL "
+            f"SELECT source_row FROM {rejects} AS r WHERE source_file = $f)",
             {"f": source_file},
         )
         accounted = n_valid + n_rejected == records == distinct_rows and (min_row, max_row) == (1, records)
@@ -238,19 +240,19 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         ]
         transactions_preview = _fetch_df(
             con,
-            "SELECT source_row, transaction_id, key, event_time, amount FROM transactions "
+            f"SELECT source_row, transaction_id, key, event_time, amount FROM {txns} AS t "
             "WHERE source_file = ? ORDER BY source_row LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
         rejected_preview = _fetch_df(
             con,
-            "SELECT source_row, line, reason, left(raw, 120) AS raw FROM rejected_rows "
+            f"SELECT source_row, line, reason, left(raw, 120) AS raw FROM {rejects} AS r "
             "WHERE source_file = ? ORDER BY source_row LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
         top_reasons = _fetch_df(
             con,
-            "SELECT split_part(reason, ':', 1) AS reason, count(*) AS rows FROM rejected_rows "
+            f"SELECT split_part(reason, ':', 1) AS reason, count(*) AS rows FROM {rejects} AS r "
             "WHERE source_file = ? GROUP BY 1 ORDER BY rows DESC, reason LIMIT 10",
             [source_file],
         )
@@ -415,11 +417,14 @@ def _replay_event_time_windows(
             segments.replace_file(con, table, source_file)
         flink_output_files.load_output(con, flink_output, source_file, spec)
         n_custom = custom_aggregates.load_output(con, flink_output, source_file)
+        windows, lates, customs = (
+            segments.file_rows(con, t, source_file) for t in ("window_averages", "late_events", "custom_aggregates")
+        )
         n_windows, n_late, max_lateness_ms = schema.fetch_one(
             con,
-            "SELECT (SELECT count(*) FROM window_averages WHERE source_file = $f), "
-            "(SELECT count(*) FROM late_events WHERE source_file = $f), "
-            "(SELECT max(watermark_ms - event_time_ms) FROM late_events WHERE source_file = $f)",
+            f"SELECT (SELECT count(*) FROM {windows} AS w WHERE source_file = $f), "
+            f"(SELECT count(*) FROM {lates} AS l WHERE source_file = $f), "
+            f"(SELECT max(watermark_ms - event_time_ms) FROM {lates} AS l WHERE source_file = $f)",
             {"f": source_file},
         )
         con.execute(
@@ -464,13 +469,13 @@ def _replay_event_time_windows(
         windows_preview = _fetch_df(
             con,
             "SELECT key, window_start, window_end, avg_amount, txn_count, sum_amount, min_amount, max_amount "
-            "FROM window_averages WHERE source_file = ? ORDER BY key, window_start_ms, window_end_ms LIMIT ?",
+            f"FROM {windows} AS w WHERE source_file = ? ORDER BY key, window_start_ms, window_end_ms LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
         late_preview = _fetch_df(
             con,
             "SELECT source_row, key, event_time, amount, watermark_ms - event_time_ms AS behind_watermark_ms "
-            "FROM late_events WHERE source_file = ? ORDER BY source_row LIMIT ?",
+            f"FROM {lates} AS l WHERE source_file = ? ORDER BY source_row LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
         replays_preview = _fetch_df(
@@ -478,7 +483,7 @@ def _replay_event_time_windows(
         )
         custom_preview = _fetch_df(
             con,
-            "SELECT aggregate, key, window_start, window_end, value FROM custom_aggregates WHERE source_file = ? "
+            f"SELECT aggregate, key, window_start, window_end, value FROM {customs} AS c WHERE source_file = ? "
             "ORDER BY aggregate, key, window_start_ms, window_end_ms LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )

@@ -66,7 +66,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from warehouse import quality, schema, windows
+from warehouse import quality, schema, segments, windows
 from warehouse.windows import WindowSpec
 
 __all__ = [
@@ -272,7 +272,7 @@ FROM (
     SELECT source_row, event_time_ms AS ts,
            max(event_time_ms) OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
                AS latest_before
-    FROM transactions
+    FROM {transactions} AS transactions
     WHERE source_file = $source_file
 )
 """
@@ -286,13 +286,13 @@ CREATE OR REPLACE TEMP TABLE advice_rescue AS
 WITH candidates AS (
     SELECT e.source_row, t.key, e.ts, {bucket} + probe.d AS bucket
     FROM advice_events e
-    JOIN transactions t ON t.source_file = $source_file AND t.source_row = e.source_row,
+    JOIN {transactions} AS t ON t.source_file = $source_file AND t.source_row = e.source_row,
     (VALUES (0), (1)) AS probe(d)
     WHERE e.bound_needed > 0
 )
 SELECT c.source_row, max(f.event_time_ms) AS rescue_ts
 FROM candidates c
-JOIN transactions f ON f.source_file = $source_file AND f.key = c.key AND {bucket_f} = c.bucket
+JOIN {transactions} AS f ON f.source_file = $source_file AND f.key = c.key AND {bucket_f} = c.bucket
 WHERE f.event_time_ms > c.ts AND f.event_time_ms <= c.ts + {gap} AND f.source_row < c.source_row
 GROUP BY c.source_row
 """
@@ -389,15 +389,19 @@ def advise(
     current_bound = spec.out_of_orderness_ms
     session = spec.kind == "session"
     gap, lateness = int(spec.gap_ms), int(spec.allowed_lateness_ms)
+    transactions = segments.file_rows(con, "transactions", source_file)  # no other file's segment is opened
     con.execute(
-        _EVENTS_SQL.format(end_last=_latest_window_end_sql(spec), lateness=lateness),
+        _EVENTS_SQL.format(end_last=_latest_window_end_sql(spec), lateness=lateness, transactions=transactions),
         {"source_file": source_file},
     )
     try:
         if session:
             con.execute(
                 _RESCUE_SQL.format(
-                    bucket=_bucket_sql("e.ts", gap), bucket_f=_bucket_sql("f.event_time_ms", gap), gap=gap
+                    bucket=_bucket_sql("e.ts", gap),
+                    bucket_f=_bucket_sql("f.event_time_ms", gap),
+                    gap=gap,
+                    transactions=transactions,
                 ),
                 {"source_file": source_file},
             )

@@ -26,12 +26,13 @@ _OUTPUT_GLOB = "*.csv"
 
 def stage_input(con: duckdb.DuckDBPyConnection, source_file: str, path: Path) -> int:
     """Write the file's valid transactions as the job's staged input; returns the row count."""
+    transactions = segments.file_rows(con, "transactions", source_file)  # not every file's segments
     con.execute(
-        "COPY (SELECT source_row, event_time_ms, amount, hex(key) FROM transactions "
+        f"COPY (SELECT source_row, event_time_ms, amount, hex(key) FROM {transactions} AS t "
         f"WHERE source_file = $f ORDER BY source_row) TO {_quote(path)} (FORMAT csv, HEADER false)",
         {"f": source_file},
     )
-    return schema.fetch_one(con, "SELECT count(*) FROM transactions WHERE source_file = ?", [source_file])[0]
+    return schema.fetch_one(con, f"SELECT count(*) FROM {transactions} AS t WHERE source_file = ?", [source_file])[0]
 
 
 def _quote(path: Path) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from warehouse import schema
+from warehouse import schema, segments
 from warehouse.windows import WindowSpec
 
 EXAMPLES = 5
@@ -39,8 +39,9 @@ def contract_check(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
 # --- windows ------------------------------------------------------------------------------------
 
 
-def _alignment_sql(spec: WindowSpec) -> str:
-    """Per window of the file: which shape rule it breaks (the rules of the spec's kind)."""
+def _alignment_sql(spec: WindowSpec, windows: str) -> str:
+    """Per window of the file (`windows`: its rows, `segments.file_rows`): which shape rule it breaks
+    (the rules of the spec's kind)."""
     if spec.kind == "session":
         misaligned = "false"  # a session starts at its first event
         wrong_length = f"window_end_ms - window_start_ms < {int(spec.gap_ms)}"
@@ -55,7 +56,7 @@ SELECT key, window_start_ms, window_end_ms, txn_count, sum_amount, min_amount, m
        epoch_ms(window_start) <> window_start_ms OR epoch_ms(window_end) <> window_end_ms AS timestamps_disagree,
        NOT (txn_count >= 1 AND min_amount <= max_amount
             AND min_amount * txn_count <= sum_amount AND sum_amount <= max_amount * txn_count) AS out_of_bounds
-FROM window_averages WHERE source_file = $f
+FROM {windows} AS window_averages WHERE source_file = $f
 """
 
 
@@ -70,7 +71,8 @@ def window_shape_check(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_
     Only the replayed file's windows are read: the other files' windows were checked when they
     were published, and the `replays` table keeps one window config per warehouse.
     """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE window_shape AS {_alignment_sql(spec)}", {"f": source_file})
+    windows = segments.file_rows(con, "window_averages", source_file)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE window_shape AS {_alignment_sql(spec, windows)}", {"f": source_file})
     try:
         checked, misaligned, wrong_length, disagree, out_of_bounds = schema.fetch_one(
             con,
@@ -127,13 +129,16 @@ def conservation_check(
     file, every other transaction is counted, and `sum(txn_count)` equals `counted_pairs`, the
     number of (event, window) pairs the replay rule counts (one per on-time event for tumbling and
     session windows; for sliding windows, each on-time event once per window that is not late)."""
+    txns, windows, lates = (
+        segments.file_rows(con, t, source_file) for t in ("transactions", "window_averages", "late_events")
+    )
     transactions, counted, late, late_strangers = schema.fetch_one(
         con,
-        "SELECT (SELECT count(*) FROM transactions WHERE source_file = $f), "
-        "(SELECT coalesce(sum(txn_count), 0) FROM window_averages WHERE source_file = $f), "
-        "(SELECT count(*) FROM late_events WHERE source_file = $f), "
-        "(SELECT count(*) FROM late_events l WHERE source_file = $f AND NOT EXISTS ("
-        "  SELECT 1 FROM transactions t WHERE t.source_file = $f AND t.source_row = l.source_row))",
+        f"SELECT (SELECT count(*) FROM {txns} AS t WHERE source_file = $f), "
+        f"(SELECT coalesce(sum(txn_count), 0) FROM {windows} AS w WHERE source_file = $f), "
+        f"(SELECT count(*) FROM {lates} AS l WHERE source_file = $f), "
+        f"(SELECT count(*) FROM {lates} AS l WHERE source_file = $f AND NOT EXISTS ("
+        f"  SELECT 1 FROM {txns} AS t WHERE t.source_file = $f AND t.source_row = l.source_row))",
         {"f": source_file},
     )
     counted = int(counted)

@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from warehouse import schema
+from warehouse import schema, segments
 from warehouse.flink_output import late_window_sql
 from warehouse.windows import WindowSpec
 
@@ -38,11 +38,12 @@ __all__ = ["compare_tables", "expected_late_events", "expected_windows"]
 
 _MAX_EXAMPLES = 5
 
+# {transactions}: the file's rows (`segments.file_rows`), so that no other file's segment is opened
 _WATERMARKED = """
 SELECT source_row, key, event_time_ms, amount,
        max(event_time_ms) OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
            - CAST($ooo AS BIGINT) - 1 AS watermark_ms
-FROM transactions WHERE source_file = $source_file
+FROM {transactions} AS transactions WHERE source_file = $source_file
 """
 
 
@@ -52,7 +53,7 @@ def _windows_per_event(spec: WindowSpec) -> int:
     return -(-spec.size_ms // step)
 
 
-def _aligned_pairs_sql(spec: WindowSpec) -> str:
+def _aligned_pairs_sql(spec: WindowSpec, transactions: str) -> str:
     """(row, window, late) pairs of tumbling or sliding windows."""
     step = spec.size_ms if spec.kind == "tumbling" else spec.slide_ms
     per_event = _windows_per_event(spec)
@@ -62,7 +63,7 @@ FROM (
     SELECT w.*, last_start - k * CAST({step} AS BIGINT) AS window_start_ms,
            last_start - k * CAST({step} AS BIGINT) + CAST({spec.size_ms} AS BIGINT) AS window_end_ms
     FROM (SELECT *, event_time_ms - (((event_time_ms % {step}) + {step}) % {step}) AS last_start
-          FROM ({_WATERMARKED})) w,
+          FROM ({_WATERMARKED.format(transactions=transactions)})) w,
          (SELECT unnest(range({per_event})) AS k) offsets
 )
 WHERE window_start_ms > event_time_ms - CAST({spec.size_ms} AS BIGINT)
@@ -109,7 +110,8 @@ def _assign_sessions(keys: np.ndarray, ts: np.ndarray, watermark: np.ndarray, ga
 
 def _session_rows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, params: dict[str, Any]) -> None:
     """Temp table `_session_rows(source_row, key, event_time_ms, amount, watermark_ms, session_id)`."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _watermarked AS {_WATERMARKED}",
+    transactions = segments.file_rows(con, "transactions", params["source_file"])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _watermarked AS {_WATERMARKED.format(transactions=transactions)}",
                 {k: params[k] for k in ("source_file", "ooo")})  # fmt: skip
     arrays = con.execute(
         "SELECT key, event_time_ms, coalesce(watermark_ms, -9223372036854775808) AS w, source_row "
@@ -151,7 +153,10 @@ def _build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_fil
         )
         late_rows = "SELECT * FROM _session_rows WHERE session_id < 0"
     else:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _pairs AS {_aligned_pairs_sql(spec)}", params)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _pairs AS {_aligned_pairs_sql(spec, segments.file_rows(con, 'transactions', source_file))}",
+            params,
+        )
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _expected_windows AS SELECT key, window_start_ms, window_end_ms, "
             f"{window_columns} FROM _pairs WHERE NOT late GROUP BY key, window_start_ms, window_end_ms"
@@ -262,7 +267,8 @@ def compare_tables(
     try:
         _build_expected(con, spec, source_file)
         params = {"source_file": source_file}
-        con.execute("CREATE OR REPLACE TEMP TABLE _actual_windows AS SELECT * FROM window_averages "
+        windows = segments.file_rows(con, "window_averages", source_file)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _actual_windows AS SELECT * FROM {windows} AS window_averages "
                     "WHERE source_file = $source_file", params)  # fmt: skip
         # avg_amount is derived from the exact sum on load; a stored mean that differs (also in
         # the sign of a zero) is a mismatch
@@ -284,9 +290,8 @@ def compare_tables(
         late = _report(
             con,
             "SELECT source_row, key, event_time_ms, amount, watermark_ms, epoch_ms(window_start) AS window_start_ms, "
-            "epoch_ms(window_end) AS window_end_ms FROM late_events WHERE source_file = $source_file".replace(
-                "$source_file", _literal(source_file)
-            ),
+            f"epoch_ms(window_end) AS window_end_ms FROM {segments.file_rows(con, 'late_events', source_file)} "
+            f"AS late_events WHERE source_file = {_literal(source_file)}",
             "SELECT * FROM _expected_late",
             "source_row",
             _LATE_VALUES,

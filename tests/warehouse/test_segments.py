@@ -313,3 +313,65 @@ def test_a_reader_of_the_old_catalog_keeps_reading_the_retired_segment(store: Wa
         reader.close()
     with store.connect_published() as con:
         assert rejected(con) == [("a.csv", "a2")]
+
+
+@pytest.mark.parametrize("kind", ["tumbling", "session"])
+def test_the_per_file_steps_read_only_the_files_own_rows(tmp_path: Path, kind: str) -> None:
+    """Staging the job's input, the reconciliation, the conservation and shape checks and the
+    advice judge one file: with every other file's segments moved away they still work, and on
+    the file's rows alone (a query on the views would open every segment)."""
+    from warehouse import advice, flink_output, quality, reconcile
+    from warehouse.windows import WindowSpec
+
+    spec = WindowSpec.unvalidated(kind, gap_ms=3000 if kind == "session" else None).validate()
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"))
+    con.execute("SET TimeZone = 'UTC'")
+    segments.prepare(con, tmp_path / "segments")
+
+    def replay(source_file: str, rows: int) -> None:
+        """The file's transactions (every fifth one 9 s behind), its windows and late events as the rule gives them."""
+        target = segments.replace_file(con, "transactions", source_file)
+        con.execute(
+            f"INSERT INTO {target} SELECT $f, i + 1, i + 2, 'tx' || i, 'k' || (i % 3), epoch_ms(ts), ts, "
+            "(i % 7 + 1)::DECIMAL(18,4) FROM (SELECT i, i * 700 - CASE WHEN i % 5 = 4 THEN 9000 ELSE 0 END AS ts "
+            "FROM range($n) r(i))",
+            {"f": source_file, "n": rows},
+        )
+        reconcile._build_expected(con, spec, source_file)
+        windows = segments.replace_file(con, "window_averages", source_file)
+        con.execute(
+            f"INSERT INTO {windows} SELECT $f, key, epoch_ms(window_start_ms), epoch_ms(window_end_ms), "
+            "sum_amount::DOUBLE / txn_count, txn_count, sum_amount, min_amount, max_amount, window_start_ms, "
+            "window_end_ms FROM _expected_windows",
+            {"f": source_file},
+        )
+        late = segments.replace_file(con, "late_events", source_file)
+        con.execute(
+            f"INSERT INTO {late} SELECT $f, source_row, key, epoch_ms(event_time_ms), amount, event_time_ms, "
+            "watermark_ms, epoch_ms(window_start_ms), epoch_ms(window_end_ms) FROM _expected_late",
+            {"f": source_file},
+        )
+
+    replay("history.csv", 400)
+    segments.seal(con, tmp_path / "segments", "r1")
+    replay("day.csv", 60)
+    hidden = [Path(path) for (path,) in con.execute("SELECT path FROM segments").fetchall()]
+    assert {path.parent.name for path in hidden} >= {"transactions", "window_averages"}
+    for path in hidden:
+        path.rename(path.with_name(path.name + ".hidden"))
+    try:
+        assert flink_output.stage_input(con, "day.csv", tmp_path / "staged.csv") == 60
+        assert len((tmp_path / "staged.csv").read_text().splitlines()) == 60
+        window_report, late_report = reconcile.compare_tables(con, spec, "day.csv")
+        assert window_report["equal"] and late_report["equal"] and late_report["expected"] > 0
+        conserved = quality.conservation_check(
+            con, spec, "day.csv", window_report["expected_pairs"], late_report["expected"]
+        )
+        assert conserved.passed, conserved.description
+        shaped = quality.window_shape_check(con, spec, "day.csv")
+        assert shaped.passed, shaped.description
+        assert advice.advise(con, "day.csv", spec, (0.01,)).transactions == 60
+    finally:
+        for path in hidden:
+            path.with_name(path.name + ".hidden").rename(path)
+        con.close()
