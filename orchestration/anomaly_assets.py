@@ -232,11 +232,10 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             con.execute("COMMIT")
             windows = segments.file_rows(con, "window_averages", source_file)
             found = segments.file_rows(con, "anomalies", source_file)
-            n_windows, n_all = schema.fetch_one(
-                con,
-                f"SELECT (SELECT count(*) FROM {windows} AS w WHERE source_file = $f), (SELECT count(*) FROM anomalies)",
-                {"f": source_file},
+            (n_windows,) = schema.fetch_one(
+                con, f"SELECT count(*) FROM {windows} AS w WHERE source_file = ?", [source_file]
             )
+            n_all = segments.row_count(con, "anomalies")
             top_df = _fetch_df(
                 con,
                 f"SELECT key, window_start, window_end, avg_amount, txn_count, threshold, score FROM {found} AS a "

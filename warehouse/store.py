@@ -262,7 +262,7 @@ class WarehouseStore:
                     con.execute(f"SET memory_limit = '{self.memory_limit}'")
                 try:
                     segments.prepare(con, self.segment_dir)
-                except duckdb.IOException:
+                except (duckdb.IOException, segments.MissingSegments):
                     missing = sorted(p for p in segments.referenced_paths(con) if not os.path.exists(p))
                     if not missing:
                         raise

@@ -116,6 +116,27 @@ def test_file_rows_reads_only_that_files_segments_or_its_staged_rows(store: Ware
         assert con.execute(f"SELECT raw FROM {segments.file_rows(con, 'rejected_rows', 'c.csv')} AS t").fetchall() == []
 
 
+def test_row_count_is_the_views_count_from_the_catalog_alone(store: WarehouseStore) -> None:
+    publish(store, "run1", "a.csv", "a1", "a2")
+    publish(store, "run2", "b.csv", "b1")
+    with store.connect_staging("run3") as con:
+        replace_rejected(con, "a.csv", "a3")  # hides a.csv's two published rows
+        add_rejected(con, None, "orphan")  # a row of no file
+        counted = con.execute("SELECT count(*) FROM rejected_rows").fetchall()[0][0]
+        paths = [path for _, path, _ in listed(con)]
+        for path in paths:
+            os.rename(path, path + ".hidden")
+        try:
+            assert segments.row_count(con, "rejected_rows") == counted == 3
+        finally:
+            for path in paths:
+                os.rename(path + ".hidden", path)
+    plain = duckdb.connect()
+    schema.create_tables(plain)
+    add_rejected(plain, "a.csv", "a1", "a2")
+    assert segments.row_count(plain, "rejected_rows") == 2
+
+
 def test_a_file_replaced_by_no_rows_leaves_no_segment(store: WarehouseStore) -> None:
     publish(store, "run1", "a.csv", "a1")
     publish(store, "run2", "a.csv")
@@ -328,8 +349,8 @@ def test_the_per_file_steps_read_only_the_files_own_rows(tmp_path: Path, kind: s
     con.execute("SET TimeZone = 'UTC'")
     segments.prepare(con, tmp_path / "segments")
 
-    def replay(source_file: str, rows: int) -> None:
-        """The file's transactions (every fifth one 9 s behind), its windows and late events as the rule gives them."""
+    def ingest(source_file: str, rows: int) -> None:
+        """The file's transactions, every fifth one 9 s behind."""
         target = segments.replace_file(con, "transactions", source_file)
         con.execute(
             f"INSERT INTO {target} SELECT $f, i + 1, i + 2, 'tx' || i, 'k' || (i % 3), epoch_ms(ts), ts, "
@@ -337,6 +358,9 @@ def test_the_per_file_steps_read_only_the_files_own_rows(tmp_path: Path, kind: s
             "FROM range($n) r(i))",
             {"f": source_file, "n": rows},
         )
+
+    def replay(source_file: str) -> None:
+        """The file's windows and late events as the rule gives them."""
         reconcile._build_expected(con, spec, source_file)
         windows = segments.replace_file(con, "window_averages", source_file)
         con.execute(
@@ -352,14 +376,21 @@ def test_the_per_file_steps_read_only_the_files_own_rows(tmp_path: Path, kind: s
             {"f": source_file},
         )
 
-    replay("history.csv", 400)
+    ingest("history.csv", 400)
+    replay("history.csv")
     segments.seal(con, tmp_path / "segments", "r1")
-    replay("day.csv", 60)
     hidden = [Path(path) for (path,) in con.execute("SELECT path FROM segments").fetchall()]
     assert {path.parent.name for path in hidden} >= {"transactions", "window_averages"}
+    # as in a run: the file's transactions are published (by the ingest step), its windows staged
+    ingest("day.csv", 60)
+    segments.seal(con, tmp_path / "segments", "r2")
+    replay("day.csv")
+    assert con.execute("SELECT count(*) FROM segments WHERE source_file = 'day.csv'").fetchall() == [(1,)]
     for path in hidden:
         path.rename(path.with_name(path.name + ".hidden"))
     try:
+        with pytest.raises(duckdb.IOException):  # what a step reading the views would meet
+            con.execute("SELECT count(*) FROM transactions").fetchall()
         assert flink_output.stage_input(con, "day.csv", tmp_path / "staged.csv") == 60
         assert len((tmp_path / "staged.csv").read_text().splitlines()) == 60
         window_report, late_report = reconcile.compare_tables(con, spec, "day.csv")
