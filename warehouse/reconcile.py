@@ -53,8 +53,8 @@ def _windows_per_event(spec: WindowSpec) -> int:
     return -(-spec.size_ms // step)
 
 
-def _aligned_pairs_sql(spec: WindowSpec, transactions: str) -> str:
-    """(row, window, late) pairs of tumbling or sliding windows."""
+def _aligned_pairs_sql(spec: WindowSpec, watermarked: str) -> str:
+    """(row, window, late) pairs of tumbling or sliding windows (`watermarked`: the file's `_WATERMARKED` rows)."""
     step = spec.size_ms if spec.kind == "tumbling" else spec.slide_ms
     per_event = _windows_per_event(spec)
     return f"""
@@ -63,7 +63,7 @@ FROM (
     SELECT w.*, last_start - k * CAST({step} AS BIGINT) AS window_start_ms,
            last_start - k * CAST({step} AS BIGINT) + CAST({spec.size_ms} AS BIGINT) AS window_end_ms
     FROM (SELECT *, event_time_ms - (((event_time_ms % {step}) + {step}) % {step}) AS last_start
-          FROM ({_WATERMARKED.format(transactions=transactions)})) w,
+          FROM ({watermarked})) w,
          (SELECT unnest(range({per_event})) AS k) offsets
 )
 WHERE window_start_ms > event_time_ms - CAST({spec.size_ms} AS BIGINT)
@@ -108,10 +108,10 @@ def _assign_sessions(keys: np.ndarray, ts: np.ndarray, watermark: np.ndarray, ga
     return np.where(session >= 0, roots[np.maximum(session, 0)] if len(parent) else session, -1)
 
 
-def _session_rows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, params: dict[str, Any]) -> None:
-    """Temp table `_session_rows(source_row, key, event_time_ms, amount, watermark_ms, session_id)`."""
-    transactions = segments.file_rows(con, "transactions", params["source_file"])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _watermarked AS {_WATERMARKED.format(transactions=transactions)}",
+def _session_rows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, watermarked: str, params: dict[str, Any]) -> None:
+    """Temp table `_session_rows(source_row, key, event_time_ms, amount, watermark_ms, session_id)`
+    (`watermarked`: the file's `_WATERMARKED` rows)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _watermarked AS {watermarked}",
                 {k: params[k] for k in ("source_file", "ooo")})  # fmt: skip
     arrays = con.execute(
         "SELECT key, event_time_ms, coalesce(watermark_ms, -9223372036854775808) AS w, source_row "
@@ -141,11 +141,12 @@ def _build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_fil
     spec.validate()
     params = {"source_file": source_file, "ooo": spec.out_of_orderness_ms, "lateness": spec.allowed_lateness_ms}
     late_start, late_end = late_window_sql(spec, "event_time_ms")
+    watermarked = _WATERMARKED.format(transactions=segments.file_rows(con, "transactions", source_file))
     window_columns = (
         "count(*) AS txn_count, sum(amount) AS sum_amount, min(amount) AS min_amount, max(amount) AS max_amount"
     )
     if spec.kind == "session":
-        _session_rows(con, spec, params)
+        _session_rows(con, spec, watermarked, params)
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _expected_windows AS SELECT key, min(event_time_ms) AS window_start_ms, "
             f"max(event_time_ms) + {int(spec.gap_ms)} AS window_end_ms, {window_columns} "
@@ -153,10 +154,7 @@ def _build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_fil
         )
         late_rows = "SELECT * FROM _session_rows WHERE session_id < 0"
     else:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _pairs AS {_aligned_pairs_sql(spec, segments.file_rows(con, 'transactions', source_file))}",
-            params,
-        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _pairs AS {_aligned_pairs_sql(spec, watermarked)}", params)
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _expected_windows AS SELECT key, window_start_ms, window_end_ms, "
             f"{window_columns} FROM _pairs WHERE NOT late GROUP BY key, window_start_ms, window_end_ms"

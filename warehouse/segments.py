@@ -145,19 +145,24 @@ def refresh_views(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...] = SEGM
         con.execute(f"CREATE OR REPLACE VIEW main.{table} AS {_rows_sql(con, table)}")
 
 
+def visible_segments_sql(table: str) -> str:
+    """SELECT of the `segments` rows of `table` that this connection still sees: the published
+    segments this run has not replaced (its view lists exactly these, then the staged rows)."""
+    t = sql_literal(table)
+    return (
+        f"SELECT * FROM segments s WHERE table_name = {t} AND NOT EXISTS "
+        f"(SELECT 1 FROM staged.replaced r WHERE r.table_name = {t} AND r.source_file = s.source_file)"
+    )
+
+
 def _rows_sql(con: duckdb.DuckDBPyConnection, table: str, source_file: str | None = None) -> str:
     """SELECT of `table`'s rows as this connection sees them (of one file, or of all): the published
     segments this run has not replaced, then the staged rows."""
-    where, file_filter = "", ""
-    if source_file is not None:
-        where = f" WHERE source_file = {sql_literal(source_file)}"
-        file_filter = " AND s.source_file = $f"
+    where = "" if source_file is None else f" WHERE source_file = {sql_literal(source_file)}"
     paths = [
         row[0]
         for row in con.execute(
-            f"SELECT path FROM segments s WHERE table_name = $t{file_filter} AND NOT EXISTS (SELECT 1 FROM "
-            "staged.replaced r WHERE r.table_name = $t AND r.source_file = s.source_file) ORDER BY source_file, path",
-            {"t": table} if source_file is None else {"t": table, "f": source_file},
+            f"SELECT path FROM ({visible_segments_sql(table)}){where} ORDER BY source_file, path"
         ).fetchall()
     ]
     staged = f"SELECT * FROM staged.{table}{where}"
@@ -198,10 +203,8 @@ def row_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     if not is_segmented(con, table):
         return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     return con.execute(
-        "SELECT (SELECT coalesce(sum(row_count), 0) FROM segments s WHERE table_name = $t AND NOT EXISTS "
-        "(SELECT 1 FROM staged.replaced r WHERE r.table_name = $t AND r.source_file = s.source_file)) "
-        f"+ (SELECT count(*) FROM staged.{table})",
-        {"t": table},
+        f"SELECT (SELECT coalesce(sum(row_count), 0) FROM ({visible_segments_sql(table)})) "
+        f"+ (SELECT count(*) FROM staged.{table})"
     ).fetchall()[0][0]
 
 

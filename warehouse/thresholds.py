@@ -329,10 +329,8 @@ def update_histogram(con: duckdb.DuckDBPyConnection, run_id: str | None) -> bool
 
 # Which run wrote each file's windows as this connection sees them: the published segments this run
 # does not replace, and the run's own staged rows.
-_FILE_WRITERS_SQL = """
-SELECT DISTINCT source_file, run_id FROM segments s
-WHERE table_name = 'window_averages' AND NOT EXISTS (
-    SELECT 1 FROM staged.replaced r WHERE r.table_name = 'window_averages' AND r.source_file = s.source_file)
+_FILE_WRITERS_SQL = f"""
+SELECT DISTINCT source_file, run_id FROM ({segments.visible_segments_sql("window_averages")})
 UNION
 SELECT DISTINCT source_file, $run FROM staged.window_averages
 """
