@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import duckdb
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -32,7 +33,7 @@ from dagster import (
 from orchestration.dagster_compat import is_pipes_execution_error
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from orchestration.write_audit_publish import PipelineStep
-from warehouse import advice, quality, reconcile, schema, segments
+from warehouse import advice, quality, reconcile, schema, segments, time_outliers
 from warehouse import flink_output as flink_output_files
 from warehouse.ingest import Chunk, InputFileError, read_transactions
 
@@ -135,6 +136,12 @@ def _fetch_df(con, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
         _contract_spec("transactions"),
         _contract_spec("rejected_rows"),
         AssetCheckSpec(
+            "event_times_plausible",
+            asset="transactions",
+            description="No row's event time jumps more than TXN_MAX_TIME_JUMP_MS ahead of the stream without the "
+            "rows after it confirming the jump (warns, non-blocking; such rows are quarantined to rejected_rows).",
+        ),
+        AssetCheckSpec(
             "rejected_ratio_within_limit",
             asset="rejected_rows",
             description="Rejected rows / data rows of the file <= TXN_MAX_REJECTED_RATIO (warns, non-blocking).",
@@ -153,6 +160,8 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
     source = pipeline.source_path
     source_file = str(source)
     records = 0
+    times: list[np.ndarray] = []  # the file's event times and source rows in file order, for the quarantine
+    rows: list[np.ndarray] = []
     with step.staging() as con:
         con.execute("BEGIN")
         transactions_table = segments.replace_file(con, "transactions", source_file)
@@ -194,12 +203,24 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
                     if inserting is not None:
                         inserting.result()
                     inserting = inserter.submit(insert, cur, chunk)
+                    times.append(chunk.valid["event_time_ms"].to_numpy())
+                    rows.append(chunk.valid["source_row"].to_numpy())
                     records += len(chunk.valid) + len(chunk.rejected)
                     context.log.info(f"Ingested {records:,} rows of {source.name} ({time.monotonic() - started:.1f} s)")
                 if inserting is not None:
                     inserting.result()
         except InputFileError as error:
             raise Failure(description=str(error)) from None
+        n_quarantined = time_outliers.quarantine_file(
+            con, source, source_file, (transactions_table, rejected_table), np.concatenate(times),
+            np.concatenate(rows), pipeline.max_time_jump_ms, pipeline.time_jump_confirm_rows,
+        )  # fmt: skip
+        del times, rows
+        if n_quarantined:
+            context.log.warning(
+                f"Quarantined {n_quarantined:,} row(s) of {source.name} whose event time jumps more than "
+                f"TXN_MAX_TIME_JUMP_MS={pipeline.max_time_jump_ms} ms ahead of the stream (see rejected_rows)"
+            )
 
         # the file's rows only (`file_rows`): a query on the view opens every file's segments
         txns, rejects = (segments.file_rows(con, t, source_file) for t in ("transactions", "rejected_rows"))
@@ -231,6 +252,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             check,
             _contract_result(con, "transactions"),
             _contract_result(con, "rejected_rows"),
+            _time_quarantine_check(n_quarantined, pipeline.max_time_jump_ms),
             _result(
                 "rejected_rows",
                 "rejected_ratio_within_limit",
@@ -249,6 +271,12 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             f"SELECT source_row, line, reason, left(raw, 120) AS raw FROM {rejects} AS r "
             "WHERE source_file = ? ORDER BY source_row LIMIT ?",
             [source_file, PREVIEW_ROWS],
+        )
+        quarantine_preview = _fetch_df(
+            con,
+            f"SELECT source_row, line, left(raw, 120) AS raw, reason FROM {rejects} AS r "
+            "WHERE source_file = ? AND starts_with(reason, ?) ORDER BY source_row LIMIT ?",
+            [source_file, time_outliers.REASON_PREFIX, PREVIEW_ROWS],
         )
         top_reasons = _fetch_df(
             con,
@@ -274,6 +302,8 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         metadata={
             "dagster/row_count": n_rejected,
             "rejected_ratio": round(n_rejected / records, 6) if records else 0.0,
+            "implausible_time_rows": n_quarantined,
+            "implausible_time_preview": _preview(quarantine_preview),
             "top_reasons": _preview(top_reasons),
             "preview": _preview(rejected_preview),
             **common,
@@ -535,6 +565,20 @@ def _replay_event_time_windows(
         },
     )
     yield from checks
+
+
+def _time_quarantine_check(quarantined: int, max_jump_ms: int) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key="transactions",
+        check_name="event_times_plausible",
+        passed=quarantined == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"implausible_time_rows": quarantined, "max_time_jump_ms": max_jump_ms},
+        description=None
+        if quarantined == 0
+        else f"{quarantined:,} rows had an event time more than {max_jump_ms:,} ms ahead of the stream, unconfirmed "
+        "by the rows after them: quarantined to rejected_rows (reason 'implausible event time') before the replay",
+    )
 
 
 def _reconciliation_check(windows: dict, late: dict) -> AssetCheckResult:

@@ -22,6 +22,7 @@ from warehouse import windows
 from warehouse.advice import parse_targets
 from warehouse.store import DEFAULT_MEMORY_LIMIT, memory_limit_problem, warehouse_path_problem
 from warehouse.thresholds import Method
+from warehouse.time_outliers import DEFAULT_CONFIRM_ROWS, DEFAULT_MAX_TIME_JUMP_MS
 from warehouse.timestamps import validate_timezone
 from warehouse.windows import WindowSpec
 
@@ -48,6 +49,8 @@ ENV_VARS: dict[str, str] = {
     "anomaly_z": "TXN_ANOMALY_Z",
     "max_rejected_ratio": "TXN_MAX_REJECTED_RATIO",
     "max_late_ratio": "TXN_MAX_LATE_RATIO",
+    "max_time_jump_ms": "TXN_MAX_TIME_JUMP_MS",
+    "time_jump_confirm_rows": "TXN_TIME_JUMP_CONFIRM_ROWS",
     "duckdb_memory_limit": "TXN_DUCKDB_MEMORY_LIMIT",
     "flink_jvm_heap": "TXN_FLINK_JVM_HEAP",
     "advice_targets": "TXN_ADVICE_TARGETS",
@@ -111,6 +114,16 @@ class PipelineSettings(ConfigurableResource):
     max_late_ratio: float = Field(
         default=0.02,
         description="Late events / transactions above which the late-event check warns (TXN_MAX_LATE_RATIO).",
+    )
+    max_time_jump_ms: int = Field(
+        default=DEFAULT_MAX_TIME_JUMP_MS,
+        description="A row more than this many ms ahead of the stream, unconfirmed by the rows after it, is "
+        "quarantined to rejected_rows before it can move the watermark; 0 = off (TXN_MAX_TIME_JUMP_MS).",
+    )
+    time_jump_confirm_rows: int = Field(
+        default=DEFAULT_CONFIRM_ROWS,
+        description="A jump is real when this many of the twice as many rows after it are at its time "
+        "(TXN_TIME_JUMP_CONFIRM_ROWS).",
     )
 
     duckdb_memory_limit: str = Field(
@@ -185,6 +198,10 @@ class PipelineSettings(ConfigurableResource):
             value = getattr(self, field)
             if not (math.isfinite(value) and 0 <= value <= 1):
                 found.append(f"{field.replace('_', ' ')} must be a number from 0 to 1 ({var}), got {value}")
+        if self.max_time_jump_ms < 0:
+            found.append(f"TXN_MAX_TIME_JUMP_MS must be >= 0 (0 switches the rule off), got {self.max_time_jump_ms}")
+        if self.time_jump_confirm_rows < 1:
+            found.append(f"TXN_TIME_JUMP_CONFIRM_ROWS must be >= 1, got {self.time_jump_confirm_rows}")
         try:
             parse_targets(self.advice_targets)
         except ValueError as error:

@@ -125,7 +125,7 @@ import pandas as pd
 
 from warehouse.timestamps import parse_event_times, validate_timezone
 
-__all__ = ["Chunk", "InputFileError", "REQUIRED_COLUMNS", "read_transactions"]
+__all__ = ["Chunk", "InputFileError", "REQUIRED_COLUMNS", "read_transactions", "record_texts"]
 
 REQUIRED_COLUMNS = ("transaction_id", "timestamp", "amount")
 
@@ -869,6 +869,38 @@ def read_transactions(
     return _read(os.fspath(path), key_column.strip(), timezone, chunk_rows)
 
 
+def record_texts(path: str | os.PathLike[str], spans: list[tuple[int, int | None]]) -> list[str]:
+    """The raw text of records already read, given as (line, line of the next record or None at the
+    end of the file): exactly ``Chunk.rejected["raw"]`` for them (inner line endings kept, blank lines
+    after the record and its final line ending dropped). One pass over the file, stopped after the last."""
+    wanted = sorted(set(spans), key=lambda span: span[0])
+    texts: dict[tuple[int, int | None], str] = {}
+    if not wanted:
+        return []
+    handle, _ = _open(os.fspath(path))
+    with handle:
+        lines = handle.gzip if isinstance(handle, _GzipHandle) else handle  # both iterate over b'...\n' lines
+        index, collected = 0, []
+        for number, data in enumerate(lines, start=1):
+            first, following = wanted[index]
+            if number < first:
+                continue
+            collected.append(data)
+            if following is not None and number < following - 1:
+                continue
+            while collected and collected[-1] in (b"\n", b"\r\n"):
+                collected.pop()
+            texts[wanted[index]] = _strip_newline(b"".join(collected).decode("utf-8"))
+            index, collected = index + 1, []
+            if index == len(wanted):
+                break
+        if index < len(wanted):  # the last record runs to the end of the file
+            while collected and collected[-1] in (b"\n", b"\r\n"):
+                collected.pop()
+            texts[wanted[index]] = _strip_newline(b"".join(collected).decode("utf-8"))
+    return [texts[span] for span in spans]
+
+
 def _open(path: str) -> tuple[object, bool]:
     """Open *path* for binary reading: (handle, compressed). gzip is detected by its magic bytes."""
     try:
@@ -898,14 +930,14 @@ class _GzipHandle:
 
     def __init__(self, raw) -> None:
         self._raw = raw
-        self._gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+        self.gzip = gzip.GzipFile(fileobj=raw, mode="rb")
 
     def read(self, size: int) -> bytes:
-        return self._gzip.read(size)
+        return self.gzip.read(size)
 
     def close(self) -> None:
         try:
-            self._gzip.close()
+            self.gzip.close()
         finally:
             self._raw.close()
 

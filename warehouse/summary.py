@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 from warehouse.store import WarehouseStore
+from warehouse.time_outliers import REASON_PREFIX
 
 DEFAULT_WAREHOUSE = Path(__file__).resolve().parents[1] / "data" / "warehouse.duckdb"
+
+PREVIEW_ROWS = 5  # quarantined rows shown per file
 
 EXAMPLE_QUERY = (
     "SELECT key, window_start, window_end, avg_amount, txn_count\n"
@@ -29,6 +32,12 @@ def summarize(warehouse: Path) -> str:
             "FROM (SELECT source_file FROM transactions UNION SELECT source_file FROM rejected_rows) f "
             "ORDER BY 1"
         ).fetchall()
+        implausible = con.execute(
+            "SELECT source_file, count(*) OVER (PARTITION BY source_file), source_row, line, left(raw, 60), "
+            "split_part(reason, ' ahead of the stream', 1) FROM rejected_rows WHERE starts_with(reason, ?) "
+            "QUALIFY row_number() OVER (PARTITION BY source_file ORDER BY source_row) <= ? ORDER BY 1, 3",
+            [REASON_PREFIX, PREVIEW_ROWS],
+        ).fetchall()
         keys, anomalous = con.execute(
             "SELECT count(*), coalesce(sum(anomalous_windows), 0) FROM anomaly_thresholds"
         ).fetchall()[0]
@@ -40,6 +49,15 @@ def summarize(warehouse: Path) -> str:
         )
     if not per_file:
         lines.append("  (no source files replayed yet)")
+    shown = set()
+    for source_file, count, source_row, line, raw, why in implausible:
+        if source_file not in shown:
+            shown.add(source_file)
+            lines.append(
+                f"  {source_file}: {count:,} {'row' if count == 1 else 'rows'} quarantined for an implausible "
+                f"event time (rejected_rows, TXN_MAX_TIME_JUMP_MS){', the first' if count > PREVIEW_ROWS else ''}:"
+            )
+        lines.append(f"    row {source_row:,} (line {line:,}): {raw} -> {why.removeprefix(REASON_PREFIX + ': ')}")
     lines.append(f"  anomaly thresholds: {keys:,} keys, {anomalous:,} windows above threshold")
     lines.append("Query it (read-only, so scheduled runs are never blocked):")
     query = EXAMPLE_QUERY.replace("\n", " ")

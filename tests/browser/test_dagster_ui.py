@@ -20,7 +20,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 # Checks of each asset in the pipeline (the two freshness checks included).
 EXPECTED_CHECKS = {
-    "transactions": {"every_row_accounted_for", "matches_contract"},
+    "transactions": {"every_row_accounted_for", "matches_contract", "event_times_plausible"},
     "rejected_rows": {"matches_contract", "rejected_ratio_within_limit"},
     "window_averages": {"transactions_conserved", "matches_independent_replay", "windows_aligned_and_bounded",
                         "matches_contract", "freshness_check"},

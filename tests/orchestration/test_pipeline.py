@@ -36,6 +36,7 @@ pytestmark = pytest.mark.flink
 
 ALL_CHECKS_PASS = {
     "transactions.every_row_accounted_for": True,
+    "transactions.event_times_plausible": True,
     "transactions.matches_contract": True,
     "rejected_rows.matches_contract": True,
     "rejected_rows.rejected_ratio_within_limit": True,

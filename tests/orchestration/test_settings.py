@@ -41,6 +41,8 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "TXN_ANOMALY_Z": "2.75",
         "TXN_MAX_REJECTED_RATIO": "0.2",
         "TXN_MAX_LATE_RATIO": "0.3",
+        "TXN_MAX_TIME_JUMP_MS": "3600000",
+        "TXN_TIME_JUMP_CONFIRM_ROWS": "4",
         "TXN_DUCKDB_MEMORY_LIMIT": "512MB",
         "TXN_FLINK_JVM_HEAP": "768m",
         "TXN_ADVICE_TARGETS": "0.1,0.001",
@@ -122,6 +124,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert settings.max_rejected_ratio == 0.2 and settings.max_late_ratio == 0.3
     assert settings.duckdb_memory_limit == "512MB" and settings.flink_jvm_heap == "768m"
     assert settings.advice_targets == "0.1,0.001"
+    assert settings.max_time_jump_ms == 3_600_000 and settings.time_jump_confirm_rows == 4
     assert settings.alert_webhook_url == "https://alerts.example.com/hook" and settings.alert_max_items == 7
     # every value differs from its default, so each was really read
     defaults = PipelineSettings()
@@ -318,6 +321,8 @@ def test_existing_warehouse_file_is_not_a_problem(tmp_path: Path) -> None:
         ({"flink_jvm_heap": "1g -Dfoo=bar"}, "TXN_FLINK_JVM_HEAP"),
         ({"advice_targets": "0.5,2"}, "TXN_ADVICE_TARGETS"),
         ({"alert_max_items": 0}, "TXN_ALERT_MAX_ITEMS"),
+        ({"max_time_jump_ms": -1}, "TXN_MAX_TIME_JUMP_MS"),
+        ({"time_jump_confirm_rows": 0}, "TXN_TIME_JUMP_CONFIRM_ROWS"),
         ({"alert_webhook_url": "ftp://alerts.example.com/hook"}, "TXN_ALERT_WEBHOOK_URL"),
         ({"aggregates": "no_such_package.aggregates:Median"}, "TXN_AGGREGATE"),
     ],
@@ -383,6 +388,8 @@ def test_every_invalid_setting_is_reported_at_once(tmp_path: Path) -> None:
         alert_webhook_url="ftp://example.com",
         alert_max_items=0,
         aggregates="no_such_package.aggregates:Median",
+        max_time_jump_ms=-1,
+        time_jump_confirm_rows=0,
     )
     problems = settings.problems()
     # every variable but the source (any path) and the kind (valid here, so that the other window
