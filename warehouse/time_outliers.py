@@ -1,19 +1,19 @@
 """Quarantine of implausible event times: rows whose time jumps far ahead of the stream, unconfirmed.
 
 One event far in the future moves a watermark for good: every honest event after it is late. The
-replay is a batch over a known file, so the rule may look at the rows that follow each one:
+replay is a batch over a known file, so the rule may look at the rows around each one:
 
 * The stream's time S is the latest event time among the rows kept so far, in file order, starting
   from the lower median of the file's first ``2 * confirm_rows + 1`` times (or from the time a
   previous file of the stream left). The watermark is a function of exactly this running maximum.
-* A row is a *jump* when its time is more than ``max_jump_ms`` ahead of S. A jump is *confirmed*
-  when at least ``confirm_rows`` of the ``2 * confirm_rows`` rows after it are no earlier than its
-  time minus ``max_jump_ms``: the data went quiet and resumed at the new time. Confirmed jumps are
-  kept and move S; unconfirmed ones are quarantined and leave S where it was.
+* A row more than ``max_jump_ms`` ahead of S is a *jump*. It is quarantined when the file shows the
+  stream elsewhere and not at its time: fewer than ``confirm_rows`` of the ``2 * confirm_rows`` rows
+  after it are no earlier than its time minus ``max_jump_ms`` (unconfirmed: the data did not resume
+  there), and at least ``confirm_rows`` of the rows around it (that many before and after) are
+  further behind it (contradicted; a tiny file cannot establish a stream). A kept jump moves S.
 * Rows far in the past are never quarantined: they cannot move the watermark, and Flink records
-  them as late events, where they stay visible.
-
-The result depends only on the file's order and times, so it is the same at any parallelism.
+  them as late events, where they stay visible. The result depends only on the file's order and
+  times, so it is the same at any parallelism.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Quarantined:
     positions: np.ndarray  # int64 positions (0-based, file order) of the quarantined rows
     stream_ms: np.ndarray  # int64, the stream's time S just before each of them
     following_ms: np.ndarray  # int64, the median time of the rows after each (-1 = no rows after)
+    behind: np.ndarray  # int64, how many of the rows around each are more than max_jump_ms behind it
 
 
 def find_implausible(
@@ -66,7 +67,7 @@ def find_implausible(
     window = 2 * confirm_rows
     empty = np.zeros(0, dtype=np.int64)
     if max_jump_ms <= 0 or n == 0:
-        return Quarantined(empty, empty, empty)
+        return Quarantined(empty, empty, empty, empty)
     if stream_time_ms is None:
         head = times[: window + 1]
         stream = int(np.partition(head, (len(head) - 1) // 2)[(len(head) - 1) // 2])  # lower median
@@ -74,6 +75,7 @@ def find_implausible(
         stream = int(stream_time_ms)
     positions: list[int] = []
     streams: list[int] = []
+    behind: list[int] = []
     start, block = 0, _FIRST_BLOCK
     while start < n:
         segment = times[start : start + block]
@@ -89,19 +91,22 @@ def find_implausible(
             continue
         row = start + int(jumps[0])
         stream = int(before[jumps[0]])
-        after = times[row + 1 : row + 1 + window]
-        if int(np.count_nonzero(after >= times[row] - max_jump_ms)) >= confirm_rows:
-            stream = int(times[row])  # confirmed: the stream resumed at the new time
+        floor = times[row] - max_jump_ms
+        confirmed = int(np.count_nonzero(times[row + 1 : row + 1 + window] >= floor)) >= confirm_rows
+        around = np.concatenate([times[max(0, row - window) : row], times[row + 1 : row + 1 + window]])
+        contradicted = int(np.count_nonzero(around < floor))
+        if confirmed or contradicted < confirm_rows:
+            stream = int(times[row])  # the stream resumed at the new time, or nothing shows it elsewhere
         else:
             positions.append(row)
             streams.append(stream)
+            behind.append(contradicted)
         start, block = row + 1, _FIRST_BLOCK
     following = [
         int(np.median(times[p + 1 : p + 1 + window])) if p + 1 < n else -1 for p in positions
     ]  # a rounded median: for the reason only
-    return Quarantined(
-        np.array(positions, dtype=np.int64), np.array(streams, dtype=np.int64), np.array(following, dtype=np.int64)
-    )
+    as_array = lambda values: np.array(values, dtype=np.int64)  # noqa: E731
+    return Quarantined(as_array(positions), as_array(streams), as_array(following), as_array(behind))
 
 
 def _iso(ms: int) -> str:
@@ -115,7 +120,7 @@ def _span(ms: int) -> str:
     return f"{ms / 60_000:,.1f} minutes"
 
 
-def reason(event_ms: int, stream_ms: int, following_ms: int, max_jump_ms: int, confirm_rows: int) -> str:
+def reason(event_ms: int, stream_ms: int, following_ms: int, behind: int, max_jump_ms: int, confirm_rows: int) -> str:
     """The rejected row's reason: its time, the stream's time around it, and the setting that decides."""
     ahead = event_ms - stream_ms
     after = (
@@ -123,8 +128,9 @@ def reason(event_ms: int, stream_ms: int, following_ms: int, max_jump_ms: int, c
     )
     return (
         f"{REASON_PREFIX}: {_iso(event_ms)} is {_span(ahead)} ({ahead:,} ms) ahead of the stream "
-        f"(latest plausible event time before it {_iso(stream_ms)}; {after}), and fewer than {confirm_rows} "
-        f"of the {2 * confirm_rows} rows after it confirm the jump; quarantined because it exceeds "
+        f"(latest plausible event time before it {_iso(stream_ms)}; {after}): fewer than {confirm_rows} "
+        f"of the {2 * confirm_rows} rows after it confirm the jump and {behind} of the rows around it are "
+        "further behind; quarantined because it exceeds "
         f"TXN_MAX_TIME_JUMP_MS={max_jump_ms} (raise it, or set 0 to switch the rule off, if the time is real)"
     )
 
@@ -150,8 +156,8 @@ def quarantine_file(
         {
             "source_row": np.asarray(source_rows, dtype=np.int64)[found.positions],
             "reason": [
-                reason(int(event_time_ms[p]), int(s), int(f), max_jump_ms, confirm_rows)
-                for p, s, f in zip(found.positions, found.stream_ms, found.following_ms)
+                reason(int(event_time_ms[p]), int(s), int(f), int(b), max_jump_ms, confirm_rows)
+                for p, s, f, b in zip(found.positions, found.stream_ms, found.following_ms, found.behind)
             ],
         }
     )

@@ -29,7 +29,9 @@ def reference(times: list[int], max_jump: int, confirm: int) -> list[int]:
     for i, t in enumerate(times):
         if t - stream > max_jump:
             after = times[i + 1 : i + 1 + window]
-            if sum(a >= t - max_jump for a in after) < confirm:
+            around = times[max(0, i - window) : i] + after
+            confirmed = sum(a >= t - max_jump for a in after) >= confirm
+            if not confirmed and sum(a < t - max_jump for a in around) >= confirm:
                 out.append(i)
                 continue
         stream = max(stream, t)
@@ -107,9 +109,13 @@ def test_a_one_row_file_and_rows_in_the_past_are_kept():
     assert quarantined(times) == []
 
 
-def test_a_two_row_file_quarantines_its_future_row_either_way():
-    assert quarantined([BASE, BASE + YEARS_180]) == [1]
-    assert quarantined([BASE + YEARS_180, BASE]) == [0]
+def test_a_tiny_file_cannot_establish_a_stream_and_keeps_its_rows():
+    assert quarantined([BASE, BASE + YEARS_180]) == []
+    assert quarantined([BASE + YEARS_180, BASE]) == []
+    assert quarantined([-1, -2_208_988_800_000, -62_135_596_800_000]) == []  # 1969, 1900, 0001 (the corpus)
+    eleven = [*range(BASE, BASE + 10), BASE + YEARS_180]
+    assert quarantined(eleven) == [10], "ten rows behind it are enough"
+    assert quarantined(eleven[1:]) == []
 
 
 def test_the_rule_switched_off_and_its_bound():
@@ -123,7 +129,9 @@ def test_the_rule_switched_off_and_its_bound():
 def test_the_stream_time_of_a_previous_file_is_where_the_rule_starts():
     times = stream(100) + 10 * DAY
     assert find_implausible(times, DAY, 10, stream_time_ms=BASE).positions.tolist() == []  # confirmed
-    assert find_implausible(times[:3], DAY, 10, stream_time_ms=BASE).positions.tolist() == [0, 1, 2]
+    assert find_implausible(times[:3], DAY, 10, stream_time_ms=BASE).positions.tolist() == []  # nothing behind
+    assert find_implausible(times[:3], DAY, 1, stream_time_ms=BASE).positions.tolist() == []  # they confirm each other
+    assert find_implausible(times[:1], DAY, 1, stream_time_ms=BASE).positions.tolist() == []
 
 
 @settings(max_examples=300, deadline=None)
@@ -139,10 +147,11 @@ def test_the_block_scan_equals_the_row_by_row_rule(deltas, max_jump, confirm):
 
 
 def test_the_reason_names_the_time_the_stream_and_the_setting():
-    text = reason(BASE + YEARS_180, BASE, BASE + 5, DAY, 10)
+    text = reason(BASE + YEARS_180, BASE, BASE + 5, 40, DAY, 10)
     assert text.startswith(REASON_PREFIX + ": 2204-")
     assert "2024-05-11T10:00:00.000Z" in text and "TXN_MAX_TIME_JUMP_MS=86400000" in text
-    assert "no rows follow it" in reason(BASE + YEARS_180, BASE, -1, DAY, 10)
+    assert "40 of the rows around it are further behind" in text
+    assert "no rows follow it" in reason(BASE + YEARS_180, BASE, -1, 20, DAY, 10)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
