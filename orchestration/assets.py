@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -391,7 +392,6 @@ def _replay_event_time_windows(
     context: AssetExecutionContext, step: PipelineStep, pipes_subprocess_client: PipesSubprocessClient
 ) -> Iterator:
     from flink_jobs.custom_aggregates import parse_spec
-    from flink_jobs.output import read_failure
     from warehouse import custom_aggregates
 
     started = time.monotonic()
@@ -405,70 +405,42 @@ def _replay_event_time_windows(
     run_dir.mkdir(parents=True, exist_ok=True)
     with step.staging() as con:
         n_transactions = flink_output_files.stage_input(con, source_file, staged_input)
-    staged_s = time.monotonic() - started
+        staged_s = time.monotonic() - started
+        # The recomputation needs only the staged transactions: it runs while the Flink job does.
+        with reconcile.OverlappedRecomputation(con, spec, source_file) as recomputation:
+            figures = _run_window_job(context, step, pipes_subprocess_client, aggregates, staged_input,
+                                      flink_output, n_transactions)  # fmt: skip
+            flink_s = time.monotonic() - started - staged_s
 
-    figures: dict[str, object] = {}
-    if n_transactions:
-        command = [
-            sys.executable, "-m", "flink_jobs.window_job",
-            "--input", str(staged_input),
-            "--output", str(flink_output),
-            *spec.job_arguments(),
-            "--parallelism", str(pipeline.flink_parallelism),
-            "--jvm-heap", pipeline.flink_jvm_heap,
-        ]  # fmt: skip
-        if pipeline.flink_jobmanager:
-            command += ["--jobmanager", pipeline.flink_jobmanager]
-        for path in aggregates:
-            command += ["--aggregate", path]
-        context.log.info(f"Submitting Flink job for {n_transactions:,} transactions: {spec.describe()}"
-                         + (f", custom aggregates {', '.join(aggregates)}" if aggregates else ""))  # fmt: skip
-        try:
-            invocation = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
-        except Exception as error:
-            if not is_pipes_execution_error(error):
-                raise
-            # A failure the user can fix leaves its one sentence there (Pipes only has the exit code)
-            reason = read_failure(flink_output) or str(error)
-            raise Failure(
-                description=f"The Flink job for {source_file} failed ({reason}). The published warehouse "
-                f"{store.path} keeps its previous results; rerun once the cause is fixed."
-            ) from None
-        for message in invocation.get_custom_messages():
-            if isinstance(message, dict):
-                figures.update(message)
-    else:
-        context.log.info("No valid transactions: the Flink job is not started and the tables are emptied.")
-    flink_s = time.monotonic() - started - staged_s
-
-    with step.staging() as con:
-        con.execute("BEGIN")
-        for table in ("window_averages", "late_events", "custom_aggregates"):
-            segments.replace_file(con, table, source_file)
-        flink_output_files.load_output(con, flink_output, source_file, spec)
-        n_custom = custom_aggregates.load_output(con, flink_output, source_file)
-        windows, lates, customs = (
-            segments.file_rows(con, t, source_file) for t in ("window_averages", "late_events", "custom_aggregates")
-        )
-        n_windows, n_late, max_lateness_ms = schema.fetch_one(
-            con,
-            f"SELECT (SELECT count(*) FROM {windows} AS w WHERE source_file = $f), "
-            f"(SELECT count(*) FROM {lates} AS l WHERE source_file = $f), "
-            f"(SELECT max(watermark_ms - event_time_ms) FROM {lates} AS l WHERE source_file = $f)",
-            {"f": source_file},
-        )
-        con.execute(
-            "INSERT INTO replays VALUES ($f, $run, now(), $kind, $size, $slide, $gap, $ooo, $lateness, $tx, $w, $late)",
-            {"f": source_file, "run": context.run.run_id, "kind": spec.kind, "size": spec.size_ms,
-             "slide": spec.slide_ms, "gap": spec.gap_ms, "ooo": spec.out_of_orderness_ms,
-             "lateness": spec.allowed_lateness_ms, "tx": n_transactions, "w": n_windows, "late": n_late},
-        )  # fmt: skip
-        con.execute("COMMIT")
-        context.log.info(
-            f"Loaded {n_windows:,} windows and {n_late:,} late events ({time.monotonic() - started:.1f} s); "
-            "recomputing every window in DuckDB for the reconciliation check"
-        )
-        windows_report, late_report = reconcile.compare_tables(con, spec, source_file)
+            con.execute("BEGIN")
+            for table in ("window_averages", "late_events", "custom_aggregates"):
+                segments.replace_file(con, table, source_file)
+            flink_output_files.load_output(con, flink_output, source_file, spec)
+            n_custom = custom_aggregates.load_output(con, flink_output, source_file)
+            windows, lates, customs = (
+                segments.file_rows(con, t, source_file) for t in ("window_averages", "late_events", "custom_aggregates")
+            )
+            n_windows, n_late, max_lateness_ms = schema.fetch_one(
+                con,
+                f"SELECT (SELECT count(*) FROM {windows} AS w WHERE source_file = $f), "
+                f"(SELECT count(*) FROM {lates} AS l WHERE source_file = $f), "
+                f"(SELECT max(watermark_ms - event_time_ms) FROM {lates} AS l WHERE source_file = $f)",
+                {"f": source_file},
+            )
+            con.execute(
+                "INSERT INTO replays VALUES ($f, $run, now(), $kind, $size, $slide, $gap, $ooo, $lateness, $tx, $w, $late)",
+                {"f": source_file, "run": context.run.run_id, "kind": spec.kind, "size": spec.size_ms,
+                 "slide": spec.slide_ms, "gap": spec.gap_ms, "ooo": spec.out_of_orderness_ms,
+                 "lateness": spec.allowed_lateness_ms, "tx": n_transactions, "w": n_windows, "late": n_late},
+            )  # fmt: skip
+            con.execute("COMMIT")
+            loaded = time.monotonic()
+            context.log.info(
+                f"Loaded {n_windows:,} windows and {n_late:,} late events ({loaded - started:.1f} s); comparing them "
+                "with the DuckDB recomputation built while the Flink job ran"
+            )
+            windows_report, late_report = recomputation.compare()
+            context.log.info(f"Reconciled in {time.monotonic() - loaded:.1f} s after the load")
         checks = [
             _result(
                 "window_averages",
@@ -565,6 +537,56 @@ def _replay_event_time_windows(
         },
     )
     yield from checks
+
+
+def _run_window_job(
+    context: AssetExecutionContext,
+    step: PipelineStep,
+    pipes_subprocess_client: PipesSubprocessClient,
+    aggregates: list[str],
+    staged_input: Path,
+    flink_output: Path,
+    n_transactions: int,
+) -> dict[str, object]:
+    """Run the PyFlink window job through Dagster Pipes; the figures it reported. A file without valid
+    transactions starts no job (its tables are emptied)."""
+    from flink_jobs.output import read_failure
+
+    pipeline, spec = step.settings, step.settings.window_spec()
+    source_file = str(pipeline.source_path)
+    figures: dict[str, object] = {}
+    if not n_transactions:
+        context.log.info("No valid transactions: the Flink job is not started and the tables are emptied.")
+        return figures
+    command = [
+        sys.executable, "-m", "flink_jobs.window_job",
+        "--input", str(staged_input),
+        "--output", str(flink_output),
+        *spec.job_arguments(),
+        "--parallelism", str(pipeline.flink_parallelism),
+        "--jvm-heap", pipeline.flink_jvm_heap,
+    ]  # fmt: skip
+    if pipeline.flink_jobmanager:
+        command += ["--jobmanager", pipeline.flink_jobmanager]
+    for path in aggregates:
+        command += ["--aggregate", path]
+    context.log.info(f"Submitting Flink job for {n_transactions:,} transactions: {spec.describe()}"
+                     + (f", custom aggregates {', '.join(aggregates)}" if aggregates else ""))  # fmt: skip
+    try:
+        invocation = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
+    except Exception as error:
+        if not is_pipes_execution_error(error):
+            raise
+        # A failure the user can fix leaves its one sentence there (Pipes only has the exit code)
+        reason = read_failure(flink_output) or str(error)
+        raise Failure(
+            description=f"The Flink job for {source_file} failed ({reason}). The published warehouse "
+            f"{step.store.path} keeps its previous results; rerun once the cause is fixed."
+        ) from None
+    for message in invocation.get_custom_messages():
+        if isinstance(message, dict):
+            figures.update(message)
+    return figures
 
 
 def _time_quarantine_check(quarantined: int, max_jump_ms: int) -> AssetCheckResult:

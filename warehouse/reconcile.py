@@ -25,6 +25,7 @@ events.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
@@ -34,7 +35,7 @@ from warehouse import schema, segments
 from warehouse.flink_output import late_window_sql
 from warehouse.windows import WindowSpec
 
-__all__ = ["compare_tables", "expected_late_events", "expected_windows"]
+__all__ = ["OverlappedRecomputation", "compare_tables", "expected_late_events", "expected_windows"]
 
 _MAX_EXAMPLES = 5
 
@@ -264,6 +265,45 @@ def compare_tables(
     window report and the late-event report; `equal` is True when they match exactly."""
     try:
         _build_expected(con, spec, source_file)
+        return _compare_with_expected(con, source_file)
+    finally:
+        _drop_expected(con)
+
+
+class OverlappedRecomputation:
+    """The recomputation of one file, built on a connection of its own in a background thread while the
+    Flink job runs (it needs only the file's transactions), and compared once the job's output is loaded.
+
+    Use as a context manager around the job: ``compare()`` waits for the build and returns what
+    ``compare_tables`` returns; leaving the block early interrupts a build still running.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> None:
+        self._con = con.cursor()
+        self._source_file = source_file
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recompute")
+        self._built = self._pool.submit(_build_expected, self._con, spec, source_file)
+
+    def __enter__(self) -> OverlappedRecomputation:
+        return self
+
+    def compare(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        self._built.result()
+        return _compare_with_expected(self._con, self._source_file)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._built.done():
+            self._con.interrupt()
+        self._pool.shutdown(wait=True)
+        try:
+            _drop_expected(self._con)
+        finally:
+            self._con.close()
+
+
+def _compare_with_expected(con: duckdb.DuckDBPyConnection, source_file: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """compare_tables once `_build_expected` made the temp tables on `con`."""
+    try:
         params = {"source_file": source_file}
         windows = segments.file_rows(con, "window_averages", source_file)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _actual_windows AS SELECT * FROM {windows} AS window_averages "
@@ -310,7 +350,6 @@ def compare_tables(
             )
         )
     finally:
-        _drop_expected(con)
         con.execute("DROP TABLE IF EXISTS _actual_windows")
     return windows, late
 

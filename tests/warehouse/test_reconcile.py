@@ -18,7 +18,7 @@ from tests.conftest import transactions_db
 from tests.flink_jobs.disorder import disordered_events
 from tests.warehouse.test_replay import SCENARIOS, Scenario
 from warehouse import flink_output, schema
-from warehouse.reconcile import compare_tables, expected_late_events, expected_windows
+from warehouse.reconcile import OverlappedRecomputation, compare_tables, expected_late_events, expected_windows
 from warehouse.replay import ReplayResult, replay
 from warehouse.windows import WindowSpec, WindowSpecError
 
@@ -273,6 +273,42 @@ def test_compare_tables_leaves_no_tables_behind(loaded) -> None:
     expected_windows(con, spec, FILE)
     expected_late_events(con, spec, FILE)
     assert con.execute("SELECT table_name FROM duckdb_tables() ORDER BY ALL").fetchall() == before
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_the_overlapped_recomputation_judges_output_loaded_after_it_started(loaded, corrupt: bool) -> None:
+    """As in a run: the recomputation starts before the job's output exists, and compares it once loaded."""
+    con, spec, result = loaded
+    before = con.execute("SELECT table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
+    con.execute(f"CREATE TEMP TABLE saved_w AS FROM window_averages WHERE source_file = '{FILE}'")
+    con.execute(f"CREATE TEMP TABLE saved_l AS FROM late_events WHERE source_file = '{FILE}'")
+    con.execute(f"DELETE FROM window_averages WHERE source_file = '{FILE}'")
+    con.execute(f"DELETE FROM late_events WHERE source_file = '{FILE}'")
+    with OverlappedRecomputation(con, spec, FILE) as recomputation:
+        con.execute("INSERT INTO window_averages FROM saved_w")
+        con.execute("INSERT INTO late_events FROM saved_l")
+        if corrupt:
+            con.execute(f"UPDATE window_averages SET txn_count = txn_count + 1 WHERE source_file = '{FILE}' "
+                        "AND key = 'zero'")  # fmt: skip
+        windows, late = recomputation.compare()
+    assert (windows, late) == compare_tables(con, spec, FILE)
+    assert windows["equal"] is not corrupt and late["equal"]
+    zero_windows = sum(1 for window in result.windows if window[0] == "zero")
+    assert windows["value_mismatches"] == (zero_windows if corrupt else 0) and zero_windows >= 1
+    assert windows["compared"] == len(result.windows)
+    con.execute("DROP TABLE saved_w")
+    con.execute("DROP TABLE saved_l")
+    assert con.execute("SELECT table_name FROM duckdb_tables() ORDER BY ALL").fetchall() == before
+
+
+def test_leaving_the_overlapped_recomputation_early_leaves_nothing_behind(loaded) -> None:
+    con, spec, _ = loaded
+    before = con.execute("SELECT table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
+    with pytest.raises(RuntimeError, match="the job failed"):
+        with OverlappedRecomputation(con, spec, FILE):
+            raise RuntimeError("the job failed")
+    assert con.execute("SELECT table_name FROM duckdb_tables() ORDER BY ALL").fetchall() == before
+    assert compare_tables(con, spec, FILE)[0]["equal"]
 
 
 def _where(window: tuple) -> tuple[str, list]:
