@@ -1,20 +1,16 @@
 """Baseline: ONE plain Flink SQL batch job computing the pipeline's tumbling windows, AVG instead of exactness.
 
 What a Flink expert would write for "average amount per key and 5 s tumbling window, with the
-pipeline's per-event lateness rule", over the same staged file the pipeline's window job reads
-(`source_row,event_time_ms,amount,hex(key)`, file order), with no checks and no exact arithmetic:
-
-    source (filesystem, csv)  ->  MAX(event_time_ms) OVER (ORDER BY source_row ROWS BETWEEN
-    UNBOUNDED PRECEDING AND 1 PRECEDING) - ooo - 1 = the watermark before the row
-    ->  drop the row iff floor-start + size - 1 + lateness <= watermark (first row: never late)
-    ->  GROUP BY key, window start: AVG(amount) (DOUBLE), COUNT(*)  ->  sink (filesystem, csv)
-
-The environment comes from flink_jobs.environment.create_environment (same interpreter, same
-mini-cluster JVM heap cap, same gateway set-up as the pipeline's job); batch mode is set and a
-table environment created on it.
-Late events are dropped, not written (the rule is the same, so the windows and their counts must
-equal the pipeline's; bench/run.py checks that). Prints one JSON line: flink_net_runtime_ms,
-windows, wall_seconds (from before the JVM starts to the end of the job), parallelism.
+pipeline's per-event lateness rule", with no checks and no exact arithmetic. It reads the staged file
+the pipeline's window job reads (`source_row,event_time_ms,amount,hex(key)`, file order), takes the
+watermark before each row as MAX(event_time_ms) OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED
+PRECEDING AND 1 PRECEDING) - ooo - 1, drops the row iff floor-start + size - 1 + lateness <= watermark
+(the first row is never late) and writes GROUP BY key, window start: AVG(amount) (DOUBLE), COUNT(*) to
+a filesystem CSV sink. Late events are dropped, so its windows and counts must equal the pipeline's
+(bench/run.py checks). The environment is the pipeline job's (flink_jobs.environment.create_environment:
+same interpreter, JVM heap cap and gateway set-up), in batch mode with a table environment. Prints one
+JSON line: flink_net_runtime_ms, windows, wall_seconds (from before the JVM starts to the end of the
+job), parallelism. Its place in the benchmark: docs/benchmark.md.
 
     .venv/bin/python bench/plain_flink_sql.py --input staged.csv --output out/ --parallelism 2
 """

@@ -7,62 +7,10 @@ Flink SQL baseline, key cardinality, a warehouse with history, DuckDB, and the l
     .venv/bin/python bench/run.py --rows 10000000 --kinds tumbling --repeat 1 --no-lab \\
         --cardinalities --results bench/results/10m.md                 # 10M rows, memory target
 
-Data: warehouse.synthetic (`--keys`, default 500; `--late-fraction`, default 0.06; `--seed`), one
-file per (rows, keys), generated once and shared by every section. Window kinds, as the issue
-states them: tumbling 5 s, sliding 10 s every 5 s, session gap 3 s; out-of-orderness 1 s, allowed
-lateness 0 (the pipeline's defaults). Flink parallelism `--parallelism` (2), the JVM heap the
-pipeline uses (1g), DuckDB memory limit 2GB (the pipeline's default). Every TXN_* variable of the
-calling shell is dropped, so only what is listed here applies.
-
-What is measured, each in its own process (start-up included in its wall time):
-
-1. Full pipeline: `dagster asset materialize -m orchestration --select '*'` (every asset and
-   check, publication included) per kind and size, on an empty warehouse each time; the median of
-   `--repeat` runs. The Dagster output is parsed for the step durations (STEP_SUCCESS "Finished
-   execution of step ... in X") and for the Flink job's own figures ("Flink job finished: {...}").
-2. Stages alone, mirroring the assets: ingest (read_transactions + the asset's inserts), staging
-   the Flink input (warehouse.flink_output.stage_input), the Flink job per kind through its CLI
-   (`python -m flink_jobs.window_job`, wall and Flink's net runtime), loading its output
-   (flink_output.load_output) and the reconciliation per kind (reconcile.compare_tables; the
-   conservation and window-shape checks are timed with it as `checks_s`). Start-up-excluded
-   throughput of the Flink job per kind = (rows_b - rows_a) / (t_b - t_a) over the two sizes
-   (default 100k and 1M), from Flink's net runtime and from the wall time.
-   Also the Flink job with your own AggregateFunction (issue 10, `--no-custom` skips it), tumbling
-   and sliding: the repository's MedianAmount and the lab's AverageAggregate (its class, unmodified).
-3. Baseline: bench/plain_flink_sql.py, ONE plain Flink SQL batch job over the same staged file:
-   the watermark before each row as a MAX OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED
-   PRECEDING AND 1 PRECEDING) - ooo - 1, the same lateness rule, GROUP BY key, window start with
-   AVG and COUNT(*), a filesystem sink: no checks, no exactness. Reported: pipeline / plain Flink
-   and Flink job / plain Flink per size; a sanity line checks that its windows and counts equal
-   the pipeline's tumbling job's (and the max |AVG - exact sum / count|).
-4. Key cardinality at `--cardinality-rows` (default 1M), tumbling: `--cardinalities` (default 24,
-   500 and `row` = one key per row: the 500-key file with every transaction_id made unique, so one
-   window per on-time event): full pipeline (median), the Flink job alone and the plain SQL job.
-5. `--history` (opt-in, takes minutes): the 12k-row sample (data/sample_transactions.csv) on an
-   empty warehouse and on one with 30M rows of history, built by replaying a `--history-rows`
-   file (1M, 500 keys) through the pipeline once and copying its rows `--history-copies` (29)
-   times under other source_file names in every table that has source_file (replays too, so the
-   warehouse's window config stays consistent), published as segments like 30 runs would have left
-   them. Each timed run starts from a fresh copy of the catalog file, which lists those immutable
-   segments (the copy is not timed); empty and history runs alternate. Reported: median walls,
-   their ratio (target <= 1.25), per-step medians, warehouse and catalog sizes.
-6. 10M rows (opt-in, `--rows 10000000`): the full pipeline's peak memory of all processes at once
-   (target <= 4 GB = 4e9 bytes) appears under the targets for any size >= 10M.
-7. DuckDB, the single-machine floor: one query from the raw CSV (parse, file order, running max,
-   the same lateness rule, AVG per key and tumbling window), fresh connection, best of 3.
-8. The lab's original job (`--lab-job`, default ../shared/seed/lab_job.py, run unmodified from a
-   scratch folder laid out as it expects) at `--lab-rows` (20k, 100k): whole-run and per-row
-   (start-up excluded) throughput, against the Flink job's.
-
-Memory: every measured process tree is polled every 50 ms from /proc: the largest VmHWM per
-process kind (java, python, other) and the largest sum of VmRSS over the tree at one moment ("all
-processes at once"). Each measurement records the 1-minute load average (mean of before and
-after); the machine is described at the top of the results (CPU, cores, RAM, versions).
-Processes are started in their own session; on failure, timeout (`--timeout`) or Ctrl-C the whole
-process group (the JVMs included) is terminated, then killed.
-
-Results: bench/results/latest.md (a table per section and "Ratios and targets", each target with
-its measured value and met/missed) and latest.json (everything measured), overwritten.
+Each measurement runs in its own process tree, polled for memory, with the calling shell's TXN_*
+variables dropped; on failure, timeout or Ctrl-C the whole process group is terminated, then killed.
+Results: bench/results/latest.md ("Ratios and targets": each target, its value, met or missed) and
+latest.json, overwritten (or --results). What each section measures, and how: docs/benchmark.md.
 """
 
 from __future__ import annotations

@@ -1,56 +1,18 @@
 """Watermark advice: how disordered a file is, and the smallest out-of-orderness bound per late-event target.
 
-Every event-time user asks "what TXN_OUT_OF_ORDERNESS_MS should I set?". This module answers it
-from the `transactions` table of one source file, with DuckDB SQL and no Flink job:
+Answers "what TXN_OUT_OF_ORDERNESS_MS should I set?" from one source file's `transactions` rows, in DuckDB
+SQL with no Flink job: for each target late-event ratio in [0, 1], the SMALLEST bound ``B`` (whole ms)
+whose replay with the configured windows and allowed lateness gives ``late / transactions <= target``,
+with the late events that replay gives and the latency it adds (``B - configured``); the disorder
+profile; and a plain-words diagnosis when the file is not in time order at all. "Meets" is compared in
+floating point exactly as the late_ratio_within_limit check compares, so the bound advised for
+TXN_MAX_LATE_RATIO passes that check.
 
-* for each target late-event ratio, the SMALLEST bound ``B`` (whole ms) for which a replay of the
-  file with the configured windows and allowed lateness gives ``late / transactions <= target``,
-  with exactly the late events that replay gives and the latency it adds (``B - configured``);
-* the disorder profile: how far each event lags the latest event time seen before it;
-* a diagnosis in plain words when the file is not in time order at all.
-
-Why it needs no search. Before event ``e`` (file order, ascending ``source_row``) the watermark is
-``M(e) - B - 1`` with ``M(e)`` the maximum event time of ALL valid transactions before ``e`` (late
-ones included: Flink's generator sees every event). Raising ``B`` lowers every watermark by the same
-amount and changes nothing else, so each event has its own minimal on-time bound ``b(e)`` and is late
-for ``B`` iff ``b(e) > B``: the late count falls monotonically as ``B`` grows, and the smallest ``B``
-with at most ``k`` late events is one of the ``b(e)`` values (the (k+1)-th largest).
-
-* Tumbling and sliding (exact). ``e`` is late iff all its windows are late, i.e. iff its latest
-  window (largest end ``end_last``) is: ``end_last - 1 + L <= M(e) - B - 1``. Hence
-  ``b(e) = max(0, M(e) - end_last - L + 1)`` (first event: 0), with ``end_last =
-  floor(ts / size) * size + size`` (tumbling) or ``floor(ts / slide) * slide + size`` (sliding).
-* Session (a safe approximation; ``late_events_exact`` is false). ``e`` is certainly on time when
-  its own window ``[ts, ts + gap)`` is, or when an event ``f`` of its key that arrived before it,
-  with ``ts < ts_f <= ts + gap``, still has its own window on time: then ``f`` was on time too, its
-  session cannot have closed (its end is at least ``ts_f + gap``), and ``e``'s window touches it, so
-  ``e`` merges into it (warehouse.replay._sessions). With ``F(e)`` the largest such ``ts_f``,
-  ``b(e) = max(0, M(e) - max(ts, F(e)) - gap - L + 1)``. Every event this calls late may be rescued
-  by a longer chain of merged events, never the reverse, so the count is an UPPER bound on a
-  replay's late events and each advised bound meets its target; it can be larger than needed when
-  keys are dense (a key's open session then spans far more than one gap). The exact rule depends on
-  which sessions the watermark closed on the way, which no per-event formula captures. ``F(e)`` is
-  found for the events not already on time with a join on (key, ts bucket of one gap): the events
-  in ``(ts, ts + gap]`` lie in the event's bucket or the next. Measured against
-  warehouse.replay.replay (tests/warehouse/test_advice.py: 3,000 events, 12 % of them 0.3-3 s and 3 %
-  3-12 s behind, targets 5 %, 1 %, 0.1 %, 0): with 50 keys and a 1 s gap every advised bound is the
-  exact minimum; 20 keys, 2 s gap: one is 251 ms above it; 5 keys, 4 s gap (dense): 1.0 s and 3.4 s
-  above for 1 % and 0.1 %, where 0 ms would do (1-2 late events at the advised bounds against 30 and
-  3 promised). Without the rescue (own window only) the dense case asked for 4.6 s and 6.4 s.
-
-The SQL: one pass computes ``M(e)`` (``max(...) OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED
-PRECEDING AND 1 PRECEDING)``, the same running maximum the reconciliation uses) and ``b(e)`` into a
-temporary table; a histogram of ``b`` with a descending running sum gives ``late(B)`` at every
-distinct ``b``; each target is then one ``min(bound) WHERE late <= k`` and any other bound (the
-configured one, the plot's grid) one ASOF join. Measured at 1M rows (500 keys, `python -m
-warehouse.synthetic --rows 1000000 --keys 500 --seed 1`, DuckDB 2.0.1, 2-core VM): 0.50-0.77 s of CPU
-for the whole advice with profile and diagnosis (tumbling 0.58, sliding 0.62, sessions 0.50-0.77), of
-which the running maximum is 0.37 s. Wall time on the shared VM (tumbling) was 0.24-0.41 s at load 4,
-and 1-2.7 s at load 12-20 from other jobs' Flink runs; `python -m warehouse.advice --warehouse ... --repeat 5`.
-
-Targets are ratios in [0, 1]; "meets" means ``late / transactions <= target`` in floating point,
-exactly as the late_ratio_within_limit check compares, so the bound advised for TXN_MAX_LATE_RATIO
-passes that check.
+No search is needed: raising ``B`` lowers every watermark by the same amount, so each event has its own
+minimal on-time bound ``b(e)``, and the smallest ``B`` with at most ``k`` late events is the (k+1)-th
+largest ``b(e)``. Tumbling and sliding are exact; sessions are a safe approximation (``late_events_exact``
+false) whose late count is an upper bound, so each advised bound meets its target. The derivation, the
+SQL and the measurements: docs/watermark-advice.md.
 """
 
 from __future__ import annotations

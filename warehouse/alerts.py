@@ -1,23 +1,20 @@
 """The anomaly alert: one JSON POST to a webhook (TXN_ALERT_WEBHOOK_URL), standard library only.
 
-The sink is this one small function, `post_json`, so a Kafka, Slack or e-mail sender can replace it
-without touching the method or the tables, and the pipeline needs no broker.
+The sink is this one small function, `post_json`: a Kafka, Slack or e-mail sender can replace it without
+touching the method or the tables, and no broker is needed (docs/decisions/0006-webhook-not-kafka.md).
 
-Design:
-
-* **Off by default**: an empty URL sends nothing. `url_problem` accepts only http:// and https://
-  URLs with a host; the settings report anything else as one sentence before a run writes anything.
-* **Bounded**: each attempt has a wall-clock limit (`DeliveryPolicy.timeout_s`, 5 s). urllib's own
-  timeout applies per socket operation, so a server trickling one byte every 4 s would never trip
-  it; the attempt therefore runs in a daemon thread that is abandoned at the limit. A connection
-  failure, a timeout, HTTP 408, 429 or 5xx is retried (3 attempts, backoff 1 s then 2 s: at most
-  about 18 s in all); another 4xx is not, because sending the same request again cannot help.
+* **Off by default**: an empty URL sends nothing. `url_problem` accepts only http:// and https:// URLs
+  with a host; the settings report anything else as one sentence before a run writes anything.
+* **Bounded**: each attempt has a wall-clock limit (`DeliveryPolicy`), enforced by running it in a daemon
+  thread abandoned at the limit, because urllib's timeout applies per socket operation. Connection errors,
+  timeouts, HTTP 408, 429 and 5xx are retried; another 4xx is not, as the same request cannot help.
   Redirects are not followed: a POST would silently turn into a GET, or go to another host.
 * **Never fails the caller**: `post_json` returns a `Delivery` and does not raise.
-* **No secrets in logs**: `redact` keeps only scheme, host and port. Userinfo and query are
-  credentials by the brief's definition, and webhook paths often are too (Slack's
-  /services/T.../B.../token), so the path is dropped as well. Userinfo is sent as HTTP Basic
-  authentication (urllib does not take it from the URL); error texts are scrubbed of every URL part.
+* **No secrets in logs**: `redact` keeps only scheme, host and port (userinfo, query and the path, which
+  often holds a token, are dropped). Userinfo is sent as HTTP Basic auth (urllib does not take it from the
+  URL), and error texts are scrubbed of every URL part.
+
+Limits, retries and the payload: docs/anomalies.md#the-alert-webhook.
 """
 
 from __future__ import annotations

@@ -1,26 +1,19 @@
 """Independent recomputation of the windows and late events in DuckDB, and the comparison with
 what the Flink job produced (the `matches_independent_replay` check).
 
-It shares no code with the Flink job or with the plain-Python reference (:mod:`warehouse.replay`);
-property tests check that all three agree. All of it runs over the `transactions` rows of one
-source file, replayed in ascending `source_row`:
+It shares no code with the Flink job or the plain-Python reference (:mod:`warehouse.replay`); property
+tests check that all three agree. It replays one source file's `transactions` in ascending `source_row`;
+the watermark before a row is the running max of the previous rows' `event_time_ms` - out-of-orderness - 1
+(NULL, never late, for the first row). The comparison is exact: count, DECIMAL sum, min, max, the derived
+`avg_amount` bit for bit (-0.0 is not 0.0), and every column of the late events.
 
-* the watermark before a row is the running max of `event_time_ms` over the previous rows, minus
-  the out-of-orderness, minus 1 (NULL, never late, for the first row);
-* tumbling and sliding: every row is expanded into its windows (`unnest(range(...))` over the
-  slide steps, floor-aligned also before 1970); a (row, window) pair is late iff
-  `end - 1 + allowed_lateness <= watermark`; a row whose pairs are all late is a late event;
-  windows are `GROUP BY key, start` over the pairs that are not;
-* sessions depend on the order of events (a session closed by the watermark takes no more events,
-  an event can bridge two open ones), which set-based SQL cannot express. DuckDB computes each
-  row's watermark and orders the rows per key; one linear pass per key then assigns each row to a
-  session or marks it late (`_assign_sessions`, numpy arrays in, numpy arrays out), and DuckDB
-  groups the rows by the session ids. Closing is checked per key at that key's next event, which
-  is equivalent to the global rule because the watermark never decreases.
-
-Sums, minima and maxima are DECIMAL and exact; the comparison is exact on count, sum, min, max
-and on the derived `avg_amount` (bit for bit, -0.0 is not 0.0), and on every column of the late
-events.
+* Tumbling and sliding: each row is expanded into its windows (`unnest(range(...))` over the slide steps,
+  floor-aligned also before 1970); a (row, window) pair is late iff `end - 1 + allowed_lateness <=
+  watermark`, a row whose pairs are all late is a late event, and windows group the other pairs.
+* Sessions depend on the order of events, which set-based SQL cannot express: DuckDB computes each row's
+  watermark and orders the rows per key; one linear pass per key (`_assign_sessions`, numpy in and out)
+  assigns each row to a session or marks it late, checking closing at the key's next event (equivalent to
+  the global rule, as the watermark never decreases); DuckDB groups by the session ids.
 """
 
 from __future__ import annotations

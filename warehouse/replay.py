@@ -1,21 +1,17 @@
 """Plain-Python reference of the replay semantics: the executable specification.
 
 The Flink job (flink_jobs/window_job.py, Flink's own WindowOperator) and the DuckDB recomputation
-(:mod:`warehouse.reconcile`) are checked against it. It favours obviousness over speed and shares
-no code with either; the rules it follows are those of :mod:`warehouse.windows`.
+(:mod:`warehouse.reconcile`) are checked against it. It favours obviousness over speed and shares no
+code with either; it follows the rules of :mod:`warehouse.windows` (in prose: docs/windows.md).
 
-* Events are replayed in file order (ascending ``source_row``). Before event ``e`` the watermark is
-  ``W(e) = max(event time of the events before e) - out_of_orderness - 1`` (none before the first
-  event). Late events advance the maximum too.
-* A window ``w`` is late for ``e`` iff ``w.end - 1 + allowed_lateness <= W(e)``.
-* Tumbling and sliding: ``e`` is counted in each of its windows that is not late; it is a late
-  event only when all of them are.
-* Session: before ``e``, every session of any key whose ``end - 1 + allowed_lateness <= W(e)`` is
-  closed, its contents final. ``e`` opens ``[ts, ts + gap)``, which merges with the open sessions of
-  its key that it intersects (overlap or touch). If the result is late (only possible when nothing
-  was merged), ``e`` is a late event; otherwise it joins the merged session.
-* Per window: count, exact sum, min and max (Decimal). The mean is ``sum / count``, derived where
-  the output is loaded.
+* Events in file order (ascending ``source_row``); before ``e`` the watermark is ``W(e) = max(event
+  time of the events before e, late ones too) - out_of_orderness - 1``, none before the first event.
+* A window ``w`` is late for ``e`` iff ``w.end - 1 + allowed_lateness <= W(e)``. Tumbling and sliding:
+  ``e`` is counted in each of its windows that is not late, and is a late event only when all are.
+* Session: before ``e``, every session of any key with ``end - 1 + allowed_lateness <= W(e)`` is closed,
+  its contents final. ``e`` opens ``[ts, ts + gap)``, which merges with the open sessions of its key that
+  it overlaps or touches; if the result is late (only when nothing merged), ``e`` is a late event.
+* Per window: count, exact sum, min and max (Decimal); the mean ``sum / count`` is derived at loading.
 """
 
 from __future__ import annotations

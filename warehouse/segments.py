@@ -1,30 +1,19 @@
 """The big tables as immutable per-file Parquet segments behind views; the warehouse file is their catalog.
 
-Why: daily extracts accumulate, and a run must cost what its file costs. When the warehouse was one
-DuckDB file, every run copied all of it to stage (2.6 s per GB here; ext4 has no reflinks, so the
-copy is real). Now the rows of the six tables that grow with every file (`SEGMENTED`) live in
-Parquet files, one or more per (table, source file), which are never modified once written. The
-DuckDB file holds only:
+A run must cost what its file costs (docs/decisions/0007-parquet-segments.md), so the rows of the six
+tables that grow with every file (`SEGMENTED`) live in Parquet files, one or more per (table, source
+file), never modified once written. The DuckDB file holds the `segments` table (which Parquet file holds
+which (table, source file), with its row count); one view per segmented table, ``SELECT * FROM
+read_parquet([<its segments>]) UNION ALL SELECT * FROM staged.<table>``, so SQL reads as before; the
+small tables (`replays`, `watermark_advice`, `anomaly_thresholds`); and schema `staged`, a run's
+unpublished rows and `staged.replaced`, the (table, source file) pairs whose segments the run replaces.
 
-* the `segments` table: which Parquet file holds which (table, source file), with its row count;
-* one view per segmented table, `SELECT * FROM read_parquet([<its segments>]) UNION ALL SELECT * FROM
-  staged.<table>`, so SQL on the file reads exactly as before (`duckdb -readonly data/warehouse.duckdb`);
-* the tables that stay small (`replays`, `watermark_advice`, `anomaly_thresholds`: a row per run,
-  per file and bound, per key), as ordinary tables;
-* schema `staged`: the rows a run has written and not yet published (empty in a published file),
-  and `staged.replaced`, the (table, source file) pairs whose published segments the run replaces.
-
-So a run's staging copy of the warehouse is a copy of this small file, and a run writes its own rows
-only. A step replaces a file's rows with `replace_file` (the segmented form of `DELETE ... WHERE
-source_file = ?`) and inserts into the table it returns; the view then hides the file's published
-segments and shows the staged rows, so the run's later steps and checks see the warehouse as it will
-be published. `seal` (at publish) writes each staged (table, file) as a new segment, drops the
-replaced ones from `segments` and empties `staged`. Measured here: writing 1M transactions as Parquet
-takes 0.13 s, against 0.39 s to insert them into a DuckDB table.
-
-On a plain connection (an in-memory database made by `schema.create_tables`, as in unit tests) the
-tables are ordinary tables and `replace_file` is exactly the DELETE, so the domain code is the same
-in both.
+A step replaces a file's rows with `replace_file` (the segmented ``DELETE ... WHERE source_file = ?``)
+and inserts into the table it returns; the views then show the warehouse as it will be published. `seal`
+(at publish) writes each staged (table, file) as a new segment, drops the replaced ones from `segments`
+and empties `staged`. On a plain connection (an in-memory database from `schema.create_tables`, as in
+unit tests) the tables are ordinary and `replace_file` is exactly the DELETE, so the domain code is the
+same in both. Layout, per-file reads and the cost of readers: docs/atomic-runs.md#segments.
 """
 
 from __future__ import annotations

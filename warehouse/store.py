@@ -1,34 +1,19 @@
-"""Run-scoped staging and atomic publication of the DuckDB warehouse.
+"""Run-scoped staging and atomic publication of the DuckDB warehouse (write-audit-publish).
 
-The warehouse is a small DuckDB file (the catalog) plus immutable Parquet segments in
-``<warehouse>.segments/`` that hold the rows of the tables growing with every file
-(warehouse/segments.py). A run never writes the published file in place. Its first step copies the
-catalog to a staging file named after the run; every step of the run writes there, its own rows
-only; the run's last step seals them into new segments and publishes a compact copy of the catalog
-with one atomic ``os.replace``. So:
+The warehouse is a small DuckDB file (the catalog) plus immutable Parquet segments (warehouse/segments.py).
+A run never writes the published file in place: its first step copies the catalog to a staging file named
+after the run, every step writes its own rows there, and the last step seals them into new segments and
+publishes a compact copy of the catalog with one atomic ``os.replace``. So a run costs what its file costs
+(staging copies the catalog, never the history); a run that fails leaves the last good results (a later
+run discards its staging file, and its unpublished segments after the retention); readers never see a mix
+of two runs (a connection opened before the publish keeps the old catalog, whose inode Linux keeps alive,
+and its segments, kept for ``segment_retention_s`` after they stop being listed); and a read-only session
+never blocks a run, because the pipeline never needs a write lock on the published file.
 
-* a run costs what its file costs: staging copies the catalog (kilobytes to a few MB: one row per
-  segment, replay, key), never the history. Measured before segments: 2.6 s per GB of warehouse;
-* a run that fails at any point leaves the last good results untouched (its staging file is
-  discarded by a later run; segments it wrote but never published are removed after the retention);
-* readers never see a mix of two runs: a connection opened before the publish keeps reading the
-  old catalog (Linux keeps the replaced inode alive) and with it the old segments, which are kept
-  for ``segment_retention_s`` (default 24 h) after they stop being listed; a connection opened after
-  sees the new one;
-* a read-only DuckDB session (CLI, notebook, BI tool) on the published file never blocks a run,
-  because the pipeline never needs a write lock on that file.
-
-Users should connect read-only: `duckdb -readonly data/warehouse.duckdb`. The views name their
-segments by absolute path: move the warehouse file and its ``.segments`` folder together; the next
-run's staging lists the segments at their new place (segments.prepare), and no run deletes
-segments while its catalog lists any outside its own folder.
-
-Two runs that overlap must not silently lose each other's results: each copies the published file
-when it starts, so the later publish would overwrite the earlier one's results. The staging copy
-therefore records the identity of the file it was copied from (device, inode, mtime_ns, size, or
-"absent") in ``<run_id>.base``. ``publish`` compares it, under the lock, with the published file of
-that moment and raises :class:`ConcurrentPublishError` (retryable: rerun) instead of overwriting a
-file another run published in between.
+Overlapping runs must not lose each other's results: the staging copy records the identity of the file
+it was copied from (device, inode, mtime_ns, size, or "absent") in ``<run_id>.base``, and ``publish``
+compares it, under the lock, with the published file and raises :class:`ConcurrentPublishError`
+(retryable) instead of overwriting it. Readers, moving a warehouse, leftovers: docs/atomic-runs.md.
 """
 
 from __future__ import annotations

@@ -1,43 +1,21 @@
 """Deterministic generator of realistic transaction CSVs.
 
-Output format (UTF-8, ``\\n`` line endings)::
+Output: UTF-8, ``\\n`` line endings, header ``transaction_id,timestamp,amount``. Keys are ``tx0001`` ...
+(zero-padded to at least 4 digits; think "account id") with Zipf-like activity; timestamps are UTC
+``YYYY-MM-DD HH:MM:SS.fff`` without offset; amounts have two decimals, log-normal around each key's own
+level (log-normal across keys) and spread, with rare x6-x20 spikes so that anomaly thresholds make sense.
 
-    transaction_id,timestamp,amount
-    tx0007,2024-05-11 10:00:00.053,47.12
-
-* ``transaction_id`` is the grouping key (think "account id"): ``tx0001`` ...
-  ``txNNNN`` (zero-padded to at least 4 digits).  Keys have Zipf-like
-  activity levels, so some accounts are much busier than others.
-* ``timestamp`` is the event time in UTC, ``YYYY-MM-DD HH:MM:SS.fff``, no offset.
-* ``amount`` has two decimals.  Each key has its own typical level (log-normal
-  across keys) and spread; amounts are log-normal around it, with rare outlier
-  spikes (x6 - x20) so anomaly thresholds make sense.
-
-Rows are written in *arrival* order.  Arrival times form a Poisson-like process
-(exponential inter-arrival gaps, ``--mean-interarrival-ms``); the event time is
-``arrival - delay`` where the delay is
-
-* small (``< out_of_orderness_ms``) for most rows - never late;
-* "borderline" (``out_of_orderness_ms`` .. ``+ window_size_ms``) for
-  ``--borderline-fraction`` of rows - late for roughly half of them;
-* large (``2*(window_size_ms + out_of_orderness_ms)`` ..
-  ``6*window_size_ms + 2*out_of_orderness_ms``) for ``--late-fraction`` of
-  rows - late under the default replay config (size 5000, out-of-orderness
-  1000, allowed lateness 0).
-
-The same arguments give a byte-identical file (a single seeded NumPy
-``Generator`` drawn in fixed-size chunks); rows are streamed to disk chunk by
-chunk, so memory does not grow with ``--rows``.
-
-The bundled sample ``data/sample_transactions.csv`` was generated with::
+Rows are written in *arrival* order (exponential gaps, ``--mean-interarrival-ms``); the event time is
+``arrival - delay``, the delay small (``< out_of_orderness_ms``: never late) for most rows, "borderline"
+(``out_of_orderness_ms`` .. ``+ window_size_ms``: late for about half) for ``--borderline-fraction``,
+and large (``2*(window_size_ms + out_of_orderness_ms)`` .. ``6*window_size_ms + 2*out_of_orderness_ms``:
+late under the default replay config) for ``--late-fraction``. The same arguments give a byte-identical
+file (one seeded NumPy ``Generator`` drawn in fixed-size chunks and streamed to disk, so memory does not
+grow with ``--rows``). ``TEST_SETTINGS`` gives more than 5% late events. The bundled sample
+(``SAMPLE_SETTINGS``, other options at their defaults; its late events: docs/watermark-advice.md)::
 
     python -m warehouse.synthetic --rows 12000 --keys 24 --seed 20240511 \\
         --out data/sample_transactions.csv
-
-(all other options at their defaults; see ``SAMPLE_SETTINGS``).  Measured
-under the default replay config it has about 1% late events.  The "test
-setting" (``TEST_SETTINGS``: 20,000 rows, ``--late-fraction 0.06``) gives
-more than 5% late events.
 """
 
 from __future__ import annotations

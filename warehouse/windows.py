@@ -5,18 +5,12 @@ A `WindowSpec` (kind + parameters, all in milliseconds) travels unchanged from t
 recomputation and the plain-Python reference. Its rules and defaults are defined here once; every
 layer validates through `WindowSpec.problems()`, whose sentences name the environment variable.
 
-Kinds, with Flink's own window assigners:
-
-* ``tumbling``: ``TumblingEventTimeWindows.of(size)``, windows ``[s, s + size)`` with ``s`` a
-  multiple of ``size`` (floor, so times before 1970 work);
-* ``sliding``: ``SlidingEventTimeWindows.of(size, slide)``, every ``[s, s + size)`` with ``s`` a
-  multiple of ``slide`` and ``s <= ts < s + size``;
-* ``session``: ``EventTimeSessionWindows.withGap(gap)``, each event opens ``[ts, ts + gap)`` and
-  windows of one key that overlap or touch merge.
-
-The watermark before event ``e`` is ``W(e) = max(event time of the events before e) -
+The kinds are Flink's own assigners: ``tumbling`` (``TumblingEventTimeWindows.of(size)``), ``sliding``
+(``SlidingEventTimeWindows.of(size, slide)``) and ``session`` (``EventTimeSessionWindows.withGap(gap)``:
+windows ``[ts, ts + gap)`` of one key that overlap or touch merge), aligned by floor, so times before
+1970 work. The watermark before event ``e`` is ``W(e) = max(event time of the events before e) -
 out_of_orderness - 1``; a window ``w`` is late iff ``w.end - 1 + allowed_lateness <= W(e)``
-(WindowOperator.isWindowLate).
+(WindowOperator.isWindowLate). The windows of each kind, exactly: docs/windows.md#the-rule.
 """
 
 from __future__ import annotations
