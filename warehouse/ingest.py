@@ -1,112 +1,15 @@
-"""Streaming reader and validator for transaction CSV files.
+"""Streaming reader and validator for transaction CSV files: the exact parser of the data contract.
 
-``read_transactions`` turns a CSV file into a stream of :class:`Chunk` objects.
-Every data record of the file ends up exactly once, either in ``Chunk.valid``
-or in ``Chunk.rejected`` (with a reason); problems with the file as a whole
-raise :class:`InputFileError`.
+``read_transactions`` turns a file into :class:`Chunk` objects. Every data record ends up exactly once,
+in ``Chunk.valid`` (``source_row, line, transaction_id, key, event_time_ms, amount_units``) or in
+``Chunk.rejected`` (``source_row, line, raw, reason``); a problem with the whole file raises
+:class:`InputFileError`, one sentence naming the file and the line. Invalid arguments raise ``ValueError``.
 
-File format
------------
-* Plain or gzip-compressed. gzip is detected by its magic bytes (``1f 8b``),
-  not by the file name: no UTF-8 text can start with them, so the test is
-  unambiguous, and a ``.csv.gz`` that is really plain text still works. The
-  file is decompressed as a stream (memory stays bounded by the chunk size);
-  multi-member gzip files work; a corrupt or truncated gzip file is a fatal
-  error. Byte offsets in messages then refer to the decompressed data.
-* UTF-8 (an optional BOM is ignored), comma-delimited, ``"`` quoting with
-  ``""`` as an escaped quote (RFC 4180). LF and CRLF line endings. Quoted
-  fields may contain commas, quotes, newlines and any Unicode text.
-* Quoting is strict: a quote only has a special meaning at the start of a
-  field, and a closing quote must be followed by ``,`` or the end of the line
-  (``"abc" ,`` is rejected as malformed rather than silently repaired).
-* The first non-blank record is the header. Names are trimmed and compared
-  case-insensitively; columns may come in any order and extra columns are
-  ignored. ``transaction_id``, ``timestamp``, ``amount`` and the key column
-  are required, each exactly once.
-* Completely empty lines (no characters at all besides the line ending) are
-  skipped and are not counted as records. A line holding only spaces is a
-  record (and is rejected for its field count).
-* Every field is trimmed of surrounding whitespace (``str.strip``).
-
-Delimiters
-----------
-Only ``,`` is a delimiter. A header that is evidently separated by ``;``,
-tab or ``|`` (it is one single field containing that character, or splitting
-it on that character yields every required column) is a fatal error that
-names the detected delimiter and asks for a comma-delimited re-export. This
-is deliberate: semicolon-delimited exports usually come from locales that
-write ``1.234,50`` for amounts, so guessing the delimiter would still leave
-the numbers ambiguous; failing once, loudly, with the fix in the message is
-cheaper than silently mis-reading money. Data rows are never delimiter-sniffed
-(a ``;`` in a data row is ordinary text).
-
-Numbering
----------
-* ``source_row`` is the 1-based number of the data record as the CSV parser
-  sees it (header and blank lines excluded; a quoted field spanning several
-  lines is still one record).
-* ``line`` is the 1-based physical line on which the record starts (the
-  header is line 1 when the file does not start with blank lines).
-* ``raw`` is the record's original text, exactly as in the file, without its
-  final line ending (inner line endings of multi-line records are kept).
-
-Validation
-----------
-Rows are rejected (the rest of the file is still processed) for: a wrong
-number of fields, malformed quoting, a quoted field left open at the end of
-the file, a NUL character, an empty ``transaction_id`` or key value, an empty
-or invalid timestamp (see :mod:`warehouse.timestamps`), and an empty,
-non-numeric, NaN or infinite amount or one that ``DECIMAL(18, 4)`` cannot hold
-exactly (see "Amounts"). When a row has several problems the reasons are joined
-with ``'; '``. Offending values longer than 60 characters are shortened in
-reasons (``raw`` is never shortened).
-
-Amounts
--------
-The warehouse keeps ``amount`` as ``DECIMAL(18, 4)``
-(``warehouse.schema.AMOUNT_TYPE``), so the decimal text is read exactly, never
-through a float: ``Chunk.valid["amount_units"]`` is the amount as an int64
-number of units of 0.0001 (``12.34`` -> 123400; the loader inserts
-``amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4)``, exact).
-
-* Amounts must match ``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?``;
-  thousands separators, ``_`` digit separators, hex, ``inf`` and ``nan`` are
-  not accepted.
-* Nothing is rounded: a value whose exact value has more than 4 decimal places
-  (``1.23456``, ``1e-5``, ``5e-324``, ``1e-400``) is rejected. Zeros do not
-  count: ``1.50000`` is 1.5 and ``007`` is 7.
-* ``|amount| >= 10**14`` (``1e14``, ``1e308``) is rejected as too large;
-  ``-99999999999999.9999`` to ``99999999999999.9999`` are valid.
-* Exponents are exact (``1.5e3`` is 1500, ``12345e-4`` is 1.2345); ``-0``,
-  ``-0.0`` and ``+0`` are 0. The checks look at digit counts before any
-  arithmetic, so ``1e999999999`` or a megabyte of digits costs one pass over
-  the text.
-* Values without an exponent of up to 64 characters (the common case) are read
-  vectorized from the character-code array the grammar DFA already builds
-  (one byte per character); values with an exponent, or longer, one by one
-  with integer arithmetic. Measured on the 1M-row synthetic file (200k-row
-  chunks): amount parsing takes ~0.53 s CPU against ~0.75 s for the float
-  parsing it replaced, and its peak memory for a chunk is 20 MiB (81 MiB when
-  one value is 64 characters wide) against 31 (195) MiB. A value with an
-  exponent costs ~3 us, about 3x what ``float()`` did.
-
-Chunks
-------
-Each chunk holds ``chunk_rows`` data records (valid + rejected), except the
-last one, which may hold fewer (so may a chunk whose records would need more
-than 64 MiB or max(2M, 2 * chunk_rows) physical lines of input). A file with a header but no data records
-yields one empty chunk. Only about one chunk of input is held in memory.
-Both frames of a chunk are ordered by ``source_row``.
-
-Fatal errors (``InputFileError``, raised on the first ``next()`` for header
-problems): missing path, a directory, a 0-byte file (or a gzip file that
-decompresses to 0 bytes), no header line, a header without a required/key
-column or with one of them twice, a header delimited by ``;``/tab/``|``, a
-malformed header record, a corrupt or truncated gzip stream, bytes that are not UTF-8 (reported with the line,
-possibly after earlier chunks were yielded), a physical line longer than
-64 MiB, and a field longer than 64 MiB (in practice a quote left open in a
-big file: the parser cannot resynchronise after it). Invalid arguments (unknown time zone, ``chunk_rows < 1``, empty
-``key_column``) raise ``ValueError`` as soon as ``read_transactions`` is called.
+The rules it implements (UTF-8, gzip by magic bytes, strict RFC 4180 quoting, trimmed fields, blank lines,
+``source_row``/``line``/``raw`` numbering, timestamps, exact ``DECIMAL(18, 4)`` amounts as int64 units of
+0.0001, chunking and size limits) are stated in docs/data-contract.md ("Input rules" and "How a file is
+read"). Design: amounts are judged by a vectorized DFA over the character codes and never go through a
+float; quote-free blocks are split without the csv module; one chunk of input is held in memory at a time.
 """
 
 from __future__ import annotations
