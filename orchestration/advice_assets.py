@@ -33,6 +33,7 @@ from dagster import (
 from orchestration.assets import (
     _contract_result,
     _contract_spec,
+    _counts,
     _fetch_df,
     _preview,
     _result,
@@ -91,6 +92,7 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
         n_rows = write_advice(con, advice)
         con.execute("COMMIT")
         contract = _contract_result(con, "watermark_advice")
+        counts = step.table_metadata(con, "watermark_advice", n_rows)
         preview = _fetch_df(
             con,
             "SELECT target_late_ratio, out_of_orderness_ms, late_events, late_ratio, added_latency_ms, "
@@ -118,7 +120,7 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
     yield MaterializeResult(
         asset_key="watermark_advice",
         metadata={
-            "dagster/row_count": n_rows,
+            **_counts(step, counts),
             "source_file": MetadataValue.path(source_file),
             "transactions": advice.transactions,
             "window_spec": spec.describe(),

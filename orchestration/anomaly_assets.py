@@ -172,7 +172,8 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
     yield MaterializeResult(
         asset_key="anomaly_thresholds",
         metadata={
-            "dagster/row_count": int(n_keys),
+            "dagster/row_count": int(n_keys),  # one row per key over every file: the whole table
+            "source_file": MetadataValue.path(source_file),
             "anomalous_windows": int(n_anomalous),
             "judged_windows": int(judged_windows),
             "flagged_ratio": round(n_anomalous / judged_windows, 6) if judged_windows else 0.0,
@@ -291,14 +292,15 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             contract,
         ]
         published = step.audit_and_publish(checks)
-    if published.get("published"):
+    if published.get("published_by_this_step"):
         alert = _send_alert(context, settings, source_file, run_id, count, items)
     else:
         alert = {"alert": "not sent: the run did not publish"}
     yield MaterializeResult(
         asset_key="anomalies",
         metadata={
-            "dagster/row_count": int(count),
+            **({} if step.blocked else {"dagster/row_count": int(n_all)}),  # every file's anomalies, as published
+            "rows_from_this_file": int(count),
             "windows_judged": int(n_windows),
             "anomalies_all_files": int(n_all),
             "source_file": MetadataValue.path(source_file),

@@ -1,4 +1,4 @@
-"""The two things we need from Dagster that have no public name in the pinned 1.13, each wrapped once.
+"""The three things we need from Dagster that have no public name in the pinned 1.13, each wrapped once.
 
 * Which runs may still use their staging files: Dagster's `IN_PROGRESS_RUN_STATUSES` is private and
   its meaning moved between versions (1.13 holds SUSPENDED but not QUEUED), so the list is spelled
@@ -6,6 +6,9 @@
 * The error `PipesSubprocessClient.run` raises when the subprocess fails
   (`dagster._core.errors.DagsterPipesExecutionError`, not exported): recognised by its class name,
   so a renamed or moved class makes the check fail loudly in tests rather than import a private path.
+* Adding tags to a run that is already running (`DagsterInstance.add_run_tags`, what Dagster's own
+  daemons use): a run launched from the UI's "Materialize" has no tags of ours, and its run config may
+  name another file or warehouse than the configured one, so its first step tags it with what it replays.
 """
 
 from __future__ import annotations
@@ -26,3 +29,11 @@ RUNS_IN_PROGRESS = (
 def is_pipes_execution_error(error: BaseException) -> bool:
     """True for the error Dagster Pipes raises when the external process exits with a failure."""
     return any(cls.__name__ == "DagsterPipesExecutionError" for cls in type(error).__mro__)
+
+
+def add_missing_run_tags(instance, run, tags: dict[str, str]) -> dict[str, str]:
+    """Add the `tags` the run does not carry yet (never overwrites one); the tags added."""
+    missing = {key: value for key, value in tags.items() if key not in run.tags}
+    if missing:
+        instance.add_run_tags(run.run_id, missing)
+    return missing
