@@ -67,15 +67,15 @@ def _plot(con, keys: list[str], title: str, source_file: str, *, judged_now: boo
             [key, source_file],
         ).fetchall()
         if judged_now:
+            own = thresholds.window_threshold_sql("t.log_center", "t.log_scale", "t.z", "w.txn_count")
             marked_sql = (
-                f"SELECT w.window_start_ms FROM {windows} AS w JOIN anomaly_thresholds t USING (key) "
-                "WHERE w.key = ? AND w.source_file = ? AND w.avg_amount > "
-                + thresholds.window_threshold_sql("t.log_center", "t.log_scale", "t.z", "w.txn_count")
+                f"SELECT w.window_start_ms, {own} FROM {windows} AS w JOIN anomaly_thresholds t USING (key) "
+                f"WHERE w.key = ? AND w.source_file = ? AND w.avg_amount > {own}"
             )
         else:
             found = segments.file_rows(con, "anomalies", source_file)
-            marked_sql = f"SELECT window_start_ms FROM {found} AS a WHERE key = ? AND source_file = ?"
-        marked = [row[0] for row in con.execute(marked_sql, [key, source_file]).fetchall()]
+            marked_sql = f"SELECT window_start_ms, threshold FROM {found} AS a WHERE key = ? AND source_file = ?"
+        marked = dict(con.execute(marked_sql, [key, source_file]).fetchall())  # window start -> its own threshold
         series[key] = (points, threshold, marked)
     return markdown_image(anomaly_svg(series, title), "window averages, threshold and anomalous windows")
 
@@ -147,8 +147,8 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
         plot = _plot(
             con,
             busiest,
-            f"Window averages (blue), threshold of a 1-transaction window (red dashed), anomalous windows (red) "
-            f"in this file of its {len(busiest)} keys with the most history, judged against the new thresholds",
+            f"This file's window averages of the {len(busiest)} keys with the most history, judged against the "
+            f"new thresholds (z = {method.z:g})",
             source_file,
             judged_now=True,
         )
@@ -258,8 +258,8 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             plot = _plot(
                 con,
                 plot_keys,
-                f"This file's window averages (blue), threshold of a 1-transaction window (red dashed) and "
-                f"anomalies (red) of {len(plot_keys)} keys, most anomalies first",
+                f"This file's anomalies (red) among its window averages, {len(plot_keys)} keys, most anomalies "
+                f"first (z = {settings.anomaly_z:g})",
                 source_file,
                 judged_now=False,
             )
