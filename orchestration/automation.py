@@ -40,6 +40,7 @@ from dagster import (
     sensor,
 )
 
+from orchestration.dagster_compat import named_asset_checks
 from orchestration.settings import AutomationSettings, PipelineSettings
 
 SOURCE_FILE_TAG = "txn/source_file"
@@ -144,9 +145,18 @@ def failure_summary(context: RunFailureSensorContext, configured_source: str) ->
 
 def window_freshness_checks(fail_after: timedelta):
     """Freshness checks that fail when window_averages / late_events were last updated too long ago."""
-    return build_last_update_freshness_checks(
+    checks = build_last_update_freshness_checks(
         assets=[AssetKey("window_averages"), AssetKey("late_events")], lower_bound_delta=fail_after
     )
+    return [
+        named_asset_checks(
+            checks_def,
+            "window_freshness_checks",
+            f"Fails when window_averages or late_events were last materialized more than {fail_after} ago "
+            "(TXN_FRESHNESS_FAIL_MINUTES).",
+        )
+        for checks_def in checks
+    ]
 
 
 def window_freshness_policy(settings: AutomationSettings) -> FreshnessPolicy:
