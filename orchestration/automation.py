@@ -52,14 +52,14 @@ def run_tags(source_csv: str | Path, warehouse: str | Path) -> dict[str, str]:
     return {SOURCE_FILE_TAG: str(source_csv), WAREHOUSE_TAG: str(warehouse)}
 
 
-def build_replay_job(pipeline: PipelineSettings):
-    """The job the schedule and the sensor launch, tagged with the configured file and warehouse (a sensor's
-    request overrides the file tag with its own file)."""
+def build_replay_job():
+    """The job the schedule and the sensor launch. It has no file or warehouse tags of its own: a launchpad
+    run's config may name others than the configured ones. The schedule and the sensor tag their runs with
+    what they replay, and a run's first step tags every run with the file and warehouse of its config."""
     return define_asset_job(
         "replay_transactions",
         selection="*",
         description="Replay the configured source CSV into the warehouse: every asset and its checks.",
-        tags=run_tags(pipeline.source_path, pipeline.warehouse_path),
     )
 
 
@@ -182,7 +182,7 @@ def build_automation(settings: AutomationSettings, pipeline: PipelineSettings) -
     `pipeline` is the configured `pipeline` resource: the incoming-folder sensor passes all of it in
     each run's config, and the failure summary names its source file when a run did not say its own.
     """
-    replay_transactions_job = build_replay_job(pipeline)
+    replay_transactions_job = build_replay_job()
     daily_replay = ScheduleDefinition(
         name="daily_replay",
         job=replay_transactions_job,

@@ -7,8 +7,9 @@
   (`dagster._core.errors.DagsterPipesExecutionError`, not exported): recognised by its class name,
   so a renamed or moved class makes the check fail loudly in tests rather than import a private path.
 * Adding tags to a run that is already running (`DagsterInstance.add_run_tags`, what Dagster's own
-  daemons use): a run launched from the UI's "Materialize" has no tags of ours, and its run config may
-  name another file or warehouse than the configured one, so its first step tags it with what it replays.
+  daemons use): a run launched from the UI's "Materialize" or the launchpad has no tags of ours, and its
+  run config may name another file or warehouse than the configured one, so its first step tags it with
+  what it replays (and corrects a tag that says otherwise).
 * A name for the step of `build_last_update_freshness_checks` (it is `freshness_check_<hash>` in the
   Gantt chart, the logs and the launchpad): `named_asset_checks` declares the same checks (same specs and
   metadata, so the freshness sensor still finds them) under a multi_asset_check of our name whose body is
@@ -35,12 +36,12 @@ def is_pipes_execution_error(error: BaseException) -> bool:
     return any(cls.__name__ == "DagsterPipesExecutionError" for cls in type(error).__mro__)
 
 
-def add_missing_run_tags(instance, run, tags: dict[str, str]) -> dict[str, str]:
-    """Add the `tags` the run does not carry yet (never overwrites one); the tags added."""
-    missing = {key: value for key, value in tags.items() if key not in run.tags}
-    if missing:
-        instance.add_run_tags(run.run_id, missing)
-    return missing
+def set_run_tags(instance, run, tags: dict[str, str]) -> dict[str, str]:
+    """Give the run these tag values (added, or corrected where the run says otherwise); the tags changed."""
+    changed = {key: value for key, value in tags.items() if run.tags.get(key) != value}
+    if changed:
+        instance.add_run_tags(run.run_id, changed)  # adds new keys, updates existing ones
+    return changed
 
 
 def named_asset_checks(checks_def, name: str, description: str):

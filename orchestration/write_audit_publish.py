@@ -41,7 +41,7 @@ from dagster import (
 )
 
 from orchestration.automation import run_tags
-from orchestration.dagster_compat import RUNS_IN_PROGRESS, add_missing_run_tags
+from orchestration.dagster_compat import RUNS_IN_PROGRESS, set_run_tags
 from orchestration.settings import PipelineSettings, with_launchpad_keys
 from warehouse import replays
 from warehouse.store import WarehouseStore
@@ -86,8 +86,8 @@ class PipelineStep:
         self._lease.enter_context(self.store.run_lease(self.run_id))
         try:
             if not self.store.staging_path(self.run_id).exists():  # the run's first step
-                # manual runs too: tagged with the file and warehouse this run's config names
-                add_missing_run_tags(
+                # every run, manual ones too: tagged with the file and warehouse its config names
+                set_run_tags(
                     self.context.instance,
                     self.context.run,
                     run_tags(self.settings.source_path, self.store.path),

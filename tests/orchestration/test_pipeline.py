@@ -58,7 +58,9 @@ ALL_CHECKS_PASS = {
 }
 
 
-def run_pipeline(source: Path, warehouse: Path, instance: DagsterInstance | None = None, **settings):
+def run_pipeline(
+    source: Path, warehouse: Path, instance: DagsterInstance | None = None, tags: dict | None = None, **settings
+):
     return materialize(
         ASSETS,
         resources={
@@ -67,6 +69,7 @@ def run_pipeline(source: Path, warehouse: Path, instance: DagsterInstance | None
         },
         instance=instance or DagsterInstance.ephemeral(),
         raise_on_error=False,
+        tags=tags,
     )
 
 
@@ -425,7 +428,8 @@ def test_row_count_is_the_whole_tables_and_the_files_own_count_is_beside_it(tmp_
     assert run_pipeline(LAB_EXAMPLE, warehouse, instance).success
     second = tmp_path / "second.csv"
     second.write_text("transaction_id,timestamp,amount\ntx9,2024-05-12 00:00:01,10\ntx9,2024-05-12 00:00:12,20\n")
-    result = run_pipeline(second, warehouse, instance)
+    # launched with a warehouse tag that is not where its config writes (a stale tag): the first step corrects it
+    result = run_pipeline(second, warehouse, instance, tags={WAREHOUSE_TAG: "/somewhere/else.duckdb"})
     assert result.success
     con = duckdb.connect(str(warehouse), read_only=True)
     for table in ("transactions", "window_averages", "late_events", "replays", "watermark_advice", "anomalies"):
@@ -441,7 +445,7 @@ def test_row_count_is_the_whole_tables_and_the_files_own_count_is_beside_it(tmp_
     (transactions,) = con.execute("SELECT count(*) FROM transactions").fetchone()
     con.close()
     assert transactions == 5
-    # a run started without tags of ours (as the UI's "Materialize" does) is tagged by its first step
+    # a run started without a file tag of ours (as the UI's "Materialize" does) is tagged by its first step
     tags = instance.get_run_by_id(result.run_id).tags
     assert tags[SOURCE_FILE_TAG] == str(second) and tags[WAREHOUSE_TAG] == str(warehouse)
 

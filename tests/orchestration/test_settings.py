@@ -474,7 +474,7 @@ def test_incoming_run_requests_one_per_file_version(tmp_path: Path) -> None:
     import os
     import time
 
-    from orchestration.automation import SOURCE_FILE_TAG, incoming_run_requests
+    from orchestration.automation import SOURCE_FILE_TAG, WAREHOUSE_TAG, incoming_run_requests
 
     settings = PipelineSettings.from_env({"TXN_WAREHOUSE": str(tmp_path / "wh.duckdb"), "TXN_WINDOW_SIZE_MS": "60000"})
     assert incoming_run_requests(tmp_path / "missing", time.time(), settings) == []
@@ -488,6 +488,7 @@ def test_incoming_run_requests_one_per_file_version(tmp_path: Path) -> None:
     now = time.time()
     requests = incoming_run_requests(tmp_path, now, settings)
     assert [r.tags[SOURCE_FILE_TAG] for r in requests] == [str(a), str(b)]  # oldest first
+    assert {r.tags[WAREHOUSE_TAG] for r in requests} == {str(settings.warehouse_path)}  # and the warehouse
     config = requests[0].run_config["resources"]["pipeline"]["config"]
     # every setting is passed, so the run keeps the configured warehouse and window size
     assert config["source_csv"] == str(a) and config["warehouse"] == str(tmp_path / "wh.duckdb")
