@@ -109,8 +109,15 @@ def anomaly_svg(series: Mapping[str, tuple], title: str, note: str = METHOD_NOTE
         panel_top = top_block + index * PANEL_HEIGHT
         top = panel_top + HEADER
         bottom = panel_top + PANEL_HEIGHT - AXIS - 10
-        values = [v for _, v in points] + ([threshold] if math.isfinite(threshold) else [])
-        values += [own for own in marked.values() if own is not None and math.isfinite(own)]
+        values = [v for _, v in points] + [own for own in marked.values() if own is not None and math.isfinite(own)]
+        # the dashed line is drawn when it is near the data: a threshold far above it (a high z, a calm key)
+        # would squash every window into one flat line at the bottom, so the header states it instead
+        data_span = (max(values) - min(values) or 1.0) if values else 1.0
+        threshold_shown = math.isfinite(threshold) and (
+            not values or min(values) - data_span <= threshold <= max(values) + data_span
+        )
+        if threshold_shown:
+            values.append(threshold)
         lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
         if hi == lo:
             lo, hi = lo - 1, hi + 1
@@ -141,6 +148,8 @@ def anomaly_svg(series: Mapping[str, tuple], title: str, note: str = METHOD_NOTE
             else:
                 drawn[column] = (t, v, own)
         threshold_text = _fmt(threshold) if math.isfinite(threshold) else "none (too little history)"
+        if math.isfinite(threshold) and not threshold_shown:
+            threshold_text += " (off the plotted range, not drawn)"
         out.append(
             f'<text x="{left}" y="{panel_top + 13}" font-weight="bold">{escape(str(key))}</text>'
             f'<text x="{right}" y="{panel_top + 13}" text-anchor="end">{len(points):,} windows · '
@@ -161,7 +170,7 @@ def anomaly_svg(series: Mapping[str, tuple], title: str, note: str = METHOD_NOTE
                 out.append(f'<polygon points="{upper} {lower}" fill="#bfdbfe" stroke="#bfdbfe" stroke-width="0.8"/>')
             line = " ".join(f"{left + c[0]:.1f},{y(c[2]):.1f}" for c in columns)
             out.append(f'<polyline points="{line}" fill="none" stroke="#2563eb" stroke-width="1.2"/>')
-        if math.isfinite(threshold):
+        if threshold_shown:
             out.append(f'<line x1="{left}" x2="{right}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
                        f'stroke="#dc2626" stroke-dasharray="5,3"/>')  # fmt: skip
         for t, v, own in drawn.values():

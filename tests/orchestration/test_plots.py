@@ -36,3 +36,12 @@ def test_millions_of_windows_draw_one_column_per_pixel_and_count_every_anomaly()
     assert len(svg) < 200_000, "the plot must stay small enough for the UI's metadata"
     # a red dot below the dashed 1-transaction line has its stem to its own, lower threshold
     assert svg.count('stroke-width="0.8" opacity="0.6"') == svg.count('class="anomaly"')
+
+
+def test_a_threshold_far_above_the_windows_is_stated_not_drawn() -> None:
+    points = [(i * 5000, 10.0 + i % 3) for i in range(100)]
+    svg = anomaly_svg({"calm": (points, 1.3e163)}, "t")
+    assert "1.3e+163 (off the plotted range, not drawn)" in svg and 'stroke-dasharray="5,3"' not in svg
+    assert ">12.10<" in svg  # the y axis spans the windows (10 to 12, padded), not up to the threshold
+    near = anomaly_svg({"calm": (points, 14.0)}, "t")
+    assert 'stroke-dasharray="5,3"' in near and "not drawn" not in near
