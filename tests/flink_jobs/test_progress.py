@@ -54,6 +54,10 @@ def test_describe_gives_a_percentage_an_eta_and_full_operator_names():
     line = describe(job, 30, total_rows=3_000_000)
     assert line.startswith("Flink job running for 30 s: 750,000 of 3,000,000 rows read (25%), about 1 min 30 s left")
     assert f"{name} (700,000 rows in)" in line  # the whole name, never cut off
+    # the rate counts from the first report with rows: 250,000 rows in the 10 s since, 2.25M left: 90 s
+    assert ", about 1 min 30 s left" in describe(job, 30, total_rows=3_000_000, first_count=(20.0, 500_000))
+    # 10 s of start-up before the first count no longer stretch the estimate: 750,000 rows in 10 s
+    assert ", about 30 s left" in describe(job, 30, total_rows=3_000_000, first_count=(20.0, 0))
     assert describe({}, 10, total_rows=3_000_000) == (
         "Flink job running for 10 s: starting up, no row count reported yet (input: 3,000,000 rows)"
     )
