@@ -36,16 +36,24 @@ format: venv
 test: venv
 	$(BIN)/python -m pytest
 
-## The Dagster UI on http://$(HOST):$(PORT) (loopback only unless HOST is changed).
-dev: venv
+## The Dagster instance that `make run`, `make check` and `make dev` share (DAGSTER_HOME, default .dagster_home/):
+## a CLI run's materializations, checks and logs are what the UI shows next. Created with orchestration/dagster.yaml.
+.PHONY: instance
+instance:
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+## The Dagster UI on http://$(HOST):$(PORT) (loopback only unless HOST is changed). The default incoming folder of
+## the file sensor (data/incoming/, TXN_INCOMING_DIR overrides it) is created if missing.
+dev: venv instance
+	$(if $(TXN_INCOMING_DIR),,mkdir -p data/incoming)
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 ## Materialize every asset with its checks, exactly as a user would from the CLI (TXN_* settings apply).
 ## Fails (non-zero exit) when a blocking check fails; the published warehouse is then left untouched.
-check: venv
-	$(BIN)/dagster asset materialize -m orchestration --select '*'
+## Records the run in the shared instance (DAGSTER_HOME), so `make dev` shows it.
+check: venv instance
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster asset materialize -m orchestration --select '*'
 
 ## Regenerate the bundled sample (fixed seed: byte-identical output).
 sample: venv

@@ -62,28 +62,59 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
-def describe(job: dict, elapsed_s: float) -> str:
-    """One log line from the REST API's /jobs/<id> answer."""
+def rows_read(job: dict) -> int:
+    """Rows the job's source has emitted, from the REST API's /jobs/<id> answer."""
+    sources = [v for v in job.get("vertices") or [] if str(v.get("name", "")).startswith("Source")]
+    # max, not sum: an engine may read the input in two source vertices (each reads every row)
+    return max((int(v.get("metrics", {}).get("write-records", 0)) for v in sources), default=0)
+
+
+def describe(
+    job: dict, elapsed_s: float, total_rows: int | None = None, first_count: tuple[float, int] | None = None
+) -> str:
+    """One log line from the REST API's /jobs/<id> answer: rows read (of `total_rows`, with a percentage and
+    an ETA, when the input's row count is known) and the tasks running now, by their full names.
+    `first_count` (elapsed s, rows) is the first report with rows read: the ETA's rate counts from there, so
+    the job's start-up does not make the first estimates far too long."""
     vertices = job.get("vertices") or []
     sources = [v for v in vertices if str(v.get("name", "")).startswith("Source")]
-    # max, not sum: an engine may read the input in two source vertices (each reads every row)
-    rows_read = max((int(v.get("metrics", {}).get("write-records", 0)) for v in sources), default=0)
+    rows_read_now = rows_read(job)
     running = [
-        f"{_short(v.get('name', '?'))} ({int(v.get('metrics', {}).get('read-records', 0)):,} rows in)"
+        f"{_name(v.get('name', '?'))} ({int(v.get('metrics', {}).get('read-records', 0)):,} rows in)"
         for v in vertices
         if v.get("status") == "RUNNING" and v not in sources
     ]
-    text = f"Flink job {str(job.get('state', 'RUNNING')).lower()} for {elapsed_s:.0f} s: {rows_read:,} rows read"
-    if sources and all(v.get("status") == "FINISHED" for v in sources):
-        text += " (input done)"
+    input_done = bool(sources) and all(v.get("status") == "FINISHED" for v in sources)
+    text = f"Flink job {str(job.get('state', 'RUNNING')).lower()} for {elapsed_s:.0f} s: "
+    if rows_read_now == 0 and not input_done:
+        # Flink reports a source's count only after its first metrics update: 0 would read as "stuck"
+        text += "starting up, no row count reported yet" + (f" (input: {total_rows:,} rows)" if total_rows else "")
+    elif total_rows:
+        done = min(rows_read_now, total_rows)
+        text += f"{done:,} of {total_rows:,} rows read ({done / total_rows:.0%})"
+        if input_done:
+            text += " (input done)"
+        elif 0 < done < total_rows:
+            since_s, since_rows = first_count if first_count else (0.0, 0)
+            if elapsed_s <= since_s or done <= since_rows:  # one count so far: the rate since the start
+                since_s, since_rows = 0.0, 0
+            rate = (done - since_rows) / (elapsed_s - since_s)
+            text += f", about {_duration((total_rows - done) / rate)} left to read"
+    else:
+        text += f"{rows_read_now:,} rows read" + (" (input done)" if input_done else "")
     if running:
         text += "; running: " + ", ".join(running)
     return text
 
 
-def _short(name: str, limit: int = 60) -> str:
-    name = " ".join(str(name).split())
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+def _name(name: str) -> str:
+    """An operator's full name on one line (Flink's names may hold newlines and runs of spaces)."""
+    return " ".join(str(name).split())
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 def fetch_job(rest_url: str, job_id: str, timeout_s: float = 2.0) -> dict:
@@ -133,9 +164,11 @@ def wait_for_result(
     every_s: float | None = None,
     *,
     cancel_timeout_s: float = cancellation.CANCEL_TIMEOUT_S,
+    total_rows: int | None = None,
 ):
     """Block until the job ends (its JobExecutionResult), reporting progress every `every_s`
-    (default REPORT_EVERY_S; no progress when `report` is None).
+    (default REPORT_EVERY_S; no progress when `report` is None); `total_rows`, the input's row count,
+    gives the lines a percentage and an ETA.
 
     A stop signal, a vanished parent or an exception while waiting cancels the job first (see
     flink_jobs.cancellation: raises RunStopped, a SystemExit). A job that failed because the cluster
@@ -148,6 +181,7 @@ def wait_for_result(
         started = time.monotonic()
         next_report = started + every_s
         next_exceptions = started + EXCEPTIONS_EVERY_S
+        first_count: tuple[float, int] | None = None  # (elapsed s, rows) of the first report with rows read
         while not future.done():
             guard.check()
             time.sleep(min(cancellation.POLL_S, every_s))
@@ -162,9 +196,14 @@ def wait_for_result(
                 continue
             next_report = now + every_s
             try:
-                line = describe(fetch_job(rest_url, job_id), now - started) if rest_url else None
+                job = fetch_job(rest_url, job_id) if rest_url else None
             except (OSError, ValueError):  # REST not up yet, or gone as the job ends
-                line = None
+                job = None
+            line = None
+            if job is not None:
+                if first_count is None and rows_read(job) > 0:
+                    first_count = (now - started, rows_read(job))
+                line = describe(job, now - started, total_rows, first_count)
             if future.done():
                 break
             report(line or f"Flink job running for {now - started:.0f} s")

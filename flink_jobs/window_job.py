@@ -115,6 +115,7 @@ def run(
 
     jar = ensure_jar()
     started = time.monotonic()
+    total_rows = count_lines(input_path) if progress is not None else None  # one staged line per transaction
 
     from pyflink.common import WatermarkStrategy
     from pyflink.datastream import RuntimeExecutionMode
@@ -162,7 +163,7 @@ def run(
 
     job_client = env.execute_async(f"{spec.kind} windows: {input_path.name}")
     try:
-        result = wait_for_result(job_client, rest_url, progress, progress_every_s)
+        result = wait_for_result(job_client, rest_url, progress, progress_every_s, total_rows=total_rows)
     except Exception as error:
         if aggregates:
             _raise_custom_aggregate_failure(error, rest_url, str(job_client.get_job_id()))
@@ -181,6 +182,39 @@ def run(
         figures["custom_aggregate_rows"] = count_output_rows(output_dir / "custom")
     finish_class_data_archive()  # the first run on this JDK and Flink: keep its classes for the next
     return figures
+
+
+def count_lines(path: Path, block: int = 1 << 20) -> int:
+    """Lines of a file (a last line without its newline counts): the progress lines' total (90 MB in ~0.1 s)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
+
+
+def starting_line(input_path: Path, output_dir: Path, spec: WindowSpec, options: dict) -> str:
+    """The job's first log line, in words."""
+    where = f"cluster {options['jobmanager']}" if options.get("jobmanager") else "a local mini-cluster"
+    heap = f", JVM heap {options['jvm_heap']}" if options.get("jvm_heap") and not options.get("jobmanager") else ""
+    custom = options.get("aggregates") or ()
+    return (
+        f"Flink job starting on {where} (parallelism {options.get('parallelism', DEFAULT_PARALLELISM)}{heap}): "
+        f"{spec.describe()}; input {input_path}, output {output_dir}"
+        + (f"; custom aggregates {', '.join(custom)}" if custom else "")
+    )
+
+
+def finished_line(figures: dict) -> str:
+    """The job's last log line, in words (the figures themselves go to the asset's metadata)."""
+    text = (
+        f"Flink job finished in {figures['wall_seconds']:.1f} s (net runtime {figures['flink_net_runtime_ms'] / 1000:.1f} s, "
+        f"job {figures['flink_job_id']}): {figures['windows']:,} windows, {figures['late_events']:,} late events"
+    )
+    if "custom_aggregate_rows" in figures:
+        text += f", {figures['custom_aggregate_rows']:,} custom aggregate values"
+    return text
 
 
 def _custom_aggregates(jvm, windows, aggregates: tuple[str, ...], output_dir: Path) -> None:
@@ -338,12 +372,12 @@ def main(argv: list[str] | None = None) -> int:
             return _failed(args.output, str(error), None)
     if pipes_process:
         with open_dagster_pipes() as pipes:
-            pipes.log.info(f"Flink job starting: {args.input} -> {args.output}, {spec.describe()}, {options}")
+            pipes.log.info(starting_line(args.input, args.output, spec, options))
             try:
                 figures = run(args.input, args.output, spec, progress=pipes.log.info, **options)
             except fixable as error:
                 return _failed(args.output, str(error), pipes.log.error)
-            pipes.log.info(f"Flink job finished: {figures}")
+            pipes.log.info(finished_line(figures))
             pipes.report_custom_message(figures)
     else:
         try:

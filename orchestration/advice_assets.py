@@ -33,6 +33,7 @@ from dagster import (
 from orchestration.assets import (
     _contract_result,
     _contract_spec,
+    _counts,
     _fetch_df,
     _preview,
     _result,
@@ -48,6 +49,7 @@ WIDTH, HEIGHT = 720, 300  # HEIGHT: down to the axis title; the legend rows come
 LEFT, RIGHT, TOP, BOTTOM = 64, 24, 30, 52
 LEGEND_COLUMNS, LEGEND_ROW = 3, 18
 COLOURS = ("#dc2626", "#ea580c", "#ca8a04", "#16a34a", "#0891b2", "#7c3aed", "#db2777")  # advised bounds
+TICK_CHAR_PX, TICK_GAP_PX = 6.5, 8  # a generous width per character of an 11 px label, and the space between labels
 _TICKS_MS = (1, 10, 100, 1_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000, 864_000_000, 8_640_000_000)
 
 
@@ -91,6 +93,7 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
         n_rows = write_advice(con, advice)
         con.execute("COMMIT")
         contract = _contract_result(con, "watermark_advice")
+        counts = step.table_metadata(con, "watermark_advice", n_rows)
         preview = _fetch_df(
             con,
             "SELECT target_late_ratio, out_of_orderness_ms, late_events, late_ratio, added_latency_ms, "
@@ -118,7 +121,7 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
     yield MaterializeResult(
         asset_key="watermark_advice",
         metadata={
-            "dagster/row_count": n_rows,
+            **_counts(step, counts),
             "source_file": MetadataValue.path(source_file),
             "transactions": advice.transactions,
             "window_spec": spec.describe(),
@@ -207,9 +210,17 @@ def advice_svg(advice: Advice) -> str:
     def y(ratio: float) -> float:
         return bottom - ratio / y_max * (bottom - top - 14)
 
+    labelled_until = -math.inf  # right edge of the last tick label: a label that would overlap it is left out
     for tick in (0, *(t for t in _TICKS_MS if t <= x_max)):
         out.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{bottom}" y2="{bottom + 4}" stroke="#999"/>')
-        out.append(f'<text x="{x(tick):.1f}" y="{bottom + 16}" text-anchor="middle">{escape(human_ms(tick))}</text>')
+        label = human_ms(tick)
+        half = len(label) * TICK_CHAR_PX / 2
+        if x(tick) - half < labelled_until + TICK_GAP_PX:
+            continue
+        labelled_until = x(tick) + half
+        out.append(
+            f'<text class="tick" x="{x(tick):.1f}" y="{bottom + 16}" text-anchor="middle">{escape(label)}</text>'
+        )
     for ratio in ticks:
         out.append(f'<line x1="{left}" x2="{right}" y1="{y(ratio):.1f}" y2="{y(ratio):.1f}" stroke="#eee"/>')
         out.append(f'<text x="{left - 4}" y="{y(ratio) + 4:.1f}" text-anchor="end">{percent(ratio)}</text>')

@@ -67,15 +67,15 @@ def _plot(con, keys: list[str], title: str, source_file: str, *, judged_now: boo
             [key, source_file],
         ).fetchall()
         if judged_now:
+            own = thresholds.window_threshold_sql("t.log_center", "t.log_scale", "t.z", "w.txn_count")
             marked_sql = (
-                f"SELECT w.window_start_ms FROM {windows} AS w JOIN anomaly_thresholds t USING (key) "
-                "WHERE w.key = ? AND w.source_file = ? AND w.avg_amount > "
-                + thresholds.window_threshold_sql("t.log_center", "t.log_scale", "t.z", "w.txn_count")
+                f"SELECT w.window_start_ms, {own} FROM {windows} AS w JOIN anomaly_thresholds t USING (key) "
+                f"WHERE w.key = ? AND w.source_file = ? AND w.avg_amount > {own}"
             )
         else:
             found = segments.file_rows(con, "anomalies", source_file)
-            marked_sql = f"SELECT window_start_ms FROM {found} AS a WHERE key = ? AND source_file = ?"
-        marked = [row[0] for row in con.execute(marked_sql, [key, source_file]).fetchall()]
+            marked_sql = f"SELECT window_start_ms, threshold FROM {found} AS a WHERE key = ? AND source_file = ?"
+        marked = dict(con.execute(marked_sql, [key, source_file]).fetchall())  # window start -> its own threshold
         series[key] = (points, threshold, marked)
     return markdown_image(anomaly_svg(series, title), "window averages, threshold and anomalous windows")
 
@@ -147,8 +147,8 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
         plot = _plot(
             con,
             busiest,
-            f"Window averages (blue), threshold of a 1-transaction window (red dashed), anomalous windows (red) "
-            f"in this file of its {len(busiest)} keys with the most history, judged against the new thresholds",
+            f"This file's window averages of the {len(busiest)} keys with the most history, judged against the "
+            f"new thresholds (z = {method.z:g})",
             source_file,
             judged_now=True,
         )
@@ -172,7 +172,8 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
     yield MaterializeResult(
         asset_key="anomaly_thresholds",
         metadata={
-            "dagster/row_count": int(n_keys),
+            "dagster/row_count": int(n_keys),  # one row per key over every file: the whole table
+            "source_file": MetadataValue.path(source_file),
             "anomalous_windows": int(n_anomalous),
             "judged_windows": int(judged_windows),
             "flagged_ratio": round(n_anomalous / judged_windows, 6) if judged_windows else 0.0,
@@ -257,8 +258,8 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             plot = _plot(
                 con,
                 plot_keys,
-                f"This file's window averages (blue), threshold of a 1-transaction window (red dashed) and "
-                f"anomalies (red) of {len(plot_keys)} keys, most anomalies first",
+                f"This file's anomalies (red) among its window averages, {len(plot_keys)} keys, most anomalies "
+                f"first (z = {settings.anomaly_z:g})",
                 source_file,
                 judged_now=False,
             )
@@ -291,14 +292,15 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             contract,
         ]
         published = step.audit_and_publish(checks)
-    if published.get("published"):
+    if published.get("published_by_this_step"):
         alert = _send_alert(context, settings, source_file, run_id, count, items)
     else:
         alert = {"alert": "not sent: the run did not publish"}
     yield MaterializeResult(
         asset_key="anomalies",
         metadata={
-            "dagster/row_count": int(count),
+            **({} if step.blocked else {"dagster/row_count": int(n_all)}),  # every file's anomalies, as published
+            "rows_from_this_file": int(count),
             "windows_judged": int(n_windows),
             "anomalies_all_files": int(n_all),
             "source_file": MetadataValue.path(source_file),

@@ -48,7 +48,18 @@ WINDOW_ASSETS = ("window_averages", "late_events")
 
 
 def column_schema(table: str) -> TableSchema:
-    return TableSchema(columns=[TableColumn(name, sql_type) for name, sql_type in schema.TABLES[table]])
+    """The table's columns, types and descriptions from the data contract (warehouse/schema.py)."""
+    return TableSchema(
+        columns=[
+            TableColumn(column.name, column.type, description=column.description) for column in schema.CONTRACT[table]
+        ]
+    )
+
+
+def _counts(step: PipelineStep, counts: dict[str, object]) -> dict[str, object]:
+    """A table's row counts (PipelineStep.table_metadata), without the table total when a blocking check failed
+    (the warehouse then keeps its previous rows, which this run did not count)."""
+    return {k: v for k, v in counts.items() if not (step.blocked and k == "dagster/row_count")}
 
 
 def _spec(
@@ -279,6 +290,8 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             "WHERE source_file = ? AND starts_with(reason, ?) ORDER BY source_row LIMIT ?",
             [source_file, time_outliers.REASON_PREFIX, PREVIEW_ROWS],
         )
+        transactions_counts = step.table_metadata(con, "transactions", n_valid)
+        rejected_counts = step.table_metadata(con, "rejected_rows", n_rejected)
         top_reasons = _fetch_df(
             con,
             f"SELECT split_part(reason, ':', 1) AS reason, count(*) AS rows FROM {rejects} AS r "
@@ -291,7 +304,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
     yield MaterializeResult(
         asset_key="transactions",
         metadata={
-            "dagster/row_count": n_valid,
+            **_counts(step, transactions_counts),
             "data_rows_in_file": records,
             "preview": _preview(transactions_preview),
             "config": MetadataValue.json(pipeline.as_metadata()),
@@ -301,7 +314,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
     yield MaterializeResult(
         asset_key="rejected_rows",
         metadata={
-            "dagster/row_count": n_rejected,
+            **_counts(step, rejected_counts),
             "rejected_ratio": round(n_rejected / records, 6) if records else 0.0,
             "implausible_time_rows": n_quarantined,
             "implausible_time_preview": _preview(quarantine_preview),
@@ -322,13 +335,16 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         _spec(
             "window_averages",
             "Count, exact sum, min, max and average amount per key and event-time window (tumbling, "
-            "sliding or session), computed by Flink's own window operator in the PyFlink job.",
+            "sliding or session), computed by Flink's own window operator in the PyFlink job. The windows do "
+            "not read watermark_advice: the edge from it orders the advice first in every run (only the run's "
+            "last step publishes), and the late_ratio_within_limit check cites the advised bound.",
             {"flink", "duckdb"},
             deps=["transactions", "watermark_advice"],
         ),
         _spec(
             "late_events",
-            "Transactions that arrived behind the watermark for all their windows (Flink's late side output).",
+            "Transactions that arrived behind the watermark for all their windows (Flink's late side output). "
+            "The edge from watermark_advice is an ordering, not an input: see window_averages.",
             {"flink", "duckdb"},
             deps=["transactions", "watermark_advice"],
         ),
@@ -483,6 +499,13 @@ def _replay_event_time_windows(
         replays_preview = _fetch_df(
             con, "SELECT * FROM replays ORDER BY replayed_at DESC, source_file LIMIT ?", [PREVIEW_ROWS]
         )
+        (n_replays,) = schema.fetch_one(con, "SELECT count(*) FROM replays WHERE source_file = ?", [source_file])
+        window_counts = {
+            "window_averages": step.table_metadata(con, "window_averages", n_windows),
+            "late_events": step.table_metadata(con, "late_events", n_late),
+            "replays": step.table_metadata(con, "replays", n_replays),
+            "custom_aggregates": step.table_metadata(con, "custom_aggregates", n_custom),
+        }
         custom_preview = _fetch_df(
             con,
             f"SELECT aggregate, key, window_start, window_end, value FROM {customs} AS c WHERE source_file = ? "
@@ -506,7 +529,7 @@ def _replay_event_time_windows(
     yield MaterializeResult(
         asset_key="window_averages",
         metadata={
-            "dagster/row_count": n_windows,
+            **_counts(step, window_counts["window_averages"]),
             "transactions_in": n_transactions,
             "preview": _preview(windows_preview),
             **common,
@@ -515,7 +538,7 @@ def _replay_event_time_windows(
     yield MaterializeResult(
         asset_key="late_events",
         metadata={
-            "dagster/row_count": n_late,
+            **_counts(step, window_counts["late_events"]),
             "late_ratio": round(n_late / n_transactions, 6) if n_transactions else 0.0,
             "max_behind_watermark_ms": int(max_lateness_ms or 0),
             "preview": _preview(late_preview),
@@ -524,12 +547,12 @@ def _replay_event_time_windows(
     )
     yield MaterializeResult(
         asset_key="replays",
-        metadata={"dagster/row_count": len(replays_preview), "preview": _preview(replays_preview), **common},
+        metadata={**_counts(step, window_counts["replays"]), "preview": _preview(replays_preview), **common},
     )
     yield MaterializeResult(
         asset_key="custom_aggregates",
         metadata={
-            "dagster/row_count": n_custom,
+            **_counts(step, window_counts["custom_aggregates"]),
             "aggregates": MetadataValue.text(", ".join(aggregates) if aggregates else "none (TXN_AGGREGATE is empty)"),
             "aggregate_count": len(aggregates),
             "preview": _preview(custom_preview),

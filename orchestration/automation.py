@@ -2,7 +2,7 @@
 
 * `daily_replay` replays the configured source (TXN_SOURCE_CSV) every day; it is STOPPED by default.
 * `incoming_csv_sensor` watches an incoming folder (TXN_INCOMING_DIR, default data/incoming/) and
-  requests one run per new or changed `*.csv` file, replaying that file into the warehouse.
+  requests one run per new or changed `*.csv` or `*.csv.gz` file, replaying that file into the warehouse.
 * `pipeline_failure_summary` logs one line per failed run: what failed and which file.
 * `window_freshness_checks` + `freshness_checks_sensor` fail when the window assets are older than
   the freshness window (TXN_FRESHNESS_FAIL_MINUTES).
@@ -40,15 +40,27 @@ from dagster import (
     sensor,
 )
 
+from orchestration.dagster_compat import named_asset_checks
 from orchestration.settings import AutomationSettings, PipelineSettings
 
 SOURCE_FILE_TAG = "txn/source_file"
+WAREHOUSE_TAG = "txn/warehouse"
 
-replay_transactions_job = define_asset_job(
-    "replay_transactions",
-    selection="*",
-    description="Replay the configured source CSV into the warehouse: every asset and its checks.",
-)
+
+def run_tags(source_csv: str | Path, warehouse: str | Path) -> dict[str, str]:
+    """The tags that say which file a run replays into which warehouse (the Runs page filters by them)."""
+    return {SOURCE_FILE_TAG: str(source_csv), WAREHOUSE_TAG: str(warehouse)}
+
+
+def build_replay_job():
+    """The job the schedule and the sensor launch. It has no file or warehouse tags of its own: a launchpad
+    run's config may name others than the configured ones. The schedule and the sensor tag their runs with
+    what they replay, and a run's first step tags every run with the file and warehouse of its config."""
+    return define_asset_job(
+        "replay_transactions",
+        selection="*",
+        description="Replay the configured source CSV into the warehouse: every asset and its checks.",
+    )
 
 
 def file_run_key(path: Path, stat: os.stat_result | None = None) -> str:
@@ -92,10 +104,20 @@ def incoming_run_requests(
             RunRequest(
                 run_key=file_run_key(path, stat),
                 run_config=replay_run_config(path.resolve(), settings),
-                tags={SOURCE_FILE_TAG: str(path.resolve())},
+                tags=run_tags(path.resolve(), settings.warehouse_path),
             )
         )
     return requests
+
+
+def incoming_skip_reason(folder: Path, settle_s: float) -> str:
+    """Why the sensor requested no run: the folder is missing (and how to make it) or holds no settled file."""
+    if not folder.is_dir():
+        return (
+            f"{folder} does not exist, so no file can be replayed: create it (mkdir -p {folder}; `make dev` does "
+            "for the default data/incoming/) or point TXN_INCOMING_DIR at an existing folder"
+        )
+    return f"no new *.csv or *.csv.gz file in {folder} unchanged for {settle_s:g} s"
 
 
 def _failed_source_file(context: RunFailureSensorContext, configured_source: str) -> str:
@@ -123,9 +145,18 @@ def failure_summary(context: RunFailureSensorContext, configured_source: str) ->
 
 def window_freshness_checks(fail_after: timedelta):
     """Freshness checks that fail when window_averages / late_events were last updated too long ago."""
-    return build_last_update_freshness_checks(
+    checks = build_last_update_freshness_checks(
         assets=[AssetKey("window_averages"), AssetKey("late_events")], lower_bound_delta=fail_after
     )
+    return [
+        named_asset_checks(
+            checks_def,
+            "window_freshness_checks",
+            f"Fails when window_averages or late_events were last materialized more than {fail_after} ago "
+            "(TXN_FRESHNESS_FAIL_MINUTES).",
+        )
+        for checks_def in checks
+    ]
 
 
 def window_freshness_policy(settings: AutomationSettings) -> FreshnessPolicy:
@@ -139,6 +170,7 @@ def window_freshness_policy(settings: AutomationSettings) -> FreshnessPolicy:
 
 @dataclass(frozen=True)
 class Automation:
+    jobs: list
     schedules: list
     sensors: list
     asset_checks: list
@@ -150,9 +182,11 @@ def build_automation(settings: AutomationSettings, pipeline: PipelineSettings) -
     `pipeline` is the configured `pipeline` resource: the incoming-folder sensor passes all of it in
     each run's config, and the failure summary names its source file when a run did not say its own.
     """
+    replay_transactions_job = build_replay_job()
     daily_replay = ScheduleDefinition(
         name="daily_replay",
         job=replay_transactions_job,
+        tags=run_tags(pipeline.source_path, pipeline.warehouse_path),
         cron_schedule=settings.schedule_cron,
         execution_timezone=settings.schedule_timezone,
         default_status=DefaultScheduleStatus.STOPPED,
@@ -166,15 +200,15 @@ def build_automation(settings: AutomationSettings, pipeline: PipelineSettings) -
         job=replay_transactions_job,
         minimum_interval_seconds=settings.incoming_interval_s,
         default_status=DefaultSensorStatus.RUNNING,
-        description=f"Replays every new or changed *.csv in {settings.incoming_dir} (TXN_INCOMING_DIR) into the "
-        "warehouse, one run per file version (run key: name + mtime + size).",
+        description=f"Replays every new or changed *.csv or *.csv.gz file in {settings.incoming_dir} "
+        "(TXN_INCOMING_DIR) into the warehouse, one run per file version (run key: name + mtime + size).",
     )
     def incoming_csv_sensor(context: SensorEvaluationContext):
         import time
 
         requests = incoming_run_requests(settings.incoming_dir, time.time(), pipeline, settings.incoming_settle_s)
         if not requests:
-            return SkipReason(f"no settled *.csv file in {settings.incoming_dir}")
+            return SkipReason(incoming_skip_reason(settings.incoming_dir, settings.incoming_settle_s))
         return requests
 
     @run_failure_sensor(
@@ -190,6 +224,7 @@ def build_automation(settings: AutomationSettings, pipeline: PipelineSettings) -
         freshness_checks=freshness_checks, default_status=DefaultSensorStatus.RUNNING, name="freshness_checks_sensor"
     )
     return Automation(
+        jobs=[replay_transactions_job],
         schedules=[daily_replay],
         sensors=[incoming_csv_sensor, pipeline_failure_summary, freshness_checks_sensor],
         asset_checks=list(freshness_checks),

@@ -1,4 +1,4 @@
-"""The two things we need from Dagster that have no public name in the pinned 1.13, each wrapped once.
+"""The four things we need from Dagster that have no public name in the pinned 1.13, each wrapped once.
 
 * Which runs may still use their staging files: Dagster's `IN_PROGRESS_RUN_STATUSES` is private and
   its meaning moved between versions (1.13 holds SUSPENDED but not QUEUED), so the list is spelled
@@ -6,6 +6,14 @@
 * The error `PipesSubprocessClient.run` raises when the subprocess fails
   (`dagster._core.errors.DagsterPipesExecutionError`, not exported): recognised by its class name,
   so a renamed or moved class makes the check fail loudly in tests rather than import a private path.
+* Adding tags to a run that is already running (`DagsterInstance.add_run_tags`, what Dagster's own
+  daemons use): a run launched from the UI's "Materialize" or the launchpad has no tags of ours, and its
+  run config may name another file or warehouse than the configured one, so its first step tags it with
+  what it replays (and corrects a tag that says otherwise).
+* A name for the step of `build_last_update_freshness_checks` (it is `freshness_check_<hash>` in the
+  Gantt chart, the logs and the launchpad): `named_asset_checks` declares the same checks (same specs and
+  metadata, so the freshness sensor still finds them) under a multi_asset_check of our name whose body is
+  the factory's function (`node_def.compute_fn.decorated_fn`, an attribute of the op, not public).
 """
 
 from __future__ import annotations
@@ -26,3 +34,24 @@ RUNS_IN_PROGRESS = (
 def is_pipes_execution_error(error: BaseException) -> bool:
     """True for the error Dagster Pipes raises when the external process exits with a failure."""
     return any(cls.__name__ == "DagsterPipesExecutionError" for cls in type(error).__mro__)
+
+
+def set_run_tags(instance, run, tags: dict[str, str]) -> dict[str, str]:
+    """Give the run these tag values (added, or corrected where the run says otherwise); the tags changed."""
+    changed = {key: value for key, value in tags.items() if run.tags.get(key) != value}
+    if changed:
+        instance.add_run_tags(run.run_id, changed)  # adds new keys, updates existing ones
+    return changed
+
+
+def named_asset_checks(checks_def, name: str, description: str):
+    """`checks_def` (one multi-asset-check definition) as a step called `name`; same checks, same body."""
+    from dagster import multi_asset_check
+
+    body = checks_def.node_def.compute_fn.decorated_fn
+
+    @multi_asset_check(name=name, description=description, specs=list(checks_def.check_specs), can_subset=True)
+    def named(context):
+        yield from body(context)
+
+    return named

@@ -12,7 +12,7 @@ from dagster import AssetsDefinition, Definitions, PipesSubprocessClient, in_pro
 from orchestration.advice_assets import watermark_advice
 from orchestration.anomaly_assets import anomalies, anomaly_thresholds
 from orchestration.assets import WINDOW_ASSETS, ingest_transactions, replay_event_time_windows
-from orchestration.automation import build_automation, replay_transactions_job, window_freshness_policy
+from orchestration.automation import build_automation, window_freshness_policy
 from orchestration.settings import REPO_ROOT, AutomationSettings, PipelineSettings
 from orchestration.write_audit_publish import require_pipeline_tables
 
@@ -41,7 +41,7 @@ def build_definitions(automation_settings: AutomationSettings, pipeline: Pipelin
     return Definitions(
         assets=assets,
         asset_checks=automation.asset_checks,
-        jobs=[replay_transactions_job],
+        jobs=automation.jobs,
         schedules=automation.schedules,
         sensors=automation.sensors,
         executor=in_process_executor,

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum, StrEnum
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -66,6 +67,20 @@ RETIRED_ENV_VARS = {
 _COLUMN_NAME = re.compile(r"^[^\x00-\x1f\",]{1,128}$")
 
 
+class WindowKind(StrEnum):
+    """The window kinds (TXN_WINDOW_KIND): an enum in the run config, so the launchpad flags a typo before launch."""
+
+    tumbling = "tumbling"
+    sliding = "sliding"
+    session = "session"
+
+
+def with_launchpad_keys(problem: str) -> str:
+    """A problem sentence naming each variable's launchpad key (resources.pipeline.config.<key>) beside it."""
+    keys = [field for field, var in ENV_VARS.items() if re.search(rf"(?<![A-Z_]){var}(?![A-Z_])", problem)]
+    return f"{problem} [launchpad: {', '.join(keys)}]" if keys else problem
+
+
 class PipelineSettings(ConfigurableResource):
     source_csv: str = Field(default=str(DEFAULT_SOURCE_CSV), description="Input CSV (TXN_SOURCE_CSV).")
     warehouse: str = Field(default=str(DEFAULT_WAREHOUSE), description="DuckDB file (TXN_WAREHOUSE).")
@@ -73,16 +88,20 @@ class PipelineSettings(ConfigurableResource):
         default="UTC", description="IANA zone for timestamps without an offset (TXN_SOURCE_TIMEZONE)."
     )
     key_column: str = Field(default="transaction_id", description="Column windows are keyed by (TXN_KEY_COLUMN).")
-    window_kind: str = Field(
-        default=windows.DEFAULT_KIND, description="tumbling, sliding or session (TXN_WINDOW_KIND)."
+    window_kind: WindowKind = Field(
+        default=WindowKind(windows.DEFAULT_KIND), description="tumbling, sliding or session (TXN_WINDOW_KIND)."
     )
-    window_size_ms: int = Field(
-        default=0,
-        description=f"Window size in ms, tumbling and sliding; 0 = {windows.DEFAULT_SIZE_MS} (TXN_WINDOW_SIZE_MS).",
+    window_size_ms: int | None = Field(
+        default=None,
+        description=f"Window size in ms, tumbling and sliding; empty = {windows.DEFAULT_SIZE_MS} (TXN_WINDOW_SIZE_MS).",
     )
-    window_slide_ms: int = Field(default=0, description="Slide in ms, sliding windows only (TXN_WINDOW_SLIDE_MS).")
-    session_gap_ms: int = Field(
-        default=0, description="Session gap in ms, session windows only; 0 = 60000 (TXN_SESSION_GAP_MS)."
+    window_slide_ms: int | None = Field(
+        default=None, description="Slide in ms, sliding windows only; empty = not set (TXN_WINDOW_SLIDE_MS)."
+    )
+    session_gap_ms: int | None = Field(
+        default=None,
+        description=f"Session gap in ms, session windows only; empty = {windows.DEFAULT_SESSION_GAP_MS} "
+        "(TXN_SESSION_GAP_MS).",
     )
     out_of_orderness_ms: int = Field(
         default=windows.DEFAULT_OUT_OF_ORDERNESS_MS,
@@ -160,9 +179,15 @@ class PipelineSettings(ConfigurableResource):
             if not raw:
                 continue
             annotation = cls.model_fields[field].annotation
+            if annotation == int | None:
+                annotation = int
             try:
-                values[field] = annotation(raw) if annotation in (int, float) else raw
+                values[field] = annotation(raw) if annotation in (int, float, WindowKind) else raw
             except ValueError:
+                if annotation is WindowKind:
+                    raise ValueError(
+                        f"{var}={raw!r} is not a window kind: use one of {', '.join(k.value for k in WindowKind)}"
+                    ) from None
                 raise ValueError(f"{var}={raw!r} is not a valid {annotation.__name__}") from None
         for path_field in ("source_csv", "warehouse"):
             if path_field in values:
@@ -172,7 +197,7 @@ class PipelineSettings(ConfigurableResource):
     def window_spec(self, validate: bool = True) -> WindowSpec:
         """The window spec (validated: raises WindowSpecError; `problems()` lists the same)."""
         spec = WindowSpec.unvalidated(
-            self.window_kind.strip(),
+            WindowKind(self.window_kind).value,
             size_ms=self.window_size_ms,
             slide_ms=self.window_slide_ms,
             gap_ms=self.session_gap_ms,
@@ -253,7 +278,11 @@ class PipelineSettings(ConfigurableResource):
         return Path(self.warehouse).expanduser().resolve()
 
     def as_metadata(self) -> dict[str, object]:
-        return {field: getattr(self, field) for field in ENV_VARS}
+        """Every setting as plain values (the window kind as its name): a valid run config and JSON."""
+        return {
+            field: value.value if isinstance(value, Enum) else value
+            for field, value in ((field, getattr(self, field)) for field in ENV_VARS)
+        }
 
 
 # Read once when the definitions load (not per run): the freshness policy, the schedule and the sensor.

@@ -41,8 +41,9 @@ from dagster import (
     RunsFilter,
 )
 
-from orchestration.dagster_compat import RUNS_IN_PROGRESS
-from orchestration.settings import PipelineSettings
+from orchestration.automation import run_tags
+from orchestration.dagster_compat import RUNS_IN_PROGRESS, set_run_tags
+from orchestration.settings import PipelineSettings, with_launchpad_keys
 from warehouse import replays
 from warehouse.store import WarehouseStore
 
@@ -72,6 +73,7 @@ class PipelineStep:
         self._pipeline = pipeline
         self._lease: contextlib.ExitStack | None = None
         self._audited = False
+        self.blocked = False  # a blocking check failed: nothing of the run is published
         self.settings: PipelineSettings
         self.store: WarehouseStore
 
@@ -81,7 +83,12 @@ class PipelineStep:
         freeze_long_lived_objects()
         problems = self._pipeline.problems()
         if problems:
-            raise Failure(description="Invalid configuration: " + "; ".join(problems) + ".")
+            raise Failure(
+                description="Invalid configuration: "
+                + "; ".join(with_launchpad_keys(p) for p in problems)
+                + ". Fix the environment variable, or the [launchpad] key under resources: pipeline: config:; "
+                "nothing was written."
+            )
         self.settings = self._pipeline
         self.store = WarehouseStore(self.settings.warehouse_path, memory_limit=self.settings.duckdb_memory_limit)
         # The lease (a shared flock the kernel drops even on SIGKILL) keeps other Dagster instances
@@ -90,6 +97,12 @@ class PipelineStep:
         self._lease.enter_context(self.store.run_lease(self.run_id))
         try:
             if not self.store.staging_path(self.run_id).exists():  # the run's first step
+                # every run, manual ones too: tagged with the file and warehouse its config names
+                set_run_tags(
+                    self.context.instance,
+                    self.context.run,
+                    run_tags(self.settings.source_path, self.store.path),
+                )
                 self._refuse_other_window_config()
                 active = {
                     run.run_id
@@ -141,6 +154,7 @@ class PipelineStep:
             for c in checks
             if not c.passed and c.severity == AssetCheckSeverity.ERROR and (c.asset_key, c.check_name) in blocking
         ]
+        self.blocked = bool(failures)
         if failures:
             self.context.log.error(
                 f"Blocking check(s) failed: {', '.join(failures)}. The published warehouse "
@@ -151,30 +165,58 @@ class PipelineStep:
 
     # --- 3. publish -------------------------------------------------------------------------
 
-    def publishes_here(self) -> bool:
-        """True when this step materializes the last pipeline table of the run's selection."""
+    def publishing_table(self) -> str:
+        """The last pipeline table of the run's selection: the step that materializes it publishes."""
         context = self.context
         run = context.instance.get_run_by_id(self.run_id)
         # a CLI or UI run records its selection; dagster.materialize([...]) records none and runs all
         # the assets it was given, which are then the assets of its job
         keys = run.asset_selection or context.job_def.asset_layer.asset_graph.get_all_asset_keys()
         selected = {key.to_user_string() for key in keys} & set(PIPELINE_TABLES) or set(PIPELINE_TABLES)
-        return AssetKey(max(selected, key=PIPELINE_TABLES.index)) in context.selected_asset_keys
+        return max(selected, key=PIPELINE_TABLES.index)
+
+    def publishes_here(self) -> bool:
+        """True when this step materializes the last pipeline table of the run's selection."""
+        return AssetKey(self.publishing_table()) in self.context.selected_asset_keys
+
+    def _publish_metadata(self, by_this_step: bool, note: str) -> dict[str, object]:
+        # "published: false" read as "not published": the key says whose publish it is, the note says who does
+        return {
+            "published_by_this_step": by_this_step,
+            "publish_note": MetadataValue.text(note),
+            "warehouse": MetadataValue.path(str(self.store.path)),
+        }
 
     def publish(self) -> dict[str, object]:
         """Publish the audited staging copy if this is the run's last pipeline step; its metadata."""
         if not self._audited:
             raise RuntimeError("publish() before audit(): call audit_and_publish(checks)")
         if not self.publishes_here():
-            return {"published": False}
+            return self._publish_metadata(
+                False,
+                f"Staged and audited; the run's last step ({self.publishing_table()}) publishes every table of "
+                "the run at once, so these rows are in the warehouse when that step succeeds.",
+            )
         published = self.store.publish(self.run_id)
         self.context.log.info(f"Published warehouse {published}")
-        return {"published": True, "warehouse": MetadataValue.path(str(published))}
+        return self._publish_metadata(True, "This step, the run's last, published every table of the run at once.")
+
+    def table_metadata(self, con: duckdb.DuckDBPyConnection, table: str, file_rows: int | None) -> dict[str, object]:
+        """`dagster/row_count`: the whole table's rows as this run publishes it (every file's, counted on the
+        staging copy, which the publish makes the warehouse); `rows_from_this_file`: the replayed file's own."""
+        from warehouse import segments
+
+        metadata: dict[str, object] = {"dagster/row_count": int(segments.row_count(con, table))}
+        if file_rows is not None:
+            metadata["rows_from_this_file"] = int(file_rows)
+        return metadata
 
     def audit_and_publish(self, checks: Iterable[AssetCheckResult]) -> dict[str, object]:
         """Audit, then publish unless a blocking check failed; the materialization's metadata."""
         if self.audit(checks):
-            return {"published": False}
+            return self._publish_metadata(
+                False, "Not published: a blocking check failed, so the warehouse keeps its previous contents."
+            )
         return self.publish()
 
 

@@ -38,7 +38,49 @@ def test_describe_names_rows_read_and_running_tasks():
     assert "(15,000 rows in)" in line and "windows sink" not in line and "(input done)" not in line
     job["vertices"][1]["status"] = "FINISHED"
     assert "20,000 rows read (input done)" in describe(job, 13)
-    assert describe({}, 1) == "Flink job running for 1 s: 0 rows read"
+    # before the source's first metrics update Flink reports 0: said as such, not as "0 rows read"
+    assert describe({}, 1) == "Flink job running for 1 s: starting up, no row count reported yet"
+
+
+def test_describe_gives_a_percentage_an_eta_and_full_operator_names():
+    name = "tumbling windows -> (windows sink: Writer -> windows sink: Committer, late events -> late sink: Writer)"
+    job = {
+        "state": "RUNNING",
+        "vertices": [
+            {"name": "Source: staged transactions", "status": "RUNNING", "metrics": {"write-records": 750_000}},
+            {"name": name, "status": "RUNNING", "metrics": {"read-records": 700_000}},
+        ],
+    }
+    line = describe(job, 30, total_rows=3_000_000)
+    assert line.startswith("Flink job running for 30 s: 750,000 of 3,000,000 rows read (25%), about 1 min 30 s left")
+    assert f"{name} (700,000 rows in)" in line  # the whole name, never cut off
+    # the rate counts from the first report with rows: 250,000 rows in the 10 s since, 2.25M left: 90 s
+    assert ", about 1 min 30 s left" in describe(job, 30, total_rows=3_000_000, first_count=(20.0, 500_000))
+    # 10 s of start-up before the first count no longer stretch the estimate: 750,000 rows in 10 s
+    assert ", about 30 s left" in describe(job, 30, total_rows=3_000_000, first_count=(20.0, 0))
+    assert describe({}, 10, total_rows=3_000_000) == (
+        "Flink job running for 10 s: starting up, no row count reported yet (input: 3,000,000 rows)"
+    )
+
+
+def test_start_and_finish_lines_read_as_sentences(tmp_path):
+    from flink_jobs.window_job import count_lines, finished_line, starting_line
+    from warehouse.windows import WindowSpec
+
+    staged = tmp_path / "in.csv"
+    staged.write_text("a\nb\nc")  # a last line without its newline counts
+    assert count_lines(staged) == 3
+    start = starting_line(staged, tmp_path / "out", WindowSpec(), {"parallelism": 2, "jvm_heap": "1g"})
+    assert start == (
+        f"Flink job starting on a local mini-cluster (parallelism 2, JVM heap 1g): {WindowSpec().describe()}; "
+        f"input {staged}, output {tmp_path / 'out'}"
+    )
+    figures = {"wall_seconds": 12.34, "flink_net_runtime_ms": 9100, "flink_job_id": "abc", "windows": 2652,
+               "late_events": 142}  # fmt: skip
+    assert finished_line(figures) == (
+        "Flink job finished in 12.3 s (net runtime 9.1 s, job abc): 2,652 windows, 142 late events"
+    )
+    assert "{" not in start + finished_line(figures)
 
 
 def test_job_reports_progress_while_it_runs(tmp_path):

@@ -125,7 +125,9 @@ def test_run_without_webhook_writes_anomalies_and_warns(baseline) -> None:
     assert check(result, "anomalies.matches_contract").passed
     assert check(result, "anomaly_thresholds.threshold_for_every_eligible_key").passed
     meta = metadata(result, "anomalies")
-    assert meta["dagster/row_count"] == 3 and meta["published"] is True
+    assert (
+        meta["dagster/row_count"] == 3 and meta["rows_from_this_file"] == 3 and meta["published_by_this_step"] is True
+    )
     assert meta["alert"] == "off (TXN_ALERT_WEBHOOK_URL is not set)"
     assert meta["method"] == "robust_log_z_sqrt_n_binned" and meta["params"]["z"] == 3.5
     svg = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", meta["plot"]).group(1)).decode()
@@ -198,7 +200,7 @@ def test_a_failing_webhook_never_fails_the_run_nor_changes_the_data(
     )
     assert result.success
     assert data(warehouse) == data(baseline[0])
-    assert metadata(result, "anomalies")["published"] is True
+    assert metadata(result, "anomalies")["published_by_this_step"] is True
     (line,) = warnings(instance, result)  # ONE WARN line
     assert "NOT delivered" in line and "after 3 attempt(s)" in line
     expected = {"closed port": "could not connect", "HTTP 500": "HTTP 500", "no answer": "no answer within 0.5 s"}

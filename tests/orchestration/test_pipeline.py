@@ -17,12 +17,13 @@ from dagster import (
     AssetSelection,
     DagsterEventType,
     DagsterInstance,
+    DagsterInvalidConfigError,
     PipesSubprocessClient,
     build_run_status_sensor_context,
     materialize,
 )
 
-from orchestration.automation import failure_summary, window_freshness_checks
+from orchestration.automation import SOURCE_FILE_TAG, WAREHOUSE_TAG, failure_summary, window_freshness_checks
 from orchestration.definitions import PIPELINE_ASSETS
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from tests.conftest import LAB_EXAMPLE, SAMPLE, snapshot, venv_free_env
@@ -58,7 +59,9 @@ ALL_CHECKS_PASS = {
 }
 
 
-def run_pipeline(source: Path, warehouse: Path, instance: DagsterInstance | None = None, **settings):
+def run_pipeline(
+    source: Path, warehouse: Path, instance: DagsterInstance | None = None, tags: dict | None = None, **settings
+):
     return materialize(
         ASSETS,
         resources={
@@ -67,6 +70,7 @@ def run_pipeline(source: Path, warehouse: Path, instance: DagsterInstance | None
         },
         instance=instance or DagsterInstance.ephemeral(),
         raise_on_error=False,
+        tags=tags,
     )
 
 
@@ -389,7 +393,6 @@ def test_sliding_and_session_runs_pass_every_check(tmp_path, config):
         ({"window_kind": "tumbling", "window_slide_ms": 1000}, "TXN_WINDOW_SLIDE_MS"),
         ({"window_kind": "sliding", "window_size_ms": 1000, "window_slide_ms": 5000}, "TXN_WINDOW_SLIDE_MS"),
         ({"window_kind": "session", "session_gap_ms": -5}, "TXN_SESSION_GAP_MS"),
-        ({"window_kind": "hopping"}, "TXN_WINDOW_KIND"),
     ],
 )
 def test_window_config_that_makes_no_sense_fails_before_any_write(tmp_path, settings, variable):
@@ -400,6 +403,52 @@ def test_window_config_that_makes_no_sense_fails_before_any_write(tmp_path, sett
     assert not result.success
     assert variable in failure_message(result)
     assert snapshot(warehouse) == before
+
+
+def test_a_window_kind_typo_in_the_run_config_is_a_config_error_before_any_step(tmp_path):
+    # the launchpad's path: the run config overrides the resource; window_kind is an Enum in its schema
+    warehouse = tmp_path / "warehouse.duckdb"
+    config = {**PipelineSettings(source_csv=str(LAB_EXAMPLE), warehouse=str(warehouse)).as_metadata()}
+    with pytest.raises(DagsterInvalidConfigError) as error:
+        materialize(
+            ASSETS,
+            resources={
+                "pipeline": PipelineSettings.configure_at_launch(),
+                "pipes_subprocess_client": PipesSubprocessClient(cwd=str(REPO_ROOT)),
+            },
+            run_config={"resources": {"pipeline": {"config": {**config, "window_kind": "slidng"}}}},
+            instance=DagsterInstance.ephemeral(),
+        )
+    assert "window_kind" in str(error.value) and "slidng" in str(error.value)
+    assert not warehouse.exists()
+
+
+def test_row_count_is_the_whole_tables_and_the_files_own_count_is_beside_it(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    instance = DagsterInstance.ephemeral()
+    assert run_pipeline(LAB_EXAMPLE, warehouse, instance).success
+    second = tmp_path / "second.csv"
+    second.write_text("transaction_id,timestamp,amount\ntx9,2024-05-12 00:00:01,10\ntx9,2024-05-12 00:00:12,20\n")
+    # launched with a warehouse tag that is not where its config writes (a stale tag): the first step corrects it
+    result = run_pipeline(second, warehouse, instance, tags={WAREHOUSE_TAG: "/somewhere/else.duckdb"})
+    assert result.success
+    con = duckdb.connect(str(warehouse), read_only=True)
+    for table in ("transactions", "window_averages", "late_events", "replays", "watermark_advice", "anomalies"):
+        (materialization,) = [m for m in result.get_asset_materialization_events() if m.asset_key.path == [table]]
+        metadata = {k: v.value for k, v in materialization.materialization.metadata.items()}
+        (total,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        (own,) = con.execute(f"SELECT count(*) FROM {table} WHERE source_file = ?", [str(second)]).fetchone()
+        assert metadata["dagster/row_count"] == total, f"{table}: dagster/row_count is not the table's row count"
+        assert metadata["rows_from_this_file"] == own, f"{table}: rows_from_this_file is not the file's rows"
+        assert metadata["warehouse"] == str(warehouse) and metadata["source_file"] == str(second), table
+        assert isinstance(metadata["published_by_this_step"], bool) and metadata["publish_note"], table
+    # the second file's rows are fewer than the table's: the counts tell the two apart
+    (transactions,) = con.execute("SELECT count(*) FROM transactions").fetchone()
+    con.close()
+    assert transactions == 5
+    # a run started without a file tag of ours (as the UI's "Materialize" does) is tagged by its first step
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags[SOURCE_FILE_TAG] == str(second) and tags[WAREHOUSE_TAG] == str(warehouse)
 
 
 def test_reconciliation_fails_when_results_are_altered_and_blocks_downstream(tmp_path):

@@ -15,6 +15,8 @@ from orchestration.settings import (
     RETIRED_ENV_VARS,
     AutomationSettings,
     PipelineSettings,
+    WindowKind,
+    with_launchpad_keys,
 )
 from warehouse import windows
 from warehouse.windows import WindowSpec, WindowSpecError
@@ -284,7 +286,6 @@ def test_existing_warehouse_file_is_not_a_problem(tmp_path: Path) -> None:
     [
         ({"window_size_ms": -5000}, "TXN_WINDOW_SIZE_MS"),
         ({"window_kind": "session", "window_size_ms": 5000}, "TXN_WINDOW_SIZE_MS"),
-        ({"window_kind": "hopping"}, "TXN_WINDOW_KIND"),
         ({"window_kind": "sliding"}, "TXN_WINDOW_SLIDE_MS"),
         ({"window_slide_ms": 1000}, "TXN_WINDOW_SLIDE_MS"),
         ({"window_kind": "sliding", "window_slide_ms": 6000}, "TXN_WINDOW_SLIDE_MS"),
@@ -341,7 +342,6 @@ def test_each_invalid_setting_is_one_problem_naming_its_variable(
         {"window_kind": "sliding", "window_size_ms": 1000, "window_slide_ms": 2000},
         {"window_kind": "session", "window_size_ms": 5000, "window_slide_ms": 5},
         {"window_slide_ms": 1000, "session_gap_ms": 1000, "allowed_lateness_ms": -3},
-        {"window_kind": "hopping"},
     ],
 )
 def test_window_problems_are_the_window_specs_sentences(tmp_path: Path, overrides: dict[str, object]) -> None:
@@ -350,6 +350,29 @@ def test_window_problems_are_the_window_specs_sentences(tmp_path: Path, override
     assert spec_problems and settings.problems() == spec_problems
     for problem in spec_problems:
         assert any(mentions(problem, var) for var in windows.ENV_VARS.values()), problem
+
+
+def test_an_unknown_window_kind_is_refused_by_the_config_itself() -> None:
+    # an Enum in the run config: Dagster flags a typo in the launchpad before launch, and the environment
+    # variable fails when the definitions load, naming the variable and the kinds
+    with pytest.raises(
+        ValueError, match=r"TXN_WINDOW_KIND='hopping' is not a window kind: use one of tumbling, sliding, session"
+    ):
+        PipelineSettings.from_env({"TXN_WINDOW_KIND": "hopping"})
+    with pytest.raises(ValueError, match="window_kind"):
+        PipelineSettings(window_kind="hopping")
+    assert PipelineSettings.from_env({"TXN_WINDOW_KIND": "sliding"}).window_kind is WindowKind.sliding
+
+
+def test_unset_window_lengths_are_empty_not_zero() -> None:
+    defaults = PipelineSettings()
+    assert (defaults.window_size_ms, defaults.window_slide_ms, defaults.session_gap_ms) == (None, None, None)
+    assert defaults.window_spec() == WindowSpec()  # empty = the kind's default (5000 ms tumbling)
+
+
+def test_a_problem_names_the_launchpad_key_beside_the_variable(tmp_path: Path) -> None:
+    [problem] = valid_settings(tmp_path, window_kind="sliding", window_slide_ms=6000).problems()
+    assert with_launchpad_keys(problem) == f"{problem} [launchpad: window_size_ms, window_slide_ms]"
 
 
 def test_timezone_problem_names_the_zone(tmp_path: Path) -> None:
@@ -408,7 +431,11 @@ def test_defaults_come_from_the_window_spec() -> None:
     assert defaults.window_kind == windows.DEFAULT_KIND
     assert defaults.out_of_orderness_ms == windows.DEFAULT_OUT_OF_ORDERNESS_MS
     assert defaults.allowed_lateness_ms == windows.DEFAULT_ALLOWED_LATENESS_MS
-    assert (defaults.window_size_ms, defaults.window_slide_ms, defaults.session_gap_ms) == (0, 0, 0)  # 0 = default
+    assert (defaults.window_size_ms, defaults.window_slide_ms, defaults.session_gap_ms) == (
+        None,
+        None,
+        None,
+    )  # empty = default
     assert defaults.window_spec() == WindowSpec() == WindowSpec.of("tumbling", size_ms=5000)
 
 
@@ -454,7 +481,7 @@ def test_incoming_run_requests_one_per_file_version(tmp_path: Path) -> None:
     import os
     import time
 
-    from orchestration.automation import SOURCE_FILE_TAG, incoming_run_requests
+    from orchestration.automation import SOURCE_FILE_TAG, WAREHOUSE_TAG, incoming_run_requests
 
     settings = PipelineSettings.from_env({"TXN_WAREHOUSE": str(tmp_path / "wh.duckdb"), "TXN_WINDOW_SIZE_MS": "60000"})
     assert incoming_run_requests(tmp_path / "missing", time.time(), settings) == []
@@ -468,6 +495,7 @@ def test_incoming_run_requests_one_per_file_version(tmp_path: Path) -> None:
     now = time.time()
     requests = incoming_run_requests(tmp_path, now, settings)
     assert [r.tags[SOURCE_FILE_TAG] for r in requests] == [str(a), str(b)]  # oldest first
+    assert {r.tags[WAREHOUSE_TAG] for r in requests} == {str(settings.warehouse_path)}  # and the warehouse
     config = requests[0].run_config["resources"]["pipeline"]["config"]
     # every setting is passed, so the run keeps the configured warehouse and window size
     assert config["source_csv"] == str(a) and config["warehouse"] == str(tmp_path / "wh.duckdb")
@@ -559,3 +587,13 @@ def test_a_warehouse_path_with_pattern_characters_is_one_problem(tmp_path: Path)
         f"warehouse path (TXN_WAREHOUSE) {tmp_path / 'data[1]' / 'warehouse.duckdb'} contains * ? or [, which "
         "DuckDB reads as a file pattern; choose a path without them"
     ]
+
+
+def test_the_sensor_says_why_it_skips_a_missing_or_empty_folder(tmp_path: Path) -> None:
+    from orchestration.automation import incoming_skip_reason
+
+    missing = tmp_path / "incoming"
+    reason = incoming_skip_reason(missing, 2.0)
+    assert f"{missing} does not exist" in reason and f"mkdir -p {missing}" in reason and "TXN_INCOMING_DIR" in reason
+    missing.mkdir()
+    assert incoming_skip_reason(missing, 2.0) == f"no new *.csv or *.csv.gz file in {missing} unchanged for 2 s"
