@@ -16,7 +16,6 @@ latest.json, overwritten (or --results). What each section measures, and how: do
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import json
 import os
@@ -731,7 +730,9 @@ def _median(values: list[float]) -> float:
 
 
 _STEP = re.compile(r'Finished execution of step "([^"]+)" in ([0-9.]+ms|[0-9.]+s|\d+m\d+s|\d+h\d+m)\.')
-_FLINK = re.compile(r"Flink job finished: (\{.*\})\s*$")
+_FLINK = re.compile(
+    r"Flink job finished in ([0-9.]+) s \(net runtime ([0-9.]+) s, job ([0-9a-f]+)\): ([\d,]+) windows, ([\d,]+) late events"
+)
 _LOADED = re.compile(r"replay_event_time_windows - Loaded [\d,]+ windows and [\d,]+ late events \(([0-9.]+) s\)")
 
 
@@ -760,11 +761,14 @@ def parse_dagster_output(text: str) -> dict:
             steps[match[1]] = steps.get(match[1], 0.0) + parse_duration(match[2])
             continue
         match = _FLINK.search(line)
-        if match:
-            try:
-                flink = ast.literal_eval(match[1])
-            except (ValueError, SyntaxError):
-                pass
+        if match:  # flink_jobs.window_job.finished_line
+            flink = {
+                "wall_seconds": float(match[1]),
+                "flink_net_runtime_ms": round(float(match[2]) * 1000),
+                "flink_job_id": match[3],
+                "windows": int(match[4].replace(",", "")),
+                "late_events": int(match[5].replace(",", "")),
+            }
             continue
         match = _LOADED.search(line)
         if match:
