@@ -177,7 +177,7 @@ def _gateway_started() -> bool:
     return java_gateway._gateway is not None
 
 
-def _prepare_gateway(jobmanager: str | None, jvm_heap: str | None = None) -> None:
+def prepare_gateway(jobmanager: str | None, jvm_heap: str | None = None) -> None:
     """Make the PyFlink gateway of this process target the mini-cluster or `jobmanager`.
 
     `jvm_heap` (e.g. "1g") caps the local gateway JVM, which hosts the mini-cluster: left alone the
@@ -354,7 +354,7 @@ def create_environment(
         raise ValueError(problem)
     if jobmanager:
         parse_jobmanager(jobmanager)
-    _prepare_gateway(jobmanager or None, jvm_heap)
+    prepare_gateway(jobmanager or None, jvm_heap)
     rest_port = None if jobmanager else free_loopback_port()
     base_url = rest_url(jobmanager) if jobmanager else f"http://127.0.0.1:{rest_port}"
     cancellation.arm(remote=bool(jobmanager), where=base_url)  # from here on, a stop signal cancels the job

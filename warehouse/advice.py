@@ -37,6 +37,7 @@ __all__ = [
     "DisorderProfile",
     "TARGETS_VAR",
     "advise",
+    "allowed_late",
     "late_ratio_check",
     "parse_targets",
     "write_advice",
@@ -308,7 +309,7 @@ WHERE previous_ts - ts > $far
 """
 
 
-def _allowed_late(target: float, transactions: int) -> int:
+def allowed_late(target: float, transactions: int) -> int:
     """The most late events k with k / transactions <= target (the check's own comparison)."""
     if not transactions:
         return 0
@@ -371,7 +372,7 @@ def advise(
         con.execute(_CURVE_SQL)
         transactions, top = schema.fetch_one(con, "SELECT count(*), coalesce(max(bound_needed), 0) FROM advice_events")
         ordered = sorted(sources, reverse=True)
-        allowed = {target: _allowed_late(target, transactions) for target in ordered}
+        allowed = {target: allowed_late(target, transactions) for target in ordered}
         by_allowed: dict[int, tuple[int, int]] = {}
         if transactions:
             for k, bound, late in con.execute(_TARGETS_SQL, {"allowed": sorted(set(allowed.values()))}).fetchall():

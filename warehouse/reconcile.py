@@ -28,7 +28,7 @@ from warehouse import schema, segments
 from warehouse.flink_output import late_window_sql
 from warehouse.windows import WindowSpec
 
-__all__ = ["OverlappedRecomputation", "compare_tables", "expected_late_events", "expected_windows"]
+__all__ = ["OverlappedRecomputation", "build_expected", "compare_tables", "expected_late_events", "expected_windows"]
 
 _MAX_EXAMPLES = 5
 
@@ -130,7 +130,7 @@ def _session_rows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, watermarked:
         con.execute("DROP TABLE IF EXISTS _watermarked")
 
 
-def _build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> None:
+def build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> None:
     """Temp tables `_expected_windows` and `_expected_late` for one source file."""
     spec.validate()
     params = {"source_file": source_file, "ooo": spec.out_of_orderness_ms, "lateness": spec.allowed_lateness_ms}
@@ -176,7 +176,7 @@ def _drop_expected(con: duckdb.DuckDBPyConnection) -> None:
 def expected_windows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> list[tuple]:
     """(key, start, end, count, sum, min, max) of the recomputation, sorted."""
     try:
-        _build_expected(con, spec, source_file)
+        build_expected(con, spec, source_file)
         return con.execute("SELECT * FROM _expected_windows ORDER BY ALL").fetchall()
     finally:
         _drop_expected(con)
@@ -185,7 +185,7 @@ def expected_windows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_fi
 def expected_late_events(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> list[tuple]:
     """(source_row, key, event_time_ms, amount, watermark_ms, window_start_ms, window_end_ms), sorted."""
     try:
-        _build_expected(con, spec, source_file)
+        build_expected(con, spec, source_file)
         return con.execute("SELECT * FROM _expected_late ORDER BY source_row").fetchall()
     finally:
         _drop_expected(con)
@@ -257,7 +257,7 @@ def compare_tables(
     DuckDB (no table is copied into Python but the session pass's three columns). Returns the
     window report and the late-event report; `equal` is True when they match exactly."""
     try:
-        _build_expected(con, spec, source_file)
+        build_expected(con, spec, source_file)
         return _compare_with_expected(con, source_file)
     finally:
         _drop_expected(con)
@@ -275,7 +275,7 @@ class OverlappedRecomputation:
         self._con = con.cursor()
         self._source_file = source_file
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recompute")
-        self._built = self._pool.submit(_build_expected, self._con, spec, source_file)
+        self._built = self._pool.submit(build_expected, self._con, spec, source_file)
 
     def __enter__(self) -> OverlappedRecomputation:
         return self
@@ -295,7 +295,7 @@ class OverlappedRecomputation:
 
 
 def _compare_with_expected(con: duckdb.DuckDBPyConnection, source_file: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """compare_tables once `_build_expected` made the temp tables on `con`."""
+    """compare_tables once `build_expected` made the temp tables on `con`."""
     try:
         params = {"source_file": source_file}
         windows = segments.file_rows(con, "window_averages", source_file)

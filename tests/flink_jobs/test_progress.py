@@ -149,17 +149,17 @@ def test_local_gateway_heap_cap_respects_an_explicit_xmx(monkeypatch):
     assert java_gateway._gateway is None  # no JVM in the test process: the next one would get these args
     monkeypatch.setattr(environment, "_gateway_target", None)
     monkeypatch.setattr(environment, "_archive_being_written", None)
-    # setenv first so that monkeypatch restores both variables, whatever _prepare_gateway writes
+    # setenv first so that monkeypatch restores both variables, whatever prepare_gateway writes
     monkeypatch.setenv("SUBMIT_ARGS", "local")
     monkeypatch.setenv("JVM_ARGS", "")
     sharing = environment.class_data_sharing_args().split()  # the flags of class-data sharing come after
-    environment._prepare_gateway(None, "768m")
+    environment.prepare_gateway(None, "768m")
     assert os.environ["JVM_ARGS"].split() == ["-Xmx768m", *sharing]
     monkeypatch.setenv("JVM_ARGS", "-Xmx2g -Dx=1")
-    environment._prepare_gateway(None, "768m")
+    environment.prepare_gateway(None, "768m")
     assert os.environ["JVM_ARGS"].split() == ["-Xmx2g", "-Dx=1", *sharing]
     monkeypatch.setenv("JVM_ARGS", "-Dx=1 -Xshare:off")  # an explicit -Xshare wins over the archive
-    environment._prepare_gateway(None, None)
+    environment.prepare_gateway(None, None)
     assert os.environ["JVM_ARGS"] == "-Dx=1 -Xshare:off"
 
 

@@ -160,7 +160,7 @@ def test_session_advice_meets_every_target_and_is_close_to_the_exact_minimum(tmp
         replayed = replay_late(events, spec, row.out_of_orderness_ms)
         # an upper bound on the late events, so the advised bound always meets its target
         assert replayed <= row.late_events and replayed / n <= row.target_late_ratio, row
-        allowed = advice._allowed_late(row.target_late_ratio, n)
+        allowed = advice.allowed_late(row.target_late_ratio, n)
         exact = _exact_minimal_session_bound(events, spec, allowed, row.out_of_orderness_ms)
         assert exact == 0 or replay_late(events, spec, exact - 1) > allowed
         excess[row.target_late_ratio] = row.out_of_orderness_ms - exact

@@ -361,7 +361,7 @@ def test_the_per_file_steps_read_only_the_files_own_rows(tmp_path: Path, kind: s
 
     def replay(source_file: str) -> None:
         """The file's windows and late events as the rule gives them."""
-        reconcile._build_expected(con, spec, source_file)
+        reconcile.build_expected(con, spec, source_file)
         windows = segments.replace_file(con, "window_averages", source_file)
         con.execute(
             f"INSERT INTO {windows} SELECT $f, key, epoch_ms(window_start_ms), epoch_ms(window_end_ms), "
