@@ -6,6 +6,7 @@ Flink SQL baseline, key cardinality, a warehouse with history, DuckDB, and the l
     .venv/bin/python bench/run.py --history                        # + the history case (minutes)
     .venv/bin/python bench/run.py --rows 10000000 --kinds tumbling --repeat 1 --no-lab \\
         --cardinalities --results bench/results/10m.md                 # 10M rows, memory target
+    .venv/bin/python bench/ingest.py --rows 1000000 10000000          # ingest alone: exact parser vs DuckDB
 
 Data: warehouse.synthetic (`--keys`, default 500; `--late-fraction`, default 0.06; `--seed`), one
 file per (rows, keys), generated once and shared by every section. Window kinds, as the issue
@@ -20,7 +21,7 @@ What is measured, each in its own process (start-up included in its wall time):
    check, publication included) per kind and size, on an empty warehouse each time; the median of
    `--repeat` runs. The Dagster output is parsed for the step durations (STEP_SUCCESS "Finished
    execution of step ... in X") and for the Flink job's own figures ("Flink job finished: {...}").
-2. Stages alone, mirroring the assets: ingest (read_transactions + the asset's inserts), staging
+2. Stages alone, mirroring the assets: ingest (bulk_ingest.load_file, as the asset), staging
    the Flink input (warehouse.flink_output.stage_input), the Flink job per kind through its CLI
    (`python -m flink_jobs.window_job`, wall and Flink's net runtime), loading its output
    (flink_output.load_output) and the reconciliation per kind (reconcile.compare_tables; the
@@ -326,25 +327,14 @@ def _stage(name: str, a: dict) -> None:
 
     figures: dict = {}
     work_started = time.monotonic()  # after the imports: the stage's own work
-    if name == "ingest":  # as the ingest_transactions asset: validate, insert transactions + rejected_rows
-        from warehouse.ingest import read_transactions
+    if name == "ingest":  # as the ingest_transactions asset: bulk_ingest.load_file into transactions + rejected_rows
+        from warehouse import bulk_ingest
 
         con = _connect(a["db"])
         schema.create_tables(con)
         work_started = time.monotonic()
-        for chunk in read_transactions(a["raw"]):  # one commit per chunk, as the asset
-            con.register("chunk_valid", chunk.valid)
-            con.execute(
-                "INSERT INTO transactions SELECT ?, source_row, line, transaction_id, key, "
-                "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, "
-                "amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4) FROM chunk_valid ORDER BY source_row",
-                [a["raw"]],
-            )
-            con.register("chunk_rejected", chunk.rejected)
-            con.execute("INSERT INTO rejected_rows SELECT ?, source_row, line, raw, reason FROM chunk_rejected "
-                        "ORDER BY source_row", [a["raw"]])  # fmt: skip
-            con.unregister("chunk_valid")
-            con.unregister("chunk_rejected")
+        loaded = bulk_ingest.load_file(con, a["raw"], a["raw"], ("transactions", "rejected_rows"))
+        figures["duckdb_reader"], figures["fallback_reason"] = loaded.fast, loaded.fallback_reason
         figures["transactions"], figures["rejected"] = schema.fetch_one(
             con, "SELECT (SELECT count(*) FROM transactions), (SELECT count(*) FROM rejected_rows)")  # fmt: skip
     elif name == "stage":  # as the replay asset: export the Flink input
