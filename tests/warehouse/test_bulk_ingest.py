@@ -71,7 +71,10 @@ def write(tmp_path: Path, text: str | bytes, name: str = "input.csv") -> Path:
 # Characters a simple file may hold in a field (no delimiter, quote, line ending or NUL), weighted
 # towards the ones str.strip and the patterns care about.
 FIELD_CHARS = st.one_of(
-    st.sampled_from(list("tx01 9-+.:eE") + ["\t", "\x0b", "\x1c", "\u00a0", "\u2003", "\u00e9", "\U0001f600"]),
+    st.sampled_from(
+        list("tx01 9-+.:eE")
+        + ["\t", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u00a0", "\u2003", "\u00e9", "\U0001f600", "\\", "'"]
+    ),
     st.characters(blacklist_characters=',"\r\n\x00', blacklist_categories=("Cs",)),
 )
 IDS = st.one_of(
