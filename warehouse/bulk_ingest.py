@@ -8,8 +8,9 @@ Design (measurements: bench/results/ingest.md):
   ``"``, no NUL, LF or CRLF endings only (no bare CR, not mixed), the header on line 1 resolves, every
   data line has exactly the header's field count (so no blank or space-only lines) and is < 1 MiB. Then
   every physical line is one record and ``line = source_row + 1``. Anything else falls back, whole file.
-* DuckDB reads a simple file with quoting off, all columns VARCHAR; ``row_number() OVER ()`` (a
-  streaming window, fixed source order) numbers the records. A row is inserted by SQL only if each field
+* DuckDB reads a simple file with quoting off, all columns VARCHAR, in parallel into a temporary table
+  (insertion order preserved, so ``rowid + 1`` is source_row; ``row_number() OVER ()`` would pin the
+  whole load to one thread). Memory stays bounded: DuckDB spills the table beyond its memory limit. A row is inserted by SQL only if each field
   matches a conservative pattern the exact validator reads identically (trimmed-free ids, UTC timestamps,
   short plain decimals); every other row goes through ``ingest._validate`` itself, so reasons are its own.
 * gzip input is decompressed to a temporary file first (a bad stream falls back to the exact parser).
@@ -39,7 +40,8 @@ __all__ = ["Loaded", "Simple", "load_file", "scan"]
 
 _BLOCK = 64 << 20  # bytes scanned at a time
 _MAX_LINE = 1 << 20  # DuckDB's max_line_size is 2 MB; longer lines go to the exact parser
-_RESIDUAL_BATCH = 100_000  # rows of the exact validation at a time
+_RESIDUAL_BATCH = 100_000
+_LINES = "bulk_ingest_lines"  # the connection's temporary table of the file's data lines  # rows of the exact validation at a time
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 
@@ -187,15 +189,18 @@ _TS_RE = (
 )
 
 
-def _decided_sql(plan: Simple, naive_utc: bool) -> str:
-    """The records in file order (``n``), with ``ms`` (UTC epoch ms) and ``ok`` (SQL may decide the row:
-    every field matches its pattern). ``ok`` is never NULL: a row is decided here or by the validator."""
+def _reader_sql(plan: Simple) -> str:
     columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(plan.width))
     path = plan.path.replace("'", "''")
-    reader = (
+    return (
         f"read_csv('{path}', delim=',', quote='', escape='', header=true, auto_detect=false, "
         f"strict_mode=true, compression='none', columns={{{columns}}})"
     )
+
+
+def _decided_sql(plan: Simple, naive_utc: bool) -> str:
+    """The records of ``_LINES`` in file order (``n``), with ``ms`` (UTC epoch ms) and ``ok`` (SQL may decide
+    the row: every field matches its pattern). ``ok`` is never NULL: a row is decided here or by the validator."""
     tid, ts, amount = (f"c{plan.wanted[i]}" for i in range(3))
     key = f"c{plan.wanted[plan.key_slot]}"
     zone = "Z?" if naive_utc else "Z"
@@ -209,8 +214,7 @@ def _decided_sql(plan: Simple, naive_utc: bool) -> str:
     fields_ok = f"{_ID_OK.format(c=tid)} AND {_ID_OK.format(c=key)} AND {_AMOUNT_OK.format(c=amount)}"
     return (
         f"SELECT n, {tid} AS tid, {key} AS key, {amount} AS amount, ms, coalesce({fields_ok} AND ms IS NOT NULL, "
-        f"false) AS ok, * EXCLUDE (n, ms) FROM (SELECT *, {ms} AS ms FROM "
-        f"(SELECT row_number() OVER () AS n, * FROM {reader}))"
+        f"false) AS ok, * EXCLUDE (n, ms) FROM (SELECT *, {ms} AS ms FROM (SELECT rowid + 1 AS n, * FROM {_LINES}))"
     )
 
 
@@ -267,28 +271,40 @@ def load_file(
 
 def _load_simple(con, plan: Simple, source_file: str, tables, key_column: str, timezone: str, log: Log) -> Loaded:
     started = time.monotonic()
-    transactions, rejected = tables
-    decided = _decided_sql(plan, timezone in _UTC_NAMES)
     with con.cursor() as cur:
         cur.execute("SET TimeZone = 'UTC'")  # the TIMESTAMPTZ cast, as in the exact path
-        cur.execute(
-            f"INSERT INTO {transactions} SELECT $f, n, n + 1, tid, key, epoch_ms(ms)::TIMESTAMPTZ, ms, "
-            f"amount::DECIMAL(18, 4) FROM ({decided}) WHERE ok",
-            {"f": source_file},
-        )
-        fast_rows = cur.execute(f"SELECT count(*) FROM {transactions} WHERE source_file = ?", [source_file]).fetchall()
-        fast_rows = fast_rows[0][0]
-        residual = 0
-        if fast_rows < plan.records:
-            residual = _validate_residual(cur, plan, decided, source_file, tables, key_column, timezone)
-        counted = cur.execute(
-            f"SELECT (SELECT count(*) FROM {transactions} WHERE source_file = $f) + "
-            f"(SELECT count(*) FROM {rejected} WHERE source_file = $f)",
-            {"f": source_file},
-        ).fetchall()[0][0]
-        if counted != plan.records or fast_rows + residual != plan.records:
-            raise _Mismatch(f"DuckDB read {counted} records of '{plan.path}' where the scan found {plan.records} lines")
-        times, rows = _file_order(cur, transactions, source_file)
+        cur.execute("SET preserve_insertion_order = true")  # the temporary table's rowid is the file's order
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE {_LINES} AS SELECT * FROM {_reader_sql(plan)}")
+        try:
+            return _insert_lines(cur, plan, source_file, tables, key_column, timezone, log, started)
+        finally:
+            cur.execute(f"DROP TABLE IF EXISTS {_LINES}")
+
+
+def _insert_lines(cur, plan: Simple, source_file: str, tables, key_column: str, timezone: str, log: Log, started):
+    transactions, rejected = tables
+    decided = _decided_sql(plan, timezone in _UTC_NAMES)
+    lines = cur.execute(f"SELECT count(*) FROM {_LINES}").fetchall()[0][0]
+    if lines != plan.records:
+        raise _Mismatch(f"DuckDB read {lines} records of '{plan.path}' where the scan found {plan.records} lines")
+    cur.execute(
+        f"INSERT INTO {transactions} SELECT $f, n, n + 1, tid, key, epoch_ms(ms)::TIMESTAMPTZ, ms, "
+        f"amount::DECIMAL(18, 4) FROM ({decided}) WHERE ok",
+        {"f": source_file},
+    )
+    fast_rows = cur.execute(f"SELECT count(*) FROM {transactions} WHERE source_file = ?", [source_file]).fetchall()
+    fast_rows = fast_rows[0][0]
+    residual = 0
+    if fast_rows < plan.records:
+        residual = _validate_residual(cur, plan, decided, source_file, tables, key_column, timezone)
+    counted = cur.execute(
+        f"SELECT (SELECT count(*) FROM {transactions} WHERE source_file = $f) + "
+        f"(SELECT count(*) FROM {rejected} WHERE source_file = $f)",
+        {"f": source_file},
+    ).fetchall()[0][0]
+    if counted != plan.records or fast_rows + residual != plan.records:
+        raise _Mismatch(f"DuckDB read {counted} records of '{plan.path}' where the scan found {plan.records} lines")
+    times, rows = _file_order(cur, transactions, source_file)
     log(
         f"Ingested {plan.records:,} rows with DuckDB's reader ({fast_rows:,} decided in SQL, {residual:,} by the "
         f"exact validator) in {time.monotonic() - started:.1f} s"
