@@ -254,19 +254,33 @@ def load_file(
     path = os.fspath(path)
     reason = "the exact parser was asked for"
     if fast and os.path.isfile(path):
+        try:
+            return _load_fast(con, path, source_file, tables, key_column, timezone, scratch_dir, log)
+        except _FallBack as why:
+            reason = str(why)
+    elif fast:
+        reason = "the path is not a regular file"
+    return _load_exact(con, path, source_file, tables, key_column, timezone, log, reason)
+
+
+class _FallBack(Exception):
+    """Why the exact parser must read the file."""
+
+
+def _load_fast(con, path: str, source_file: str, tables, key_column: str, timezone: str, scratch_dir, log) -> Loaded:
+    try:
         with _plain_copy(path, scratch_dir) as plain:
             plan = scan(plain, key_column) if plain is not None else "the gzip stream is corrupt or truncated"
             if isinstance(plan, Simple):
                 try:
                     return _load_simple(con, plan, source_file, tables, key_column, timezone, log)
-                except (duckdb.Error, _Mismatch) as error:  # never expected: undo, then the exact parser decides
+                except (duckdb.Error, _Mismatch, OSError) as error:  # never expected: undo, the exact parser decides
                     for table in tables:
                         con.execute(f"DELETE FROM {table} WHERE source_file = ?", [source_file])
                     plan = f"DuckDB's reader failed on a file the scan judged simple ({error})"
-            reason = plan
-    elif fast:
-        reason = "the path is not a regular file"
-    return _load_exact(con, path, source_file, tables, key_column, timezone, log, reason)
+    except OSError as error:  # unreadable: the exact parser says so in its own words
+        plan = f"the file cannot be read ({error.strerror or error})"
+    raise _FallBack(plan)
 
 
 def _load_simple(con, plan: Simple, source_file: str, tables, key_column: str, timezone: str, log: Log) -> Loaded:
