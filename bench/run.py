@@ -6,6 +6,7 @@ Flink SQL baseline, key cardinality, a warehouse with history, DuckDB, and the l
     .venv/bin/python bench/run.py --history                        # + the history case (minutes)
     .venv/bin/python bench/run.py --rows 10000000 --kinds tumbling --repeat 1 --no-lab \\
         --cardinalities --results bench/results/10m.md                 # 10M rows, memory target
+    .venv/bin/python bench/ingest.py --rows 1000000 10000000          # ingest alone: exact parser vs DuckDB
 
 Each measurement runs in its own process tree, polled for memory, with the calling shell's TXN_*
 variables dropped; on failure, timeout or Ctrl-C the whole process group is terminated, then killed.
@@ -273,25 +274,14 @@ def _stage(name: str, a: dict) -> None:
 
     figures: dict = {}
     work_started = time.monotonic()  # after the imports: the stage's own work
-    if name == "ingest":  # as the ingest_transactions asset: validate, insert transactions + rejected_rows
-        from warehouse.ingest import read_transactions
+    if name == "ingest":  # as the ingest_transactions asset: bulk_ingest.load_file into transactions + rejected_rows
+        from warehouse import bulk_ingest
 
         con = _connect(a["db"])
         schema.create_tables(con)
         work_started = time.monotonic()
-        for chunk in read_transactions(a["raw"]):  # one commit per chunk, as the asset
-            con.register("chunk_valid", chunk.valid)
-            con.execute(
-                "INSERT INTO transactions SELECT ?, source_row, line, transaction_id, key, "
-                "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, "
-                "amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4) FROM chunk_valid ORDER BY source_row",
-                [a["raw"]],
-            )
-            con.register("chunk_rejected", chunk.rejected)
-            con.execute("INSERT INTO rejected_rows SELECT ?, source_row, line, raw, reason FROM chunk_rejected "
-                        "ORDER BY source_row", [a["raw"]])  # fmt: skip
-            con.unregister("chunk_valid")
-            con.unregister("chunk_rejected")
+        loaded = bulk_ingest.load_file(con, a["raw"], a["raw"], ("transactions", "rejected_rows"))
+        figures["duckdb_reader"], figures["fallback_reason"] = loaded.fast, loaded.fallback_reason
         figures["transactions"], figures["rejected"] = schema.fetch_one(
             con, "SELECT (SELECT count(*) FROM transactions), (SELECT count(*) FROM rejected_rows)")  # fmt: skip
     elif name == "stage":  # as the replay asset: export the Flink input

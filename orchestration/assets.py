@@ -9,11 +9,8 @@ staging copy, so they judge exactly what is about to be published.
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import duckdb
-import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -34,9 +31,9 @@ from dagster import (
 from orchestration.dagster_compat import is_pipes_execution_error
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from orchestration.write_audit_publish import PipelineStep
-from warehouse import advice, quality, reconcile, schema, segments, time_outliers
+from warehouse import advice, bulk_ingest, quality, reconcile, schema, segments, time_outliers
 from warehouse import flink_output as flink_output_files
-from warehouse.ingest import Chunk, InputFileError, read_transactions
+from warehouse.ingest import InputFileError
 
 GROUP = "replay"
 OWNERS = ["team:data-engineering"]
@@ -161,7 +158,7 @@ def _fetch_df(con, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
     ],
 )
 def ingest_transactions(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
-    """Read the CSV with pandas, validate it and normalize timestamps to UTC epoch milliseconds."""
+    """Read and validate the CSV (DuckDB's reader where provably exact) and normalize timestamps to UTC epoch ms."""
     with PipelineStep(context, pipeline) as step:
         yield from _ingest_transactions(context, step)
 
@@ -171,63 +168,31 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
     pipeline = step.settings
     source = pipeline.source_path
     source_file = str(source)
-    records = 0
-    times: list[np.ndarray] = []  # the file's event times and source rows in file order, for the quarantine
-    rows: list[np.ndarray] = []
     with step.staging() as con:
         con.execute("BEGIN")
         transactions_table = segments.replace_file(con, "transactions", source_file)
         rejected_table = segments.replace_file(con, "rejected_rows", source_file)
         con.execute("COMMIT")
-
-        def insert(cur: duckdb.DuckDBPyConnection, chunk: Chunk) -> None:
-            cur.register("chunk_valid", chunk.valid)
-            cur.execute(
-                f"INSERT INTO {transactions_table} SELECT ?, source_row, line, transaction_id, key, "
-                "epoch_ms(event_time_ms)::TIMESTAMPTZ, event_time_ms, "
-                "amount_units::DECIMAL(18,0) * 0.0001::DECIMAL(4,4) "  # exact: DECIMAL(18,4)
-                "FROM chunk_valid ORDER BY source_row",
-                [source_file],
-            )
-            cur.register("chunk_rejected", chunk.rejected)
-            cur.execute(
-                f"INSERT INTO {rejected_table} SELECT ?, source_row, line, raw, reason "
-                "FROM chunk_rejected ORDER BY source_row",
-                [source_file],
-            )
-            cur.unregister("chunk_valid")
-            cur.unregister("chunk_rejected")
-
-        # One commit per chunk: the staging copy is private to this run and published only if the
-        # run succeeds, so nothing is lost by it, while one transaction over the whole file kept it
-        # all in memory (1.6 GB at 10M rows, 0.56 GB this way). A chunk is inserted by a thread of its
-        # own while the next one is parsed (parsing holds the GIL, DuckDB mostly not): 1M rows
-        # 1.44 -> 1.13 s. One thread, so the chunks land in file order.
+        # DuckDB's CSV reader where it provably gives the exact parser's records, the exact parser for the
+        # rest (warehouse/bulk_ingest.py). One commit per statement or chunk: the staging copy is private
+        # to this run and published only if the run succeeds.
         try:
-            # The cursor is another connection: it needs the session's time zone (the TIMESTAMPTZ cast);
-            # it closes after the executor has waited for the last insert.
-            with con.cursor() as cur, ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-insert") as inserter:
-                cur.execute("SET TimeZone = 'UTC'")
-                inserting: Future | None = None
-                for chunk in read_transactions(
-                    source, key_column=pipeline.key_column, timezone=pipeline.source_timezone
-                ):
-                    if inserting is not None:
-                        inserting.result()
-                    inserting = inserter.submit(insert, cur, chunk)
-                    times.append(chunk.valid["event_time_ms"].to_numpy())
-                    rows.append(chunk.valid["source_row"].to_numpy())
-                    records += len(chunk.valid) + len(chunk.rejected)
-                    context.log.info(f"Ingested {records:,} rows of {source.name} ({time.monotonic() - started:.1f} s)")
-                if inserting is not None:
-                    inserting.result()
+            loaded = bulk_ingest.load_file(
+                con, source, source_file, (transactions_table, rejected_table), key_column=pipeline.key_column,
+                timezone=pipeline.source_timezone, log=context.log.info,
+            )  # fmt: skip
         except InputFileError as error:
             raise Failure(description=str(error)) from None
+        records = loaded.records
+        context.log.info(
+            f"Ingested {records:,} rows of {source.name} ({time.monotonic() - started:.1f} s, "
+            + ("DuckDB's CSV reader)" if loaded.fast else f"exact parser: {loaded.fallback_reason})")
+        )
         n_quarantined = time_outliers.quarantine_file(
-            con, source, source_file, (transactions_table, rejected_table), np.concatenate(times),
-            np.concatenate(rows), pipeline.max_time_jump_ms, pipeline.time_jump_confirm_rows,
+            con, source, source_file, (transactions_table, rejected_table), loaded.event_time_ms,
+            loaded.source_rows, pipeline.max_time_jump_ms, pipeline.time_jump_confirm_rows,
         )  # fmt: skip
-        del times, rows
+        del loaded
         if n_quarantined:
             context.log.warning(
                 f"Quarantined {n_quarantined:,} row(s) of {source.name} whose event time jumps more than "
