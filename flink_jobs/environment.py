@@ -276,7 +276,7 @@ def finish_class_data_archive() -> None:
         return
     partial, archive = _archive_being_written
     _archive_being_written = None
-    pids = _child_java_pids()
+    pids = child_java_pids()
     if len(pids) != 1:
         return
     import subprocess
@@ -315,7 +315,7 @@ def _remove_abandoned_archives(archive: Path) -> None:
             continue
 
 
-def _child_java_pids() -> list[int]:
+def child_java_pids() -> list[int]:
     """This process's child processes that are JVMs (the PyFlink gateway)."""
     pids = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():

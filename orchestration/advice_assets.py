@@ -30,14 +30,13 @@ from dagster import (
     multi_asset,
 )
 
-from orchestration.assets import (
-    _contract_result,
-    _contract_spec,
-    _counts,
-    _fetch_df,
-    _preview,
-    _result,
-    _spec,
+from orchestration.asset_helpers import (
+    asset_spec,
+    check_result,
+    contract_result,
+    contract_spec,
+    fetch_df,
+    table_counts,
 )
 from orchestration.plots import markdown_image
 from orchestration.settings import PipelineSettings
@@ -56,7 +55,7 @@ _TICKS_MS = (1, 10, 100, 1_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000, 
 @multi_asset(
     name="watermark_advice",
     specs=[
-        _spec(
+        asset_spec(
             "watermark_advice",
             "Per late-event target (TXN_ADVICE_TARGETS, TXN_MAX_LATE_RATIO), the smallest TXN_OUT_OF_ORDERNESS_MS "
             "that meets it with the configured windows, with the late events and added latency it gives; plus "
@@ -66,7 +65,7 @@ _TICKS_MS = (1, 10, 100, 1_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000, 
         )
     ],
     check_specs=[
-        _contract_spec("watermark_advice"),
+        contract_spec("watermark_advice"),
         AssetCheckSpec(
             "file_in_time_order",
             asset="watermark_advice",
@@ -92,9 +91,9 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
         con.execute("BEGIN")
         n_rows = write_advice(con, advice)
         con.execute("COMMIT")
-        contract = _contract_result(con, "watermark_advice")
+        contract = contract_result(con, "watermark_advice")
         counts = step.table_metadata(con, "watermark_advice", n_rows)
-        preview = _fetch_df(
+        preview = fetch_df(
             con,
             "SELECT target_late_ratio, out_of_orderness_ms, late_events, late_ratio, added_latency_ms, "
             "is_current, target_source FROM watermark_advice WHERE source_file = ? "
@@ -105,7 +104,7 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
     diagnosis = profile.diagnosis() if profile else None
     if diagnosis:
         context.log.warning(diagnosis)
-    order = _result(
+    order = check_result(
         "watermark_advice",
         "file_in_time_order",
         quality.CheckOutcome(
@@ -121,12 +120,12 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
     yield MaterializeResult(
         asset_key="watermark_advice",
         metadata={
-            **_counts(step, counts),
+            **table_counts(step, counts),
             "source_file": MetadataValue.path(source_file),
             "transactions": advice.transactions,
             "window_spec": spec.describe(),
             "advice": MetadataValue.md(summary_markdown(advice)),
-            "preview": _preview(preview),
+            "preview": preview(preview),
             "late_events_exact": advice.exact,
             **(profile.as_metadata() if profile else {}),
             "plot": MetadataValue.md(markdown_image(advice_svg(advice), "late ratio against out-of-orderness bound")),

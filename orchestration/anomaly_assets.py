@@ -25,16 +25,16 @@ from dagster import (
     asset,
 )
 
-from orchestration.assets import (
+from orchestration.asset_helpers import (
     GROUP,
     OWNERS,
     PREVIEW_ROWS,
-    _contract_result,
-    _contract_spec,
-    _fetch_df,
-    _preview,
-    _result,
+    check_result,
     column_schema,
+    contract_result,
+    contract_spec,
+    fetch_df,
+    preview,
 )
 from orchestration.plots import anomaly_svg, markdown_image
 from orchestration.settings import PipelineSettings
@@ -98,7 +98,7 @@ def _plot(con, keys: list[str], title: str, source_file: str, *, judged_now: boo
             asset="anomaly_thresholds",
             description="Every key with at least TXN_ANOMALY_MIN_WINDOWS windows has a finite threshold.",
         ),
-        _contract_spec("anomaly_thresholds"),
+        contract_spec("anomaly_thresholds"),
     ],
 )
 def anomaly_thresholds(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
@@ -129,7 +129,7 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
         n_anomalous, judged_windows = schema.fetch_one(
             con, "SELECT coalesce(sum(anomalous_windows), 0), coalesce(sum(window_count), 0) FROM anomaly_thresholds"
         )
-        preview = _fetch_df(
+        preview = fetch_df(
             con,
             "SELECT key, threshold, window_count, txn_count, median_avg_amount, log_center, log_scale, "
             "anomalous_windows FROM anomaly_thresholds ORDER BY anomalous_windows DESC, key LIMIT ?",
@@ -152,7 +152,7 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
             source_file,
             judged_now=True,
         )
-        contract = _contract_result(con, "anomaly_thresholds")
+        contract = contract_result(con, "anomaly_thresholds")
     every_key = AssetCheckResult(
         asset_key="anomaly_thresholds",
         check_name="threshold_for_every_eligible_key",
@@ -182,7 +182,7 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
             "params": MetadataValue.json(method.params()),
             "min_windows": method.min_windows,
             "z": method.z,
-            "preview": _preview(preview),
+            "preview": preview(preview),
             "plot": MetadataValue.md(plot),
             "fit_s": round(fit_s, 3),
             "duration_s": round(time.monotonic() - started, 3),
@@ -218,7 +218,7 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
             description="Every row is a window of window_averages, once, with an average above its finite "
             "threshold and a finite score above z.",
         ),
-        _contract_spec("anomalies"),
+        contract_spec("anomalies"),
     ],
 )
 def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Iterator:
@@ -237,7 +237,7 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
                 con, f"SELECT count(*) FROM {windows} AS w WHERE source_file = ?", [source_file]
             )
             n_all = segments.row_count(con, "anomalies")
-            top_df = _fetch_df(
+            top_df = fetch_df(
                 con,
                 f"SELECT key, window_start, window_end, avg_amount, txn_count, threshold, score FROM {found} AS a "
                 f"WHERE source_file = ? ORDER BY {anomaly_rows.TOP_ORDER} LIMIT ?",
@@ -263,7 +263,7 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
                 source_file,
                 judged_now=False,
             )
-            contract = _contract_result(con, "anomalies")
+            contract = contract_result(con, "anomalies")
         checks = [
             AssetCheckResult(
                 asset_key="anomalies",
@@ -273,13 +273,13 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
                 metadata={
                     "anomalies": int(count),
                     "windows_judged": int(n_windows),
-                    "top": _preview(top_df.head(TOP_IN_CHECK)),
+                    "top": preview(top_df.head(TOP_IN_CHECK)),
                 },
                 description=None
                 if count == 0
                 else f"{count} of {n_windows} windows of {source_file} are above their key's threshold",
             ),
-            _result(
+            check_result(
                 "anomalies",
                 "every_anomaly_above_its_threshold",
                 quality.CheckOutcome(
@@ -306,7 +306,7 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             "source_file": MetadataValue.path(source_file),
             "method": thresholds.METHOD,
             "params": MetadataValue.json(_method(settings).params()),
-            "preview": _preview(top_df.head(PREVIEW_ROWS)),
+            "preview": preview(top_df.head(PREVIEW_ROWS)),
             "plot": MetadataValue.md(plot),
             **alert,
             "duration_s": round(time.monotonic() - started, 3),

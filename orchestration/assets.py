@@ -8,26 +8,31 @@ staging copy, so they judge exactly what is about to be published.
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetSpec,
     Failure,
-    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     PipesSubprocessClient,
-    TableColumn,
-    TableSchema,
     multi_asset,
 )
 
+from orchestration.asset_helpers import (
+    PREVIEW_ROWS,
+    asset_spec,
+    check_result,
+    contract_result,
+    contract_spec,
+    fetch_df,
+    preview,
+    table_counts,
+)
 from orchestration.dagster_compat import is_pipes_execution_error
 from orchestration.settings import REPO_ROOT, PipelineSettings
 from orchestration.write_audit_publish import PipelineStep
@@ -35,87 +40,8 @@ from warehouse import advice, bulk_ingest, quality, reconcile, schema, segments,
 from warehouse import flink_output as flink_output_files
 from warehouse.ingest import InputFileError
 
-GROUP = "replay"
-OWNERS = ["team:data-engineering"]
-PREVIEW_ROWS = 10
-PLOT_KEYS = 4  # the busiest keys (most windows) drawn in the anomaly plot
-
 # The assets whose FreshnessPolicy comes from AutomationSettings (set in orchestration/definitions.py).
 WINDOW_ASSETS = ("window_averages", "late_events")
-
-
-def column_schema(table: str) -> TableSchema:
-    """The table's columns, types and descriptions from the data contract (warehouse/schema.py)."""
-    return TableSchema(
-        columns=[
-            TableColumn(column.name, column.type, description=column.description) for column in schema.CONTRACT[table]
-        ]
-    )
-
-
-def _counts(step: PipelineStep, counts: dict[str, object]) -> dict[str, object]:
-    """A table's row counts (PipelineStep.table_metadata), without the table total when a blocking check failed
-    (the warehouse then keeps its previous rows, which this run did not count)."""
-    return {k: v for k, v in counts.items() if not (step.blocked and k == "dagster/row_count")}
-
-
-def _spec(
-    name: str,
-    description: str,
-    kinds: set[str],
-    deps: Sequence[str] = (),
-    freshness_policy: FreshnessPolicy | None = None,
-) -> AssetSpec:
-    return AssetSpec(
-        name,
-        description=description,
-        group_name=GROUP,
-        kinds=kinds,
-        owners=OWNERS,
-        deps=list(deps),
-        metadata={"dagster/column_schema": column_schema(name), "table": name},
-        freshness_policy=freshness_policy,
-    )
-
-
-def _contract_spec(table: str) -> AssetCheckSpec:
-    return AssetCheckSpec(
-        "matches_contract",
-        asset=table,
-        blocking=True,
-        description=f"The columns and types of {table} equal the data contract (warehouse/schema.py).",
-    )
-
-
-def _result(
-    asset: str, check_name: str, outcome: quality.CheckOutcome, severity: AssetCheckSeverity
-) -> AssetCheckResult:
-    metadata = {k: MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in outcome.metadata.items()}
-    return AssetCheckResult(
-        asset_key=asset,
-        check_name=check_name,
-        passed=bool(outcome.passed),
-        severity=severity,
-        metadata=metadata,
-        description=outcome.description,
-    )
-
-
-def _contract_result(con, table: str) -> AssetCheckResult:
-    return _result(table, "matches_contract", quality.contract_check(con, table), AssetCheckSeverity.ERROR)
-
-
-# --- materialization metadata ---------------------------------------------------------------
-
-
-def _preview(df: pd.DataFrame) -> MetadataValue:
-    if df.empty:
-        return MetadataValue.md("_no rows_")
-    return MetadataValue.md(df.head(PREVIEW_ROWS).to_markdown(index=False))
-
-
-def _fetch_df(con, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
-    return con.execute(sql, list(params)).fetchdf()
 
 
 # --- transactions + rejected_rows -----------------------------------------------------------
@@ -124,12 +50,12 @@ def _fetch_df(con, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
 @multi_asset(
     name="ingest_transactions",
     specs=[
-        _spec(
+        asset_spec(
             "transactions",
             "Valid rows of the source CSV: key, UTC event time (TIMESTAMPTZ and epoch ms) and amount.",
             {"pandas", "duckdb"},
         ),
-        _spec(
+        asset_spec(
             "rejected_rows",
             "Rows of the source CSV that failed validation, with the raw text and the reason.",
             {"pandas", "duckdb"},
@@ -142,8 +68,8 @@ def _fetch_df(con, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
             blocking=True,
             description="Every data row of the file is in transactions or rejected_rows, exactly once.",
         ),
-        _contract_spec("transactions"),
-        _contract_spec("rejected_rows"),
+        contract_spec("transactions"),
+        contract_spec("rejected_rows"),
         AssetCheckSpec(
             "event_times_plausible",
             asset="transactions",
@@ -227,29 +153,29 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         )
         checks = [
             check,
-            _contract_result(con, "transactions"),
-            _contract_result(con, "rejected_rows"),
+            contract_result(con, "transactions"),
+            contract_result(con, "rejected_rows"),
             _time_quarantine_check(n_quarantined, pipeline.max_time_jump_ms),
-            _result(
+            check_result(
                 "rejected_rows",
                 "rejected_ratio_within_limit",
                 quality.ratio_check(n_rejected, records, pipeline.max_rejected_ratio, "rejected rows", "data rows"),
                 AssetCheckSeverity.WARN,
             ),
         ]
-        transactions_preview = _fetch_df(
+        transactions_preview = fetch_df(
             con,
             f"SELECT source_row, transaction_id, key, event_time, amount FROM {txns} AS t "
             "WHERE source_file = ? ORDER BY source_row LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
-        rejected_preview = _fetch_df(
+        rejected_preview = fetch_df(
             con,
             f"SELECT source_row, line, reason, left(raw, 120) AS raw FROM {rejects} AS r "
             "WHERE source_file = ? ORDER BY source_row LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
-        quarantine_preview = _fetch_df(
+        quarantine_preview = fetch_df(
             con,
             f"SELECT source_row, line, left(raw, 120) AS raw, reason FROM {rejects} AS r "
             "WHERE source_file = ? AND starts_with(reason, ?) ORDER BY source_row LIMIT ?",
@@ -257,7 +183,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         )
         transactions_counts = step.table_metadata(con, "transactions", n_valid)
         rejected_counts = step.table_metadata(con, "rejected_rows", n_rejected)
-        top_reasons = _fetch_df(
+        top_reasons = fetch_df(
             con,
             f"SELECT split_part(reason, ':', 1) AS reason, count(*) AS rows FROM {rejects} AS r "
             "WHERE source_file = ? GROUP BY 1 ORDER BY rows DESC, reason LIMIT 10",
@@ -269,9 +195,9 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
     yield MaterializeResult(
         asset_key="transactions",
         metadata={
-            **_counts(step, transactions_counts),
+            **table_counts(step, transactions_counts),
             "data_rows_in_file": records,
-            "preview": _preview(transactions_preview),
+            "preview": preview(transactions_preview),
             "config": MetadataValue.json(pipeline.as_metadata()),
             **common,
         },
@@ -279,12 +205,12 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
     yield MaterializeResult(
         asset_key="rejected_rows",
         metadata={
-            **_counts(step, rejected_counts),
+            **table_counts(step, rejected_counts),
             "rejected_ratio": round(n_rejected / records, 6) if records else 0.0,
             "implausible_time_rows": n_quarantined,
-            "implausible_time_preview": _preview(quarantine_preview),
-            "top_reasons": _preview(top_reasons),
-            "preview": _preview(rejected_preview),
+            "implausible_time_preview": preview(quarantine_preview),
+            "top_reasons": preview(top_reasons),
+            "preview": preview(rejected_preview),
             **common,
         },
     )
@@ -297,7 +223,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
 @multi_asset(
     name="replay_event_time_windows",
     specs=[
-        _spec(
+        asset_spec(
             "window_averages",
             "Count, exact sum, min, max and average amount per key and event-time window (tumbling, "
             "sliding or session), computed by Flink's own window operator in the PyFlink job. The windows do "
@@ -306,20 +232,20 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             {"flink", "duckdb"},
             deps=["transactions", "watermark_advice"],
         ),
-        _spec(
+        asset_spec(
             "late_events",
             "Transactions that arrived behind the watermark for all their windows (Flink's late side output). "
             "The edge from watermark_advice is an ordering, not an input: see window_averages.",
             {"flink", "duckdb"},
             deps=["transactions", "watermark_advice"],
         ),
-        _spec(
+        asset_spec(
             "replays",
             "One row per replayed file and run: the window config that produced its rows, and its counts.",
             {"duckdb"},
             deps=["transactions"],
         ),
-        _spec(
+        asset_spec(
             "custom_aggregates",
             "Your own AggregateFunction(s) (TXN_AGGREGATE=package.module:ClassName) per key and event-time "
             "window: get_result over exactly the window's on-time events, run inside the Flink job.",
@@ -349,10 +275,10 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             description="The file's windows have the configured kind's shape (tumbling: start a multiple of the "
             "size; sliding: of the slide; session: at least one gap long), and min * count <= sum <= max * count.",
         ),
-        _contract_spec("window_averages"),
-        _contract_spec("late_events"),
-        _contract_spec("replays"),
-        _contract_spec("custom_aggregates"),
+        contract_spec("window_averages"),
+        contract_spec("late_events"),
+        contract_spec("replays"),
+        contract_spec("custom_aggregates"),
         AssetCheckSpec(
             "late_ratio_within_limit",
             asset="late_events",
@@ -423,7 +349,7 @@ def _replay_event_time_windows(
             windows_report, late_report = recomputation.compare()
             context.log.info(f"Reconciled in {time.monotonic() - loaded:.1f} s after the load")
         checks = [
-            _result(
+            check_result(
                 "window_averages",
                 "transactions_conserved",
                 quality.conservation_check(
@@ -432,36 +358,36 @@ def _replay_event_time_windows(
                 AssetCheckSeverity.ERROR,
             ),
             _reconciliation_check(windows_report, late_report),
-            _result(
+            check_result(
                 "window_averages",
                 "windows_aligned_and_bounded",
                 quality.window_shape_check(con, spec, source_file),
                 AssetCheckSeverity.ERROR,
             ),
-            _contract_result(con, "window_averages"),
-            _contract_result(con, "late_events"),
-            _contract_result(con, "replays"),
-            _contract_result(con, "custom_aggregates"),
-            _result(
+            contract_result(con, "window_averages"),
+            contract_result(con, "late_events"),
+            contract_result(con, "replays"),
+            contract_result(con, "custom_aggregates"),
+            check_result(
                 "late_events",
                 "late_ratio_within_limit",
                 advice.late_ratio_check(con, source_file, spec, pipeline.max_late_ratio, n_late, n_transactions),
                 AssetCheckSeverity.WARN,
             ),
         ]
-        windows_preview = _fetch_df(
+        windows_preview = fetch_df(
             con,
             "SELECT key, window_start, window_end, avg_amount, txn_count, sum_amount, min_amount, max_amount "
             f"FROM {windows} AS w WHERE source_file = ? ORDER BY key, window_start_ms, window_end_ms LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
-        late_preview = _fetch_df(
+        late_preview = fetch_df(
             con,
             "SELECT source_row, key, event_time, amount, watermark_ms - event_time_ms AS behind_watermark_ms "
             f"FROM {lates} AS l WHERE source_file = ? ORDER BY source_row LIMIT ?",
             [source_file, PREVIEW_ROWS],
         )
-        replays_preview = _fetch_df(
+        replays_preview = fetch_df(
             con, "SELECT * FROM replays ORDER BY replayed_at DESC, source_file LIMIT ?", [PREVIEW_ROWS]
         )
         (n_replays,) = schema.fetch_one(con, "SELECT count(*) FROM replays WHERE source_file = ?", [source_file])
@@ -471,7 +397,7 @@ def _replay_event_time_windows(
             "replays": step.table_metadata(con, "replays", n_replays),
             "custom_aggregates": step.table_metadata(con, "custom_aggregates", n_custom),
         }
-        custom_preview = _fetch_df(
+        custom_preview = fetch_df(
             con,
             f"SELECT aggregate, key, window_start, window_end, value FROM {customs} AS c WHERE source_file = ? "
             "ORDER BY aggregate, key, window_start_ms, window_end_ms LIMIT ?",
@@ -494,33 +420,33 @@ def _replay_event_time_windows(
     yield MaterializeResult(
         asset_key="window_averages",
         metadata={
-            **_counts(step, window_counts["window_averages"]),
+            **table_counts(step, window_counts["window_averages"]),
             "transactions_in": n_transactions,
-            "preview": _preview(windows_preview),
+            "preview": preview(windows_preview),
             **common,
         },
     )
     yield MaterializeResult(
         asset_key="late_events",
         metadata={
-            **_counts(step, window_counts["late_events"]),
+            **table_counts(step, window_counts["late_events"]),
             "late_ratio": round(n_late / n_transactions, 6) if n_transactions else 0.0,
             "max_behind_watermark_ms": int(max_lateness_ms or 0),
-            "preview": _preview(late_preview),
+            "preview": preview(late_preview),
             **common,
         },
     )
     yield MaterializeResult(
         asset_key="replays",
-        metadata={**_counts(step, window_counts["replays"]), "preview": _preview(replays_preview), **common},
+        metadata={**table_counts(step, window_counts["replays"]), "preview": preview(replays_preview), **common},
     )
     yield MaterializeResult(
         asset_key="custom_aggregates",
         metadata={
-            **_counts(step, window_counts["custom_aggregates"]),
+            **table_counts(step, window_counts["custom_aggregates"]),
             "aggregates": MetadataValue.text(", ".join(aggregates) if aggregates else "none (TXN_AGGREGATE is empty)"),
             "aggregate_count": len(aggregates),
-            "preview": _preview(custom_preview),
+            "preview": preview(custom_preview),
             **common,
         },
     )

@@ -12,7 +12,7 @@ Design (measurements: bench/results/ingest.md):
   (insertion order preserved, so ``rowid + 1`` is source_row; ``row_number() OVER ()`` would pin the
   whole load to one thread). Memory stays bounded: DuckDB spills the table beyond its memory limit. A row is inserted by SQL only if each field
   matches a conservative pattern the exact validator reads identically (trimmed-free ids, UTC timestamps,
-  short plain decimals); every other row goes through ``ingest._validate`` itself, so reasons are its own.
+  short plain decimals); every other row goes through ``ingest.validate_records`` itself, so reasons are its own.
 * gzip input is decompressed to a temporary file first (a bad stream falls back to the exact parser).
 """
 
@@ -34,7 +34,7 @@ import duckdb
 import numpy as np
 
 from warehouse import ingest
-from warehouse.timestamps import _UTC_NAMES, validate_timezone
+from warehouse.timestamps import UTC_NAMES, validate_timezone
 
 __all__ = ["Loaded", "Simple", "load_file", "scan"]
 
@@ -96,7 +96,7 @@ def _scan(mm: mmap.mmap, size: int, path: str, key_column: str) -> Simple | str:
         return "the header holds a quote, CR or NUL"
     fields = header.split(",")
     try:
-        wanted, key_slot = ingest._resolve_header(path, fields, 1, key_column)
+        wanted, key_slot = ingest.resolve_header(path, fields, 1, key_column)
     except ingest.InputFileError:
         return "the header does not resolve (the exact parser reports it)"
     commas = len(fields) - 1
@@ -297,7 +297,7 @@ def _load_simple(con, plan: Simple, source_file: str, tables, key_column: str, t
 
 def _insert_lines(cur, plan: Simple, source_file: str, tables, key_column: str, timezone: str, log: Log, started):
     transactions, rejected = tables
-    decided = _decided_sql(plan, timezone in _UTC_NAMES)
+    decided = _decided_sql(plan, timezone in UTC_NAMES)
     lines = cur.execute(f"SELECT count(*) FROM {_LINES}").fetchall()[0][0]
     if lines != plan.records:
         raise _Mismatch(f"DuckDB read {lines} records of '{plan.path}' where the scan found {plan.records} lines")
@@ -340,13 +340,13 @@ def _validate_residual(cur, plan: Simple, decided: str, source_file, tables, key
             columns = [column.to_pylist() for column in batch.columns]
             numbers = np.asarray(columns[0], dtype=np.int64)
             raws = columns[1]
-            records = ingest._Records(
+            records = ingest.Records(
                 line=numbers + 1,
                 problem={},
                 fields=[list(map(str.strip, column)) for column in columns[2:]],
                 raw=raws.__getitem__,
             )
-            chunk = ingest._validate(records, 0, key_column, plan.key_slot, timezone)
+            chunk = ingest.validate_records(records, 0, key_column, plan.key_slot, timezone)
             chunk.valid["source_row"] = numbers[chunk.valid["source_row"].to_numpy()]
             chunk.rejected["source_row"] = numbers[chunk.rejected["source_row"].to_numpy()]
             _insert_chunk(writer, chunk, source_file, tables)

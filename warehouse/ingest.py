@@ -250,7 +250,7 @@ def _amount_reason(value: str, too_large: bool = False, too_fine: bool = False) 
 
 
 @dataclass
-class _Records:
+class Records:
     """The records of one chunk, before field validation."""
 
     line: np.ndarray  # int64, start line of each record
@@ -435,14 +435,14 @@ class _Source:
         return fields, start_line
 
     # ---- records ------------------------------------------------------------
-    def next_records(self) -> _Records | None:
+    def next_records(self) -> Records | None:
         """Parse the next ``chunk_rows`` records, or return None at the end of the file."""
         while True:
             records = self._next_block()
             if records is None or len(records.line):
                 return records
 
-    def _next_block(self) -> _Records | None:
+    def _next_block(self) -> Records | None:
         chunk_rows = self.chunk_rows
         want = chunk_rows
         while True:
@@ -485,7 +485,7 @@ class _Source:
         self.bytes_per_line = max(1.0, cut / nlines)
         return records
 
-    def _fast(self, cand: bytes, arr: np.ndarray, starts, ends, blank) -> _Records:
+    def _fast(self, cand: bytes, arr: np.ndarray, starts, ends, blank) -> Records:
         """Quote-free block: every line is one record; split without the csv module."""
         first_line = self.line_no
         text = self._decode(cand, first_line, self.pending_offset)
@@ -518,7 +518,7 @@ class _Source:
             text = lines[rec_list[i]]
             return text[:-1] if text.endswith("\r") else text
 
-        return _Records(first_line + rec.astype(np.int64), problem, fields, raw)
+        return Records(first_line + rec.astype(np.int64), problem, fields, raw)
 
     def _needs_strip(self, arr: np.ndarray, j: int, commas: np.ndarray, starts, ends) -> bool:
         """Whether any value of column j (all records well-formed) may need trimming."""
@@ -533,7 +533,7 @@ class _Source:
         edge = _MAYBE_SPACE[arr[np.minimum(first, last_index)]] | _MAYBE_SPACE[arr[np.maximum(stop - 1, 0)]]
         return bool((edge & nonempty).any())
 
-    def _one_line_records(self, cand: bytes) -> _Records | None:
+    def _one_line_records(self, cand: bytes) -> Records | None:
         """Block with quotes where every record is one well-formed line (csv in C)."""
         if b"\x00" in cand:
             return None
@@ -569,9 +569,9 @@ class _Source:
         def raw(i: int) -> str:
             return _strip_newline(lines[rec_list[i]])
 
-        return _Records(first_line + rec.astype(np.int64), problem, fields, raw)
+        return Records(first_line + rec.astype(np.int64), problem, fields, raw)
 
-    def _records_from_csv(self, records: list) -> _Records:
+    def _records_from_csv(self, records: list) -> Records:
         width = self.width
         lines = np.fromiter((r[2] for r in records), dtype=np.int64, count=len(records))
         problem: dict[int, str] = {}
@@ -585,7 +585,7 @@ class _Source:
                 problem[i] = prob
         columns = [[f[j].strip() for f in good] for j in self.wanted]
         raws = [r[3] for r in records]
-        return _Records(lines, problem, columns, raws.__getitem__)
+        return Records(lines, problem, columns, raws.__getitem__)
 
     def _parse_csv(self, limit: int) -> list[tuple[list[str], str | None, int, str]]:
         """Parse up to ``limit`` non-blank records one by one with ``csv.reader``.
@@ -677,7 +677,7 @@ def _empty_rejected() -> pd.DataFrame:
     )
 
 
-def _validate(records: _Records, first_row: int, key_column: str, key_slot: int, timezone: str) -> Chunk:
+def validate_records(records: Records, first_row: int, key_column: str, key_slot: int, timezone: str) -> Chunk:
     key_is_id = key_slot == 0
     n = len(records.line)
     source_row = np.arange(first_row, first_row + n, dtype=np.int64)
@@ -866,7 +866,7 @@ def _reject_other_delimiter(path: str, header: list[str], line: int, wanted: lis
             )
 
 
-def _resolve_header(path: str, header: list[str], line: int, key_column: str) -> tuple[list[int], int]:
+def resolve_header(path: str, header: list[str], line: int, key_column: str) -> tuple[list[int], int]:
     """Header positions of the required columns (+ key column) and the key's slot."""
     names = [h.strip().lower() for h in header]
     wanted = list(REQUIRED_COLUMNS)
@@ -910,7 +910,7 @@ def _read(path: str, key_column: str, timezone: str, chunk_rows: int) -> Iterato
             )
         fields, line = header
         source.width = len(fields)
-        source.wanted, source.key_slot = _resolve_header(path, fields, line, key_column)
+        source.wanted, source.key_slot = resolve_header(path, fields, line, key_column)
 
         next_row = 1
         produced = False
@@ -923,7 +923,7 @@ def _read(path: str, key_column: str, timezone: str, chunk_rows: int) -> Iterato
                 if records is None:
                     done = True
                     break
-                parts.append(_validate(records, next_row, key_column, source.key_slot, timezone))
+                parts.append(validate_records(records, next_row, key_column, source.key_slot, timezone))
                 next_row += len(records.line)
                 count += len(records.line)
             if parts:

@@ -36,7 +36,7 @@ _BASE_LEN = 19
 _MAX_OFFSET_MINUTES = 18 * 60
 
 # Names that denote plain UTC: no zone lookups needed at all.
-_UTC_NAMES = frozenset(
+UTC_NAMES = frozenset(
     {
         "UTC",
         "Etc/UTC",
@@ -214,7 +214,7 @@ def parse_event_times(values: pd.Series, timezone: str) -> tuple[np.ndarray, pd.
     # ---- explicit offsets and zone conversion ----------------------------
     epoch_ms -= offset_min * 60_000
     naive = valid & ~has_offset
-    if timezone not in _UTC_NAMES and naive.any():
+    if timezone not in UTC_NAMES and naive.any():
         rows = np.flatnonzero(naive)
         shift_s, tz_code = _zone_offsets(local_s[rows], zone)
         epoch_ms[rows] -= shift_s * 1000

@@ -29,7 +29,7 @@ GATEWAY_SCRIPT = textwrap.dedent(
 
     environment.CDS_DIR = Path(sys.argv[1])
     environment.create_environment(1)
-    (pid,) = environment._child_java_pids()
+    (pid,) = environment.child_java_pids()
     maps = Path(f"/proc/{pid}/maps").read_text()
     print("mapped" if str(environment.class_data_archive()) in maps else "not mapped", flush=True)
     environment.finish_class_data_archive()
