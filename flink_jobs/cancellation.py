@@ -1,48 +1,17 @@
 """Stopping a run stops its Flink job: on a signal, when the parent goes, when the client fails.
 
 On a session cluster (TXN_FLINK_JOBMANAGER) the job runs in the cluster, not in the process that
-submitted it. Measured before this module (issue 15): a 2M-row run stopped with SIGTERM to
-`dagster asset materialize` exited, and ten seconds later its job was still RUNNING on the cluster,
-holding slots and writing into the dead run's staging folder. On the local mini-cluster the job
-lives in the client's gateway JVM, which exits with the client (EOF on its stdin), so nothing is
-left; that stays as it was.
+submitted it, so it would outlive a stopped run. `cancel_on_stop` (used by progress.wait_for_result)
+makes SIGTERM, SIGINT and SIGHUP only record the signal; the wait loop sees it, or a new parent in a
+Pipes subprocess, or its own exception, within POLL_S, cancels the job through the REST API
+(`PATCH /jobs/<id>?mode=cancel`, directly: the gateway JVM may be gone), logs one line with the job
+id and raises RunStopped (exit code 128 + signal). Everything is bounded by CANCEL_TIMEOUT_S; a
+cluster that does not answer gets a line with the command that cancels the job by hand.
+`arm(remote=True)` (create_environment) holds a signal during submission until the job id is
+known, for at most SUBMIT_GRACE_S. On the local mini-cluster the job dies with the client's gateway.
 
-How a run gets stopped, and what reaches the job's process:
-
-* SIGTERM or SIGINT to `dagster asset materialize`: Dagster maps SIGTERM to SIGINT, raises
-  DagsterExecutionInterruptedError in the step, and PipesSubprocessClient sends SIGINT to the job's
-  process, then waits up to 20 s for it (`termination_timeout_seconds`).
-* Terminate in the Dagster UI: the run launcher asks the code server to cancel the run, its
-  termination thread sends SIGINT to the run worker, and the same Pipes path follows.
-* Ctrl-C in a terminal: SIGINT to the whole process group (the gateway JVM ignores SIGINT; PyFlink
-  starts it so). SIGHUP when the terminal goes away.
-* The step fails or its process dies while the job runs: the job's process is orphaned
-  (re-parented) and `os.getppid()` changes. Watched only in a Pipes subprocess (PIPES_ENV set): a
-  job started by hand may be meant to outlive its shell.
-* The client fails while it waits (an exception in the wait loop).
-
-What happens then (`cancel_on_stop`, used by progress.wait_for_result): SIGTERM, SIGINT and SIGHUP
-only record the signal; the wait loop sees it (or the new parent) within POLL_S, cancels the job
-through the REST API (`PATCH /jobs/<id>?mode=cancel`, then waits for a terminal state), logs one line
-with the job id, and raises RunStopped (a SystemExit, exit code 128 + signal). Cancelling talks to
-the cluster directly, not through the gateway JVM, which may already be gone. Everything is
-bounded by CANCEL_TIMEOUT_S: if the cluster does not answer, the line says so with the job id and
-the command that cancels it by hand. Repeated signals during the cancel are ignored (Ctrl-C sends
-SIGINT to the job's process twice: from the terminal and from Pipes).
-
-A signal that arrives while a remote job is being planned or submitted (create_environment calls
-`arm(remote=True)`) is held until the job id is known, so a job accepted by the cluster in that
-moment is cancelled too; if no job turns up within SUBMIT_GRACE_S the process exits anyway. On
-the local mini-cluster such a signal stops the process at once, as before. That moment is real:
-the cluster lists a job as RUNNING before the client has the answer to its submission, and in the
-tests a SIGTERM sent as soon as the job showed RUNNING arrived during `execute_async` more than once.
-
-Measured after (loopback cluster, 2-core VM under load from other test suites): SIGTERM, SIGINT or
-SIGHUP to the job's process -> job CANCELED, process gone 3.3-3.4 s later (the cancel itself took
-3.1 s); SIGTERM to `dagster asset materialize` -> CANCELED 4.5 s later; a JobManager stopped with
-SIGSTOP -> "could not cancel" after the 3 s request timeout; a cluster under heavy load was still
-CANCELLING after 5 s (logged as accepted, with the state); the gateway JVM killed under a running
-job -> Py4JError in the wait loop -> job cancelled.
+How each way of stopping reaches the job's process, and the measured times: docs/cluster.md
+("Stopping a run cancels its job").
 """
 
 from __future__ import annotations

@@ -1,45 +1,18 @@
 """Your own AggregateFunction, by import path, run inside the Flink window job.
 
-A user writes a class with the lab's interface (a subclass of
-`pyflink.datastream.functions.AggregateFunction`, or any class with the four methods
-`create_accumulator`, `add(value, accumulator)`, `merge(acc_a, acc_b)`, `get_result(accumulator)`),
-and names it in `TXN_AGGREGATE=package.module:ClassName` (comma-separated for several). `add`
-receives the lab's tuple `(key, event_time_ms, amount)`: the key as str, the event time as int
-epoch milliseconds and the amount as a Python float (the double nearest the DECIMAL(18,4) amount),
-as the lab's job passed it.
+A user names a class with the lab's interface (`create_accumulator`, `add(value, accumulator)`,
+`merge(acc_a, acc_b)`, `get_result(accumulator)`) in `TXN_AGGREGATE=package.module:ClassName`
+(comma-separated for several); `add` receives the lab's tuple `(key, event_time_ms, amount)`.
 
-Design: Python runs once per batch of windows, never once per record.
-
-    WindowOperator .aggregate(ExactTotals(collectEvents=true), WindowLine)      Java
-      -> hex(key),start,end,count,sum,min,max|ts,amount ts,amount;ts,amount      one line per window
-         |-> WithoutEvents -> windows/                                           as without aggregates
-         '-> WindowBatches: windows -> one columnar record (~45k events)         Java, BoundedOneInput
-              -> map(BatchAggregator): ONE Python call per batch                 PyFlink, thread mode
-              -> ResultLines -> custom/: aggregate,hex(key),start,end,value      Java, FileSink
-
-  All of it is chained into the window operator's task (one vertex): no record is serialized
-  between these operators except the batch handed to Python.
-
-* The events a window collects are exactly the ones Flink's WindowOperator added to it (on time,
-  with the configured lateness): the ones `window_averages` counts. A session Flink merged from
-  several windows arrives as one piece per merged window (ExactTotals.merge).
-* Flink "may pre-aggregate and merge in any order", so merge is always exercised: every piece is
-  folded in chunks of PARTIAL_EVENTS events (create_accumulator, add ...), and the partial
-  accumulators of all chunks and pieces are merged left to right. A user's merge must therefore
-  be order-independent (associative and commutative up to the rounding the user accepts); then
-  the result does not depend on how Flink merged sessions or on the parallelism. The fold order
-  itself is fixed, so a run's result is a pure function of the file and the spec.
-* A method that raises, or a get_result that is not a number or None, fails the Flink job with
-  CustomAggregateError: one sentence naming the aggregate, the class, the method, the key and the
-  window, quoting the exception. The client picks that sentence out of Flink's (long) Java
-  exception (`failure_sentence`) and writes it to flink_jobs/output.FAILURE_FILE for the Dagster step.
-
-Measured (2-core VM shared with other engineers' test runs; 1M rows, 500 keys, per-row cost from
-100k and 1M rows, start-up excluded; see README "Your own AggregateFunction"): see the README
-for the figures; Python's share is about 0.5-1 us per (event, window) pair per aggregate.
-
-User code runs with the pipeline's permissions, in the Dagster process (imported to validate the
-setting) and in Flink's Python worker.
+Design: Python runs once per batch of windows (~45k events), never once per record. Java operators
+chained into the window operator's task collect each window's events, pack windows into one columnar
+record and write the results; `BatchAggregator` is the one PyFlink `map` in between. A window's
+events are exactly the ones `window_averages` counts. Every piece of a window is folded in chunks of
+PARTIAL_EVENTS and the partial accumulators merged left to right, so merge is always exercised and,
+if it is order-independent, the result is a pure function of the file and the spec. A method that
+fails raises CustomAggregateError, one sentence that reaches the Dagster step. User code runs with
+the pipeline's permissions, in the Dagster process and in Flink's Python worker. The operator
+chain, the rules and Python's measured share: docs/custom-aggregates.md.
 """
 
 from __future__ import annotations

@@ -1,28 +1,18 @@
 """Flink execution environments that work from an unactivated virtualenv, locally or on a cluster.
 
-Flink starts Python workers with `python` from PATH unless told otherwise, which fails with
-"No module named pyflink" when the venv is not activated. We point every Python setting at the
-interpreter running this process and put its site-packages (and this repository) on the workers'
-path, so `.venv/bin/python -m flink_jobs...` works from any shell.
+Every Python setting of Flink points at the interpreter running this process, with its site-packages
+and this repository on the workers' path, so `.venv/bin/python -m flink_jobs...` works from any shell
+(Flink would otherwise start `python` from PATH). Python runs in thread mode.
 
-Local vs. remote. `StreamExecutionEnvironment.get_execution_environment(conf)` in a plain `python`
-process always builds a *local* environment (a mini-cluster inside the gateway JVM): setting
-`execution.target=remote` / `rest.address` in `conf` is silently ignored. PyFlink submits to a
-running cluster only when its Java gateway is started through the Flink CLI, which is what
-`SUBMIT_ARGS="remote -m host:port ..."` does (pyflink/java_gateway.py -> pyflink_gateway_server.py
-runs `flink run -m host:port -c org.apache.flink.client.python.PythonGatewayServer`; the CLI then
-installs a context environment whose `execute()` submits the job over the REST API and waits for
-its result, and ships `opt/flink-python*.jar` with the job). `create_environment` sets that before
-the gateway starts, after checking that the cluster's REST API answers, so an unreachable
-jobmanager fails in about a second with a clear message instead of after a minute of retries.
+Local vs. remote: a plain PyFlink process always builds a local mini-cluster inside its gateway JVM
+and ignores `execution.target=remote`; it submits to a cluster only when the gateway is started
+through the Flink CLI. `create_environment` therefore sets SUBMIT_ARGS before the gateway starts,
+after checking that the cluster's REST API answers, so an unreachable jobmanager fails in about a
+second. The cluster's TaskManagers must see the same venv and repository paths. Stopping a run
+cancels its job (flink_jobs.cancellation, armed here before the job is planned).
 
-The cluster runs the Python functions in thread mode with `python.executable` /
-`python.pythonpath` from this process, so its TaskManagers must be able to use the same venv and
-repository paths (same machine or identical paths). On Java 17 a session cluster also needs
-`flink-python*.jar` in its `lib/` (as the PyFlink Docker image docs do): otherwise the second
-thread-mode job on a TaskManager fails in pemja with `NoSuchFieldException: loadedLibraryNames`.
-`flink_jobs.cluster` starts such a cluster on loopback. Stopping a run cancels its job on the
-cluster (flink_jobs.cancellation, armed here before the job is planned).
+Why the CLI, what a cluster must share and `flink_jobs.cluster`: docs/cluster.md; JVM start-up
+(class archive, lean environment): docs/windows.md.
 """
 
 from __future__ import annotations
@@ -214,14 +204,13 @@ def prepare_gateway(jobmanager: str | None, jvm_heap: str | None = None) -> None
 
 # --- class-data sharing ---------------------------------------------------------------------
 # The local gateway JVM loads about 20k classes from Flink's jars at every start. An AppCDS archive
-# of them (JDK 13+: -XX:ArchiveClassesAtExit once, -XX:SharedArchiveFile after) maps them instead:
-# the 12k-row sample's job went from 6.1-6.9 s to 5.0-5.2 s here, 1-1.5 s of every run. The
-# archive (about 80 MB) is written by the first run's JVM as it exits, to a name of its own, and
-# renamed into place once complete, so a run never maps a half-written one. The JVM checks that
-# the archive matches its version and classpath and runs without it otherwise (-Xshare:auto, the
-# default), so a stale archive costs the saving, never the run. A JVM killed while it writes can
-# leave a truncated archive that later JVMs decline silently: delete build/flink-cds-*.jsa and the
-# next job writes a new one.
+# of them (JDK 13+: -XX:ArchiveClassesAtExit once, -XX:SharedArchiveFile after) maps them instead
+# (the saving is measured in docs/windows.md, "JVM start-up"). The archive is written by the first
+# run's JVM as it exits, to a name of its own, and renamed into place once complete, so a run never
+# maps a half-written one. The JVM checks that the archive matches its version and classpath and
+# runs without it otherwise (-Xshare:auto, the default), so a stale archive costs the saving, never
+# the run. A JVM killed while it writes can leave a truncated archive that later JVMs decline
+# silently: delete build/flink-cds-*.jsa and the next job writes a new one.
 CDS_DIR = REPO_ROOT / "build"  # beside the operators' jar (flink_jobs/java_operators.py)
 _CDS_QUIET = "-Xlog:cds=off,cds+dynamic=off"  # a class it cannot archive is not worth a log line
 _archive_being_written: tuple[Path, Path] | None = None
@@ -343,10 +332,10 @@ def create_environment(
     JOBMANAGER_CHECK_TIMEOUT_S if its REST API does not answer; `env.execute()` then submits the
     job to that cluster and waits for it to finish.
 
-    No table environment: the window job is a DataStream job, and StreamTableEnvironment.create
-    costs 0.8 s of planner start-up here (the plain SQL baseline creates its own). Nor PyFlink's
-    loopback server for Python workers (0.6 s, mostly importing Beam): it serves only process-mode
-    workers, and Python runs in thread mode here (flink_configuration).
+    No table environment: the window job is a DataStream job and would pay its planner's start-up
+    (the plain SQL baseline creates its own). Nor PyFlink's loopback server for Python workers: it
+    serves only process-mode workers, and Python runs in thread mode here (flink_configuration).
+    Their costs are in docs/windows.md ("JVM start-up").
     """
     # Validate before any JVM starts; a pyflink Configuration() already starts the gateway, so
     # the gateway's target must be chosen before flink_configuration() runs.

@@ -1,19 +1,16 @@
 """Schedules, sensors and freshness checks of the pipeline.
 
-* `daily_replay` replays the configured source (TXN_SOURCE_CSV) every day; it is STOPPED by default.
-* `incoming_csv_sensor` watches an incoming folder (TXN_INCOMING_DIR, default data/incoming/) and
-  requests one run per new or changed `*.csv` or `*.csv.gz` file, replaying that file into the warehouse.
-* `pipeline_failure_summary` logs one line per failed run: what failed and which file.
-* `window_freshness_checks` + `freshness_checks_sensor` fail when the window assets are older than
-  the freshness window (TXN_FRESHNESS_FAIL_MINUTES).
-
-Runs never race on the warehouse: the instance's run queue admits one run at a time (see
-orchestration/dagster.yaml, which `make dev` copies into DAGSTER_HOME).
+`daily_replay` (STOPPED by default) replays TXN_SOURCE_CSV; `incoming_csv_sensor` requests one run per
+new or changed `*.csv` or `*.csv.gz` file in TXN_INCOMING_DIR, replaying it into the warehouse;
+`pipeline_failure_summary` logs one line per failed run; `window_freshness_checks` (evaluated by
+`freshness_checks_sensor`) fail when the window assets are older than TXN_FRESHNESS_FAIL_MINUTES.
+Under `make dev` runs never race on the warehouse: the instance's run queue admits one at a time
+(orchestration/dagster.yaml, copied into DAGSTER_HOME).
 
 Nothing here reads the environment, at import or when a sensor is evaluated:
-`build_automation(settings, pipeline)` builds the schedule, the sensors and the freshness checks from
-the `AutomationSettings` and the `PipelineSettings` that orchestration/definitions.py reads once,
-where the definitions are built. Sensor requests carry those same pipeline settings.
+`build_automation(settings, pipeline)` builds all of it from the `AutomationSettings` and the
+`PipelineSettings` that orchestration/definitions.py reads once, where the definitions are built.
+Sensor requests carry those same pipeline settings. How to use them: docs/automation-and-ui.md.
 """
 
 from __future__ import annotations

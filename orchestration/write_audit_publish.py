@@ -3,24 +3,16 @@
 A run never writes the published DuckDB file. Every pipeline asset body runs inside a
 `PipelineStep`, which makes the three steps named things:
 
-1. **stage** (`with PipelineStep(context, pipeline) as step`): the settings are validated (one
-   sentence per problem), the run's lease is held for the whole step, and `step.staging()` is the
-   run's private staging copy of the warehouse (warehouse/store.py). The run's first step refuses a
-   window config other than the warehouse's and clears leftovers of dead runs.
-2. **audit** (`step.audit(checks)`): the step's blocking checks (`AssetCheckSpec(blocking=True)`,
-   declared once, on the asset) judge what the step staged. One that fails discards the run's
-   staging copy, so nothing of the run can be published.
-3. **publish** (`step.publish()`): the run's last pipeline step, the last of `PIPELINE_TABLES`
-   within the run's selection, writes the run's rows as new Parquet segments and atomically
-   replaces the published file (the catalog of the segments, warehouse/segments.py) with the
-   audited copy.
-   Readers holding the old file keep reading it; concurrent runs are refused at publish time rather
-   than lose each other's rows (ConcurrentPublishError).
+1. **stage** (`with PipelineStep(context, pipeline) as step`): validated settings, the run's lease,
+   and `step.staging()`, the run's private staging copy of the warehouse (warehouse/store.py).
+2. **audit** (`step.audit(checks)`): the step's blocking checks judge what it staged; one that fails
+   discards the staging copy, so nothing of the run can be published.
+3. **publish** (`step.publish()`): the run's last pipeline step (in `PIPELINE_TABLES` order) writes
+   the run's rows as Parquet segments and atomically replaces the published file with the audited copy.
 
-`step.audit_and_publish(checks)` does 2 then 3. A step that leaves its `with` block without having
-audited raises a Failure and publishes nothing, so an asset added later cannot skip the audit or the
-publish by accident; `require_pipeline_tables` refuses, when the definitions are built, an asset whose
-table is not in `PIPELINE_TABLES` (it would never be the one that publishes).
+A step that leaves its `with` block without having audited fails and publishes nothing, and
+`require_pipeline_tables` refuses an asset whose table is not in `PIPELINE_TABLES`, so an asset added
+later cannot skip the audit or the publish. Details, readers and concurrent runs: docs/atomic-runs.md.
 """
 
 from __future__ import annotations
