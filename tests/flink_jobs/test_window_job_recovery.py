@@ -339,3 +339,19 @@ def test_a_restore_from_a_savepoint_mid_stream_gives_the_undisturbed_output(tmp_
     assert set(dependent) <= late_rows
     restored_late = {int(line.split(",", 1)[0]) for line in both["late"] - first_part["late"]}
     assert set(dependent) <= restored_late, "written by the restored job"
+
+
+def test_a_staged_line_that_does_not_parse_is_not_retried(tmp_path, launcher):
+    """It would fail the same way after every restart: Flink is told not to restart (NonRecoverableError)."""
+    address, _, _ = launcher
+    staged_input = tmp_path / "staged.csv"
+    staged_input.write_text("1,1715421600000,1.0000,6b30\n2,17154216O0500,2.0000,6b30\n3,1715421601000,3.0000,6b30\n")
+    known = {job["jid"] for job in fetch_rest_json(address, "/jobs/overview")["jobs"]}
+    done = subprocess.run(job_command(staged_input, tmp_path / "output", SPECS["tumbling"], address),
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode != 0
+    (job_id,) = {job["jid"] for job in fetch_rest_json(address, "/jobs/overview")["jobs"]} - known
+    assert finished_state(address, job_id) == "FAILED"
+    failures = fetch_rest_json(address, f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+    assert len(failures) == 1, "failed once, not restarted"
+    assert "staged line is not source_row,event_time_ms,amount,hex_key: 2,17154216O0500" in failures[0]["stacktrace"]
