@@ -190,10 +190,11 @@ def wait_for_result(
                 next_exceptions = now + EXCEPTIONS_EVERY_S
                 history = cluster_failure_text(rest_url, job_id)
                 path = unreadable_path(history)
-                if path:  # restarting on an input it will never read: cancel (on the way out) and say why
-                    raise ClusterCannotReadInput(cannot_read_message(path, job_id, rest_url))
-                failure = user_code_failure(history) if user_code_failure and history else None
-                if failure is not None:  # the user's code fails again after any restart: cancel and say why
+                failure = ClusterCannotReadInput(cannot_read_message(path, job_id, rest_url)) if path else None
+                if failure is None and user_code_failure and history:
+                    failure = user_code_failure(history)
+                if failure is not None:  # it fails the same way after every restart: cancel, then say why
+                    guard.cancel("The job fails the same way after every restart")
                     raise failure
             if report is None or now < next_report:
                 continue
