@@ -171,14 +171,13 @@ def test_a_killed_taskmanager_is_restarted_without_touching_the_jobmanager(tmp_p
         while True:
             assert time.monotonic() < deadline, (workdir / "launcher.log").read_text(errors="replace")[-3000:]
             registered = {tm["id"] for tm in fetch_rest_json(address, "/taskmanagers")["taskmanagers"]}
-            if registered - before:
-                break
+            if registered - before and fetch_rest_json(address, "/overview")["slots-available"] >= 1:
+                break  # a new TaskManager, whose slot jobs can use
             time.sleep(0.5)
         groups = json.loads((workdir / "cluster.json").read_text())["groups"]
         assert groups[0] == jobmanager and groups[1] != taskmanager, "same JobManager, a new TaskManager"
         assert sorted(cluster_jvms(workdir)) == sorted(groups), "the JobManager and the new TaskManager, nothing else"
         assert "The Flink taskmanager ended by SIGKILL" in (workdir / "launcher.log").read_text()
-        assert fetch_rest_json(address, "/overview")["slots-available"] >= 1
 
         down = make("cluster-down", workdir, port)
         assert down.returncode == 0, down.stdout + down.stderr
