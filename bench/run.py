@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM  # noqa: E402 (after the path)
+from flink_jobs.window_job import CHECKPOINT_INTERVAL_MS, DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM  # noqa: E402 (after the path)
 from warehouse.store import DEFAULT_MEMORY_LIMIT  # noqa: E402
 
 PY = sys.executable
@@ -423,11 +423,14 @@ class Bench:
         result.update(last_json_line(result["stdout_path"]))
         return result
 
-    def flink_job(self, staged: Path, output: Path, kind: str, label: str, aggregate: str | None = None) -> dict:
+    def flink_job(self, staged: Path, output: Path, kind: str, label: str, aggregate: str | None = None,
+                  checkpoint_interval_ms: int | None = None) -> dict:  # fmt: skip
         shutil.rmtree(output, ignore_errors=True)
         command = [PY, "-m", "flink_jobs.window_job", "--input", str(staged), "--output", str(output),
                    *spec_of(kind).job_arguments(), "--parallelism", str(self.args.parallelism),
                    "--jvm-heap", JVM_HEAP]  # fmt: skip
+        if checkpoint_interval_ms is not None:
+            command += ["--checkpoint-interval-ms", str(checkpoint_interval_ms)]
         env = clean_env()
         if aggregate:
             command += ["--aggregate", aggregate]
@@ -561,9 +564,20 @@ class Bench:
             )
             shutil.rmtree(out, ignore_errors=True)
 
+        def checkpointed(kind: str) -> None:
+            # issue 27: the same job checkpointing every CHECKPOINT_INTERVAL_MS, as on a cluster
+            name = f"{kind}, checkpointed"
+            out = self.work / f"out_{tag}_checkpointed"
+            res["flink"][name] = r = self.flink_job(staged, out, kind, f"flink-{tag}-{kind}-checkpointed",
+                                                    checkpoint_interval_ms=CHECKPOINT_INTERVAL_MS)  # fmt: skip
+            report(f"Flink job, {name}", r, rows, f"net {r['flink_net_runtime_ms'] / 1000:.2f} s")
+            shutil.rmtree(out, ignore_errors=True)
+
         try:
             for kind in kinds:
                 self.attempt(f"{tag}: Flink job / load / reconciliation, {kind}", one_kind, kind)
+            if "tumbling" in kinds and self.args.checkpoints:
+                self.attempt(f"{tag}: Flink job, tumbling, checkpointed", checkpointed, "tumbling")
             for kind in [k for k in CUSTOM_KINDS if k in kinds]:
                 for aggregate in self.custom_aggregates():
                     self.attempt(f"{tag}: Flink job, {kind} + custom aggregate {aggregate}", custom, kind, aggregate)
@@ -1279,6 +1293,15 @@ def markdown(results: dict, args) -> str:
         lines.append(f"| {text} | {value} | {_verdict(ok)} |")
     lines += ["", "Ratios (no target):", "", *lines_extra]
     for res in sizes:
+        plain_job, checkpointed = (
+            res.get("flink", {}).get("tumbling"),
+            res.get("flink", {}).get("tumbling, checkpointed"),
+        )
+        if plain_job and checkpointed:
+            lines.append(f"* {res['rows']:,} rows: tumbling Flink job checkpointing every {CHECKPOINT_INTERVAL_MS} ms / "
+                         f"without: wall {checkpointed['seconds'] / plain_job['seconds']:.2f}×, net runtime "
+                         f"{checkpointed['flink_net_runtime_ms'] / plain_job['flink_net_runtime_ms']:.2f}×")  # fmt: skip
+    for res in sizes:
         if "plain" in res:
             p = res["plain"]
             for kind, r in res.get("pipeline", {}).items():
@@ -1331,6 +1354,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--history-rows", type=int, default=1_000_000)
     parser.add_argument("--history-copies", type=int, default=29)
     parser.add_argument("--no-lab", dest="lab", action="store_false", help="skip the lab's job")
+    parser.add_argument("--no-checkpoints", dest="checkpoints", action="store_false",
+                        help="skip the tumbling job with checkpoints (the cost of checkpointing)")  # fmt: skip
     parser.add_argument("--no-custom", dest="custom", action="store_false",
                         help=f"skip the Flink job with a custom aggregate ({', '.join(CUSTOM_KINDS)})")  # fmt: skip
     parser.add_argument("--lab-job", type=Path, default=DEFAULT_LAB_JOB)

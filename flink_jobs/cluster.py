@@ -50,6 +50,13 @@ LOOPBACK = "127.0.0.1"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 WATCHDOG_GRACE_S = 10.0  # SIGTERM -> SIGKILL, when the watchdog stops the JVMs of a dead launcher
 LAUNCHER_STOP_TIMEOUT_S = 15.0  # the CLI's SIGTERM -> SIGKILL for its JVMs (a JVM needs 1-3 s here)
+HEARTBEAT_INTERVAL_MS = 2000
+HEARTBEAT_TIMEOUT_MS = 20000
+HEARTBEAT_RPC_FAILURES = 2
+# A TaskManager that exits is restarted, as Kubernetes restarts a pod, at most this many times in
+# TASKMANAGER_RESTART_WINDOW_S (one that keeps dying is not helped by more: the launcher then stops).
+TASKMANAGER_RESTARTS = 5
+TASKMANAGER_RESTART_WINDOW_S = 600.0
 
 # Run as `python -I -S -c WATCHDOG`, stdin the read end of the launcher's pipe (see the docstring).
 WATCHDOG = r"""
@@ -118,6 +125,19 @@ class ClusterError(RuntimeError):
     pass
 
 
+def exit_reason(returncode: int) -> str:
+    """Why a JVM (started through its bash script) ended, in words."""
+    if returncode < 0 or returncode > 128:
+        number = -returncode if returncode < 0 else returncode - 128
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        hint = " (killed: by the OOM killer, a user or a tool)" if name == "SIGKILL" else ""
+        return f"ended by {name}{hint}"
+    return f"exited with code {returncode}"
+
+
 class _Stop(BaseException):
     """A stop signal in the launcher (BaseException: library `except Exception` must not swallow it)."""
 
@@ -151,6 +171,7 @@ class StandaloneCluster:
         self.watchdog = watchdog
         self._watchdog: subprocess.Popen | None = None
         self._watchdog_pipe = None  # our (write) end; EOF tells the watchdog that we are gone
+        self._env: dict[str, str] = {}
 
     # --- layout -----------------------------------------------------------------------------
 
@@ -191,6 +212,13 @@ class StandaloneCluster:
                 "blob.storage.directory": str(self.workdir / "blobs"),
                 "io.tmp.dirs": str(self.workdir / "tmp"),
                 "web.tmpdir": str(self.workdir / "web"),
+                # A TaskManager that dies is noticed within seconds: its heartbeat RPCs fail at once
+                # (connection refused) and HEARTBEAT_RPC_FAILURES of them in a row mark it lost; the
+                # timeout only matters for one that hangs. Flink's defaults (10 s, 50 s) left the job
+                # waiting on a dead TaskManager for up to a minute.
+                "heartbeat.interval": HEARTBEAT_INTERVAL_MS,
+                "heartbeat.timeout": HEARTBEAT_TIMEOUT_MS,
+                "heartbeat.rpc-failure-threshold": HEARTBEAT_RPC_FAILURES,
             }
         )
         config.update(self.extra_config)
@@ -268,28 +296,43 @@ class StandaloneCluster:
 
     def start(self, timeout: float = 120.0) -> StandaloneCluster:
         """Start the JobManager and TaskManager; return once all slots are registered."""
-        env = self._prepare()
+        self._env = self._prepare()
         try:
             if self.watchdog:
                 self._start_watchdog()
-            for name, script in (("jobmanager", "jobmanager.sh"), ("taskmanager", "taskmanager.sh")):
-                output = open(self.log_dir / f"{name}.console", "wb")
-                self._outputs.append(output)
-                self.processes[name] = subprocess.Popen(
-                    ["bash", str(PYFLINK_HOME / "bin" / script), "start-foreground"],
-                    env=env,
-                    cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group: stop() ends it and its children
-                )
-                self._tell_watchdog(str(self.processes[name].pid))
+            for name in ("jobmanager", "taskmanager"):
+                self._spawn(name, mode="wb")
             self.wait_until_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn(self, name: str, mode: str = "ab") -> subprocess.Popen:
+        output = open(self.log_dir / f"{name}.console", mode)
+        self._outputs.append(output)
+        self.processes[name] = subprocess.Popen(
+            ["bash", str(PYFLINK_HOME / "bin" / f"{name}.sh"), "start-foreground"],
+            env=self._env,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends it and its children
+        )
+        self._tell_watchdog(str(self.processes[name].pid))
+        return self.processes[name]
+
+    def restart_taskmanager(self) -> str:
+        """Start a new TaskManager in place of one that exited (the JobManager keeps running, and
+        its jobs restart on the new one's slots); returns why the old one ended."""
+        old = self.processes["taskmanager"]
+        if old.poll() is None:
+            raise ClusterError("the TaskManager is still running")
+        reason = exit_reason(old.returncode)
+        self._signal(old, signal.SIGKILL)  # anything its group left (Python workers)
+        self._spawn("taskmanager")
+        return reason
 
     def wait_until_ready(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -426,10 +469,31 @@ def _run_foreground(args: argparse.Namespace) -> int:
             print(f"Flink cluster ready in {time.monotonic() - started:.1f} s with {cluster.slots} slots: "
                   f"TXN_FLINK_JOBMANAGER={cluster.address} (web UI http://{cluster.address}, logs "
                   f"{cluster.log_dir}); Ctrl-C or SIGTERM stops it", flush=True)  # fmt: skip
-            while all(p.poll() is None for p in cluster.processes.values()):
+            restarts: list[float] = []  # when the TaskManager was restarted, within the window
+            while True:
                 time.sleep(0.5)
-            exited = [name for name, p in cluster.processes.items() if p.poll() is not None]
-            print(f"The Flink {' and '.join(exited)} exited; stopping the cluster.", file=sys.stderr, flush=True)
+                jobmanager, taskmanager = cluster.processes["jobmanager"], cluster.processes["taskmanager"]
+                if jobmanager.poll() is not None:
+                    print(f"The Flink jobmanager {exit_reason(jobmanager.returncode)}; stopping the cluster "
+                          f"(log: {cluster.log_dir}).", file=sys.stderr, flush=True)  # fmt: skip
+                    break
+                if taskmanager.poll() is None:
+                    continue
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < TASKMANAGER_RESTART_WINDOW_S]
+                reason = exit_reason(taskmanager.returncode)
+                if len(restarts) >= TASKMANAGER_RESTARTS:
+                    print(f"The Flink taskmanager {reason}, its {len(restarts) + 1}th exit within "
+                          f"{TASKMANAGER_RESTART_WINDOW_S:g} s, more than the {TASKMANAGER_RESTARTS} restarts "
+                          f"allowed; stopping the cluster (log: {cluster.log_dir}).", file=sys.stderr, flush=True)  # fmt: skip
+                    break
+                restarts.append(now)
+                cluster.restart_taskmanager()
+                state["groups"] = cluster.process_groups
+                state_file.write_text(json.dumps(state) + "\n", encoding="utf-8")
+                print(f"The Flink taskmanager {reason}; restarted it (restart {len(restarts)} of at most "
+                      f"{TASKMANAGER_RESTARTS} in {TASKMANAGER_RESTART_WINDOW_S:g} s; the jobmanager keeps "
+                      f"running and its jobs restart on the new taskmanager).", file=sys.stderr, flush=True)  # fmt: skip
             how = "exited"
         finally:
             cluster.stop(timeout=LAUNCHER_STOP_TIMEOUT_S)

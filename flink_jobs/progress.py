@@ -51,6 +51,32 @@ class ClusterCannotReadInput(RuntimeError):
     """The Flink cluster could not read a file the client can (the staged input on another host)."""
 
 
+class TaskManagerLost(RuntimeError):
+    """A TaskManager was lost more often than the job's restart strategy allows."""
+
+
+# How Flink says that a TaskManager (and the tasks on it) went away, in a failure's stack traces.
+_TASKMANAGER_LOST = re.compile(
+    r"TaskManager with id \S+ is no longer reachable|Heartbeat of TaskManager with id \S+ timed out"
+    r"|Connection unexpectedly closed by remote task manager|TaskExecutor \S+ (?:is no longer reachable|has been "
+    r"disconnected)|Disconnect TaskManager|NoResourceAvailableException",
+)
+_RESTARTS_EXHAUSTED = "Recovery is suppressed by"
+
+
+def taskmanager_lost_message(text: str, job_id: str, rest_url: str | None) -> str | None:
+    """The one sentence for a job that failed because a TaskManager was lost once too often, if it did."""
+    if _RESTARTS_EXHAUSTED not in (text or "") or not _TASKMANAGER_LOST.search(text):
+        return None
+    restarts = re.search(r"maxNumberRestartAttempts=(\d+)", text)
+    budget = f"its {restarts.group(1)} restarts" if restarts else "its restart budget"
+    return (
+        f"Flink job {job_id} on {rest_url or 'the Flink cluster'} failed because a TaskManager was lost after "
+        f"{budget} were spent (each restart resumed from the last checkpoint): see the TaskManager logs for why it "
+        "died (memory, a killed process), fix that or give the cluster more TaskManagers, and run again."
+    )
+
+
 class JobCancelledOnCluster(RuntimeError):
     """The job was cancelled from outside this process (web UI, REST API, `flink cancel`)."""
 
@@ -153,7 +179,7 @@ def cannot_read_message(path: str, job_id: str, rest_url: str | None) -> str:
         f"The Flink cluster at {where} cannot read {path} (job {job_id} failed with FileNotFoundException): "
         "its JobManager and TaskManagers must see the run's staging folder (next to the warehouse) and this "
         "venv and repository at the same paths as the machine that submits the job, so share them at those "
-        "paths or run the cluster there (README: Running against a real cluster)."
+        "paths or run the cluster there (docs/cluster.md)."
     )
 
 
@@ -165,6 +191,7 @@ def wait_for_result(
     *,
     cancel_timeout_s: float = cancellation.CANCEL_TIMEOUT_S,
     total_rows: int | None = None,
+    user_code_failure: Callable[[str], Exception | None] | None = None,
 ):
     """Block until the job ends (its JobExecutionResult), reporting progress every `every_s`
     (default REPORT_EVERY_S; no progress when `report` is None); `total_rows`, the input's row count,
@@ -173,6 +200,12 @@ def wait_for_result(
     A stop signal, a vanished parent or an exception while waiting cancels the job first (see
     flink_jobs.cancellation: raises RunStopped, a SystemExit). A job that failed because the cluster
     cannot read a file raises ClusterCannotReadInput with one sentence.
+
+    A job restarts after a failure (flink_jobs.window_job: checkpoints and a restart strategy), so
+    its failure history is read every EXCEPTIONS_EVERY_S: `user_code_failure(text)` returns the
+    exception for a failure of the user's own code (a custom aggregate that raises), which no
+    restart can fix; the job is then cancelled and that exception raised, within seconds. A job
+    that failed because a TaskManager was lost beyond its restarts raises TaskManagerLost.
     """
     every_s = REPORT_EVERY_S if every_s is None else every_s
     job_id = str(job_client.get_job_id())
@@ -189,9 +222,14 @@ def wait_for_result(
             now = time.monotonic()
             if rest_url and now >= next_exceptions:
                 next_exceptions = now + EXCEPTIONS_EVERY_S
-                path = unreadable_path(cluster_failure_text(rest_url, job_id))
-                if path:  # restarting on an input it will never read: cancel (on the way out) and say why
-                    raise ClusterCannotReadInput(cannot_read_message(path, job_id, rest_url))
+                history = cluster_failure_text(rest_url, job_id)
+                path = unreadable_path(history)
+                failure = ClusterCannotReadInput(cannot_read_message(path, job_id, rest_url)) if path else None
+                if failure is None and user_code_failure and history:
+                    failure = user_code_failure(history)
+                if failure is not None:  # it fails the same way after every restart: cancel, then say why
+                    guard.cancel("The job fails the same way after every restart")
+                    raise failure
             if report is None or now < next_report:
                 continue
             next_report = now + every_s
@@ -216,6 +254,13 @@ def wait_for_result(
                 path = unreadable_path(cluster_failure_text(rest_url, job_id))
             if path:
                 raise ClusterCannotReadInput(cannot_read_message(path, job_id, rest_url)) from None
+            history = cluster_failure_text(rest_url, job_id) if rest_url else ""
+            failure = user_code_failure(f"{error}\n{history}") if user_code_failure else None
+            if failure is not None:
+                raise failure from None
+            lost = taskmanager_lost_message(f"{error}\n{history}", job_id, rest_url)
+            if lost:
+                raise TaskManagerLost(lost) from None
             if "JobCancellationException" in str(error):
                 raise JobCancelledOnCluster(
                     f"Flink job {job_id} was cancelled on {rest_url or 'the Flink cluster'} from outside this run "

@@ -153,3 +153,39 @@ def test_make_cluster_up_returns_with_the_address_and_cluster_down_stops_it(tmp_
                 os.kill(int(line), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
+
+
+def test_a_killed_taskmanager_is_restarted_without_touching_the_jobmanager(tmp_path):
+    """Like a pod under Kubernetes: the launcher starts a new TaskManager, logs why the old one ended,
+    keeps the JobManager, and `--stop` still leaves no JVM."""
+    workdir, port = tmp_path / "flink-cluster", free_port()
+    try:
+        up = make("cluster-up", workdir, port, TXN_FLINK_PARALLELISM="1")
+        assert up.returncode == 0, up.stdout + up.stderr
+        address = f"127.0.0.1:{port}"
+        jobmanager, taskmanager = json.loads((workdir / "cluster.json").read_text())["groups"]
+        before = {tm["id"] for tm in fetch_rest_json(address, "/taskmanagers")["taskmanagers"]}
+        os.killpg(taskmanager, signal.SIGKILL)
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            assert time.monotonic() < deadline, (workdir / "launcher.log").read_text(errors="replace")[-3000:]
+            registered = {tm["id"] for tm in fetch_rest_json(address, "/taskmanagers")["taskmanagers"]}
+            if registered - before and fetch_rest_json(address, "/overview")["slots-available"] >= 1:
+                break  # a new TaskManager, whose slot jobs can use
+            time.sleep(0.5)
+        groups = json.loads((workdir / "cluster.json").read_text())["groups"]
+        assert groups[0] == jobmanager and groups[1] != taskmanager, "same JobManager, a new TaskManager"
+        assert sorted(cluster_jvms(workdir)) == sorted(groups), "the JobManager and the new TaskManager, nothing else"
+        assert "The Flink taskmanager ended by SIGKILL" in (workdir / "launcher.log").read_text()
+
+        down = make("cluster-down", workdir, port)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not wait_until_gone(workdir, GONE_WITHIN_S)
+    finally:
+        kill_leftovers(workdir)
+        for line in (workdir / "launcher.pid").read_text().split() if (workdir / "launcher.pid").exists() else []:
+            try:
+                os.kill(int(line), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass

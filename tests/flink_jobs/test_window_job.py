@@ -41,7 +41,7 @@ def test_job_equals_reference_and_recomputation(tmp_path, kind, parallelism):
 
 
 # Aligned kinds get a watermark only when it crosses a cleanup time (k * slide + size - 1 + allowed lateness,
-# flink_jobs/java/.../ReplayOperators.PerEventWatermarks): the decisions must stay those of a watermark
+# flink_jobs/java/.../ReplayOperators.PerEventWatermarkOperator): the decisions must stay those of a watermark
 # after every event, also before 1970, with a lateness longer than the windows, a slide that does not
 # divide the size, and an out-of-orderness of 0.
 EDGE_SPECS = {

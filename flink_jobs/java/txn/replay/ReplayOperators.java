@@ -4,21 +4,24 @@ import java.math.BigDecimal;
 import java.util.ArrayList;
 import java.util.List;
 
-import org.apache.flink.api.common.eventtime.TimestampAssigner;
-import org.apache.flink.api.common.eventtime.TimestampAssignerSupplier;
-import org.apache.flink.api.common.eventtime.Watermark;
-import org.apache.flink.api.common.eventtime.WatermarkGenerator;
-import org.apache.flink.api.common.eventtime.WatermarkGeneratorSupplier;
-import org.apache.flink.api.common.eventtime.WatermarkOutput;
-import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.functions.AggregateFunction;
 import org.apache.flink.api.common.functions.MapFunction;
+import org.apache.flink.api.common.state.ListState;
+import org.apache.flink.api.common.state.ListStateDescriptor;
+import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.java.functions.KeySelector;
-import org.apache.flink.streaming.api.functions.ProcessFunction;
+import org.apache.flink.runtime.state.StateInitializationContext;
+import org.apache.flink.runtime.state.StateSnapshotContext;
+import org.apache.flink.runtime.throwable.ThrowableAnnotation;
+import org.apache.flink.runtime.throwable.ThrowableType;
 import org.apache.flink.streaming.api.functions.windowing.ProcessWindowFunction;
+import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
+import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.api.windowing.triggers.Trigger;
 import org.apache.flink.streaming.api.windowing.triggers.TriggerResult;
 import org.apache.flink.streaming.api.windowing.windows.TimeWindow;
+import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.util.Collector;
 import org.apache.flink.util.OutputTag;
 
@@ -44,6 +47,17 @@ public final class ReplayOperators {
         public Event() {}
     }
 
+    /**
+     * A staged line that does not parse. It fails the same way after any restart, so Flink is told
+     * not to restart the job for it (NonRecoverableError): it fails at once, not after the restarts.
+     */
+    @ThrowableAnnotation(ThrowableType.NonRecoverableError)
+    public static class BadStagedLine extends IllegalArgumentException {
+        public BadStagedLine(String message, Throwable cause) {
+            super(message, cause);
+        }
+    }
+
     /** Parses a staged line {@code source_row,event_time_ms,amount,hex_key}. */
     public static class ParseStagedLine implements MapFunction<String, Event> {
         @Override
@@ -52,21 +66,35 @@ public final class ReplayOperators {
             int b = line.indexOf(',', a + 1);
             int c = line.indexOf(',', b + 1);
             if (a < 0 || b < 0 || c < 0) {
-                throw new IllegalArgumentException("staged line is not source_row,event_time_ms,amount,hex_key: " + line);
+                throw new BadStagedLine("staged line is not source_row,event_time_ms,amount,hex_key: " + line, null);
             }
             Event event = new Event();
-            event.sourceRow = Long.parseLong(line, 0, a, 10);
-            event.eventTimeMs = Long.parseLong(line, a + 1, b, 10);
-            event.amount = new BigDecimal(line.substring(b + 1, c));
+            try {
+                event.sourceRow = Long.parseLong(line, 0, a, 10);
+                event.eventTimeMs = Long.parseLong(line, a + 1, b, 10);
+                event.amount = new BigDecimal(line.substring(b + 1, c));
+            } catch (NumberFormatException error) {
+                throw new BadStagedLine("staged line is not source_row,event_time_ms,amount,hex_key: " + line, error);
+            }
             event.hexKey = line.substring(c + 1);
             return event;
         }
     }
 
     /**
-     * Bounded out-of-orderness, {@code max - bound - 1} after every event that raises the maximum
-     * (Flink's BoundedOutOfOrdernessWatermarks emits the same value, but only periodically, which
-     * makes lateness depend on timing).
+     * The per-event watermark, in state this operator checkpoints. For every event it records the
+     * watermark the event is judged against ({@code max - bound - 1} over the events before it,
+     * Long.MIN_VALUE for the first), gives it its event time as the record's timestamp, and emits
+     * {@code max - bound - 1} when the event raises the maximum (Flink's BoundedOutOfOrdernessWatermarks
+     * emits the same value, but only periodically, which makes lateness depend on timing).
+     *
+     * <p>Why not a WatermarkGenerator: Flink keeps none of its state in checkpoints, so after a
+     * restore the maximum would start again at Long.MIN_VALUE and the events after it would be
+     * judged against a different watermark than in an undisturbed run. Here the maximum and the
+     * last watermark sent are operator state (snapshotState / initializeState), and a restored
+     * operator sends that watermark again in open(), before any record: the window operator's own
+     * watermark (which Flink does not restore either) is back where it was before the next event
+     * reaches it. Incoming watermarks are ignored except the end of input (Long.MAX_VALUE).
      *
      * <p>With {@code stepMs > 0} (tumbling and sliding windows) only the watermarks that cross a
      * cleanup time are emitted. A window of such a kind starts at a multiple of the slide, so its
@@ -74,74 +102,88 @@ public final class ReplayOperators {
      * with {@code phaseMs = size - 1 + allowedLateness}. The window operator's decisions compare
      * watermarks with cleanup times (isWindowLate, its timers; isElementLate, {@code ts + lateness},
      * is only asked when all of an event's windows are late, which the last watermark sent already
-     * shows), so they come out exactly as with every watermark, at the same events, and each window subtask receives about one watermark
-     * per window length instead of one per event. Sessions end anywhere: {@code stepMs = 0} emits
-     * every one.
+     * shows), so they come out exactly as with every watermark, at the same events, and each window
+     * subtask receives about one watermark per window length instead of one per event. Sessions end
+     * anywhere: {@code stepMs = 0} emits every one.
+     *
+     * <p>It runs at parallelism 1 right after the source, so every window subtask sees the same
+     * sequence of events and watermarks whatever the parallelism of the windows.
      */
-    public static class PerEventWatermarks implements WatermarkStrategy<Event> {
+    public static class PerEventWatermarkOperator extends AbstractStreamOperator<Event>
+            implements OneInputStreamOperator<Event, Event> {
         private final long outOfOrdernessMs;
         private final long stepMs;
         private final long phaseMs;
+        private transient long maxTimestamp;
+        private transient long emitted;
+        private transient boolean restored;
+        private transient ListState<Long> state;
 
-        public PerEventWatermarks(long outOfOrdernessMs, long stepMs, long phaseMs) {
+        public PerEventWatermarkOperator(long outOfOrdernessMs, long stepMs, long phaseMs) {
             this.outOfOrdernessMs = outOfOrdernessMs;
             this.stepMs = stepMs;
             this.phaseMs = phaseMs;
         }
 
         @Override
-        public WatermarkGenerator<Event> createWatermarkGenerator(WatermarkGeneratorSupplier.Context context) {
-            final long bound = outOfOrdernessMs;
-            final long step = stepMs;
-            final long phase = phaseMs;
-            return new WatermarkGenerator<Event>() {
-                private long maxTimestamp = Long.MIN_VALUE;
-                private long emitted = Long.MIN_VALUE;
-
-                @Override
-                public void onEvent(Event event, long eventTimestamp, WatermarkOutput output) {
-                    if (eventTimestamp > maxTimestamp) {
-                        maxTimestamp = eventTimestamp;
-                        long watermark = maxTimestamp - bound - 1;
-                        if (step <= 0 || emitted == Long.MIN_VALUE
-                                || Math.floorDiv(watermark - phase, step) > Math.floorDiv(emitted - phase, step)) {
-                            emitted = watermark;
-                            output.emitWatermark(new Watermark(watermark));
-                        }
-                    }
+        public void initializeState(StateInitializationContext context) throws Exception {
+            super.initializeState(context);
+            maxTimestamp = Long.MIN_VALUE;
+            emitted = Long.MIN_VALUE;
+            // Union state: whatever the parallelism a checkpoint is restored at, every subtask gets
+            // every entry. Entries come in pairs (maximum, last watermark sent); the largest wins.
+            state = context.getOperatorStateStore().getUnionListState(
+                    new ListStateDescriptor<>("per-event watermark: max event time, last watermark", Types.LONG));
+            if (context.isRestored()) {
+                List<Long> values = new ArrayList<>();
+                for (Long value : state.get()) {
+                    values.add(value);
                 }
-
-                @Override
-                public void onPeriodicEmit(WatermarkOutput output) {}
-            };
+                for (int i = 0; i + 1 < values.size(); i += 2) {
+                    maxTimestamp = Math.max(maxTimestamp, values.get(i));
+                    emitted = Math.max(emitted, values.get(i + 1));
+                }
+                restored = true;
+            }
         }
 
         @Override
-        public TimestampAssigner<Event> createTimestampAssigner(TimestampAssignerSupplier.Context context) {
-            return (event, previous) -> event.eventTimeMs;
-        }
-    }
-
-    /**
-     * Records on each event the watermark it is judged against: {@code max - bound - 1} over the
-     * events before it (Long.MIN_VALUE for the first), the value PerEventWatermarks computes. It
-     * runs chained after it at parallelism 1, so it sees the events in the same order. (The operator's
-     * current watermark would be the last one emitted, which for aligned windows is only the last
-     * one that crossed a cleanup time.)
-     */
-    public static class AttachWatermark extends ProcessFunction<Event, Event> {
-        private final long outOfOrdernessMs;
-        private long maxTimestamp = Long.MIN_VALUE;
-
-        public AttachWatermark(long outOfOrdernessMs) {
-            this.outOfOrdernessMs = outOfOrdernessMs;
+        public void open() throws Exception {
+            super.open();
+            if (restored && emitted != Long.MIN_VALUE) {
+                output.emitWatermark(new Watermark(emitted)); // before any record of the restored run
+            }
         }
 
         @Override
-        public void processElement(Event event, Context context, Collector<Event> out) {
+        public void snapshotState(StateSnapshotContext context) throws Exception {
+            super.snapshotState(context);
+            state.update(List.of(maxTimestamp, emitted));
+        }
+
+        @Override
+        public void processElement(StreamRecord<Event> record) {
+            Event event = record.getValue();
+            long time = event.eventTimeMs;
             event.watermark = maxTimestamp == Long.MIN_VALUE ? Long.MIN_VALUE : maxTimestamp - outOfOrdernessMs - 1;
-            maxTimestamp = Math.max(maxTimestamp, event.eventTimeMs);
-            out.collect(event);
+            output.collect(record.replace(event, time));
+            if (time > maxTimestamp) {
+                maxTimestamp = time;
+                long watermark = time - outOfOrdernessMs - 1;
+                if (stepMs <= 0 || emitted == Long.MIN_VALUE
+                        || Math.floorDiv(watermark - phaseMs, stepMs) > Math.floorDiv(emitted - phaseMs, stepMs)) {
+                    emitted = watermark;
+                    output.emitWatermark(new Watermark(watermark));
+                }
+            }
+        }
+
+        @Override
+        public void processWatermark(Watermark mark) throws Exception {
+            if (mark.getTimestamp() == Long.MAX_VALUE) { // end of input: every window fires
+                emitted = Long.MAX_VALUE;
+                super.processWatermark(mark);
+            }
         }
     }
 
