@@ -1,51 +1,18 @@
 """Replay staged transactions through Flink's own event-time windows: tumbling, sliding or session.
 
-    staged lines (FileSource, read in file order at parallelism 1)
-      -> parse (Java)                                    source_row, event time, DECIMAL amount, key
-      -> per-event watermark: max - out_of_orderness - 1 after every event (Java; tumbling and
-         sliding: only those that cross a cleanup time, the same decisions with fewer watermarks),
-         and the watermark each event is judged against, attached to it (for late_events); the
-         maximum is checkpointed operator state
-      -> key_by(key) -> window(Tumbling | Sliding | Session EventTimeWindows)
-         .allowed_lateness(L).side_output_late_data(late)      Flink's WindowOperator
-         .aggregate(exact count, DECIMAL sum, min, max)         (Java, BigDecimal)
-      -> one line per window, fired once when the window is cleaned up -> windows/ (FileSink)
-      -> late side output -> late/ (FileSink)
+Contract: the output is the final firing of every window of Flink's streaming WindowOperator when a watermark
+`W(e)` precedes every event (warehouse/windows.py), for all three kinds, and a pure function of the file and the
+spec whatever the parallelism. So Flink assigns, merges, judges lateness and aggregates (exact, BigDecimal); Python
+only wires together Java operators from flink_jobs/java/: a per-event watermark in checkpointed state at
+parallelism 1 (periodic watermarks made lateness depend on timing), a trigger that fires each window once at
+cleanup, and no Python function per record, except your own AggregateFunction (`--aggregate`), called once per
+batch of windows (docs/custom-aggregates.md). How and why: docs/windows.md ("How the Flink job computes it").
 
-Why this shape. The result must be the final firing of every window of Flink's streaming
-WindowOperator when a watermark `W(e)` precedes every event (see warehouse/windows.py), for all
-three kinds. So Flink itself assigns, merges (sessions: MergingWindowSet, TimeWindow.intersects),
-judges lateness (isWindowLate) and aggregates; Python only wires the operators together:
-
-* Periodic watermarks made lateness depend on timing (the lab's job gave 36,785-36,791 windows for
-  the same 100k rows). A Java operator (PerEventWatermarkOperator) emits `max - bound - 1` after
-  each event and keeps the maximum in checkpointed state (a WatermarkGenerator keeps none, so a
-  restore would reset it; docs/cluster.md: What a cluster recovers), and the source and it run at parallelism 1, so every window subtask sees the same sequence of
-  events and watermarks whatever the parallelism of the windows: the output is a pure function of
-  the file and the spec. For tumbling and sliding windows every cleanup time is k * slide + size -
-  1 + allowed lateness, and the window operator compares watermarks with nothing else, so only the
-  watermarks that cross one are sent: the same output (checked on 1M rows, all three kinds, and by
-  the tests), and the job's net runtime at 1M rows went from 3.2-3.8 s to 2.5-3.0 s here. Batch mode is no way out: it ignores watermark generators, and it has no
-  session windows in SQL ("Unaligned windows like session are not supported in batch mode yet").
-* The default EventTimeTrigger fires at the window's end and again for each element allowed late;
-  `FireAtCleanup` fires once, at cleanup (end - 1 + allowed lateness, or end of input), so a
-  window's row holds its final contents and a session merged into another has no row of its own.
-* Amounts are DECIMAL(18, 4) text in the staged file and BigDecimal in the accumulator: sums,
-  minima and maxima are exact, in any order of adds and merges. The mean is derived once, when the
-  output is loaded (warehouse/flink_output.py).
-* PyFlink runs a Python function once per record (about 4-5k rows/s measured for the lab's
-  AggregateFunction), so no Python function runs in this job; the operators are compiled from
-  flink_jobs/java/ (flink_jobs/java_operators.py) and loaded through `pipeline.jars`. The one
-  exception is your own AggregateFunction (`--aggregate package.module:ClassName`,
-  TXN_AGGREGATE): the window operator then also collects each window's events, Java batches
-  thousands of windows into one record, and ONE Python call per batch folds them with the user's
-  methods (flink_jobs/custom_aggregates.py); without aggregates nothing of that is wired.
-
-Input: lines `source_row,event_time_ms,amount,hex(key)` in file order, as staged by the
-`window_averages` asset. Output (files ending in .csv): `<output>/windows/` with
-`hex(key),window_start_ms,window_end_ms,txn_count,sum_amount,min_amount,max_amount` and
-`<output>/late/` with `source_row,event_time_ms,amount,watermark_ms,hex(key)`; with aggregates also
-`<output>/custom/` with `aggregate,hex(key),window_start_ms,window_end_ms,value` (warehouse/custom_aggregates.py).
+Input: lines `source_row,event_time_ms,amount,hex(key)` in file order, as staged by the `window_averages` asset.
+Output (files ending in .csv): `<output>/windows/` with
+`hex(key),window_start_ms,window_end_ms,txn_count,sum_amount,min_amount,max_amount`, `<output>/late/` with
+`source_row,event_time_ms,amount,watermark_ms,hex(key)`; with aggregates also `<output>/custom/` with
+`aggregate,hex(key),window_start_ms,window_end_ms,value` (warehouse/custom_aggregates.py).
 
     python -m flink_jobs.window_job --input staged.csv --output out/ --window-kind sliding \\
         --window-size-ms 10000 --window-slide-ms 5000 --parallelism 2
