@@ -9,24 +9,11 @@ For tests and local development of the remote path (`--jobmanager` / TXN_FLINK_J
     python -m flink_jobs.cluster --workdir .flink-cluster --background   # `make cluster-up`: returns once ready
     python -m flink_jobs.cluster --workdir .flink-cluster --stop         # `make cluster-down`
 
-One JobManager (standalonesession) and one TaskManager run as `jobmanager.sh start-foreground` /
-`taskmanager.sh start-foreground` from `pyflink/bin`, each in its own process session so that
-stopping it also stops anything it spawned. Everything they write (config, logs, pid files, blobs,
-temp files) goes under `workdir`; nothing is written into the venv. Every endpoint binds to
-127.0.0.1. The TaskManager's `lib/` is the wheel's `lib/` plus `opt/flink-python*.jar` (symlinks
-under `workdir/lib`): with the Python runtime loaded per job from the job's jars, the second
-thread-mode (pemja) job on a TaskManager fails on Java 17 (`NoSuchFieldException:
-loadedLibraryNames`), so PyFlink clusters keep flink-python in lib/.
-
-Nothing outlives the launcher. Measured before: SIGTERM to `python -m flink_jobs.cluster` ended it
-and left both JVMs running (their own sessions, so no signal reached them). Now SIGTERM and SIGHUP
-stop them as Ctrl-C does. For the case no handler sees (SIGKILL of the launcher), `start()` first
-starts a watchdog: a tiny Python process in a session of its own that reads a pipe only the
-launcher holds open. The launcher writes each JVM's process group into it, and "stopped" after a
-clean stop; EOF without "stopped" means the launcher is gone, and the watchdog stops the groups
-(SIGTERM, SIGKILL after WATCHDOG_GRACE_S). `--background` runs the foreground launcher detached,
-with `launcher.pid`, `cluster.json` (address, process groups) and `launcher.log` in the workdir;
-`--stop` stops it through them, and also stops JVM groups a killed launcher and watchdog left.
+Contract: one JobManager and one TaskManager from `pyflink/bin`, each in its own process session; every endpoint
+binds to 127.0.0.1 and everything they write goes under `workdir`, nothing into the venv. Nothing outlives the
+launcher: a signal stops both JVMs, a watchdog stops them if the launcher is killed, and `--stop` also stops JVMs a
+killed launcher left. A TaskManager that exits is restarted. The TaskManager's lib/ holds flink-python (pemja on
+Java 17 needs it). How and why: docs/cluster.md ("A standalone session cluster on this machine").
 """
 
 from __future__ import annotations
