@@ -2,27 +2,18 @@
 
 Every job calls `wait_for_result(job_client, rest_url, report, every_s)` right after submitting.
 
-Progress. The job's REST API (the mini-cluster's, on a loopback port we pick, or the cluster's)
-reports per-vertex record counts while tasks run. Batch jobs schedule their vertices stage by
-stage, so the report names the tasks that are running now. Progress is best effort: a REST error
-never fails the job; the report then says only how long the job has been running.
+Progress: the job's REST API (the mini-cluster's, on a loopback port we pick, or the cluster's) gives per-vertex
+record counts while tasks run, and the report names the tasks running now. It is best effort: a REST error never
+fails the job; the report then gives only how long the job has been running.
 
-Stopping. The wait runs inside flink_jobs.cancellation.cancel_on_stop: SIGTERM, SIGINT, SIGHUP, a
-vanished parent process or an exception while waiting cancel the job on the cluster before the
-process exits, and log its id (see that module for the measured gap and the signal paths).
+Stopping: the wait runs inside flink_jobs.cancellation.cancel_on_stop, so a signal, a vanished parent process or an
+exception while waiting cancels the job on the cluster before the process exits, and logs its id.
 
-Input the cluster cannot read. The job's Python client cannot see the TaskManagers' (or the
-JobManager's) file system, so a staged path that exists here but not on the cluster is found
-only when the job fails. Measured with a loopback cluster and a client in its own mount namespace
-(the staging folder a tmpfs only the client sees): the FileSource enumerator on the JobManager
-failed the job after about 2.5 s with `java.io.FileNotFoundException: File <path> does not exist
-or the user running Flink ('root') has insufficient permissions to access it`, wrapped in about
-140 lines of Java stack trace. wait_for_result turns that into ClusterCannotReadInput, one
-sentence naming the path and the requirement. With a restart strategy the job would fail and
-restart instead of ending, so the loop also reads `/jobs/<id>/exceptions` every EXCEPTIONS_EVERY_S
-and cancels the job when it finds such a failure. A job cancelled from outside the run (web UI,
-REST, `flink cancel`) failed the client with a JobCancellationException trace (measured); it
-raises JobCancelledOnCluster, one sentence, instead.
+Failures are one sentence, not a Java stack trace: ClusterCannotReadInput when the cluster cannot read the staged
+input (the client cannot see the cluster's file system, so only the job's failure tells; the loop also reads
+`/jobs/<id>/exceptions` every EXCEPTIONS_EVERY_S and cancels such a job, which a restart strategy would retry), and
+JobCancelledOnCluster for a job cancelled outside the run. Details and measurements: docs/cluster.md ("What must be
+shared, at the same paths", "Stopping a run cancels its job").
 """
 
 from __future__ import annotations
