@@ -1,22 +1,15 @@
 """A tiny SVG writer for the anomaly plot shown in the Dagster UI (no plotting dependency).
 
-`anomaly_svg` draws one panel per key over event time:
-
-* the window averages, downsampled to one pixel column each: a light band from the column's lowest to
-  its highest average and a line through its median, so a key with 100k windows stays one readable
-  line and no spike disappears between drawn points;
-* the key's threshold for a one-transaction window (red dashed line). It is the highest a window can
-  have: a window of n transactions is anomalous above a lower threshold (the method's z / sqrt(n)), so
-  a busy window can be red below the dashed line;
-* every anomalous window as a red dot, with a thin red stem down (or up) to its own threshold when the
-  caller gives it, so a red dot below the dashed line shows what it exceeded; at most one dot per pixel
-  column (its highest window). The header of the panel counts them all, the text above states the method.
-
-The anomalous windows are given by the caller (the `anomalies` table, or the current thresholds),
-because a window's threshold depends on its transaction count; without them, the points above the
-dashed line are marked. Every label sits outside the plotted area (title and method above, the key's
-counts in a header row over each panel, the axis labels beside and below it), so no line crosses text.
-`markdown_image` embeds an SVG in markdown metadata as a base64 data URI, which the Dagster UI renders.
+`anomaly_svg` draws one panel per key over event time: the window averages as a band from each pixel column's
+lowest to its highest average with a line through its median (a key with 100k windows stays one readable line and no
+spike disappears); the key's 1-transaction threshold as a red dashed line, the highest a window can have (a window of
+n transactions is anomalous above z / sqrt(n) of it, so a busy window can be red below the line); and every
+anomalous window as a red dot, at most one per column (its highest), with a thin stem to its own threshold when the
+caller gives it. The anomalous windows come from the caller (the `anomalies` table, or the current thresholds),
+because a window's threshold depends on its transaction count; without them the points above the dashed line are
+marked. Every label sits outside the plotted area (title and method above, counts in a header row over each panel,
+axis labels beside and below), so no line crosses text. `markdown_image` embeds an SVG in markdown metadata as a
+base64 data URI, which the Dagster UI renders. What the plots show: docs/automation-and-ui.md ("What the UI shows").
 """
 
 from __future__ import annotations
