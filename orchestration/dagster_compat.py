@@ -1,19 +1,16 @@
 """The four things we need from Dagster that have no public name in the pinned 1.13, each wrapped once.
 
-* Which runs may still use their staging files: Dagster's `IN_PROGRESS_RUN_STATUSES` is private and
-  its meaning moved between versions (1.13 holds SUSPENDED but not QUEUED), so the list is spelled
-  out here from the public `DagsterRunStatus`.
-* The error `PipesSubprocessClient.run` raises when the subprocess fails
-  (`dagster._core.errors.DagsterPipesExecutionError`, not exported): recognised by its class name,
-  so a renamed or moved class makes the check fail loudly in tests rather than import a private path.
-* Adding tags to a run that is already running (`DagsterInstance.add_run_tags`, what Dagster's own
-  daemons use): a run launched from the UI's "Materialize" or the launchpad has no tags of ours, and its
-  run config may name another file or warehouse than the configured one, so its first step tags it with
-  what it replays (and corrects a tag that says otherwise).
-* A name for the step of `build_last_update_freshness_checks` (it is `freshness_check_<hash>` in the
-  Gantt chart, the logs and the launchpad): `named_asset_checks` declares the same checks (same specs and
-  metadata, so the freshness sensor still finds them) under a multi_asset_check of our name whose body is
-  the factory's function (`node_def.compute_fn.decorated_fn`, an attribute of the op, not public).
+* Which runs may still use their staging files: `IN_PROGRESS_RUN_STATUSES` is private and its meaning moved
+  between versions (1.13 holds SUSPENDED but not QUEUED), so the list is spelled out from the public `DagsterRunStatus`.
+* The error `PipesSubprocessClient.run` raises when the subprocess fails (`DagsterPipesExecutionError`, not
+  exported): recognised by its class name, so a renamed or moved class fails loudly in tests, not via a private import.
+* Adding tags to a running run (`DagsterInstance.add_run_tags`, as Dagster's own daemons do): a run from the UI's
+  "Materialize" or the launchpad has no tags of ours and may name another file or warehouse, so its first step tags
+  it with what it replays and corrects a wrong tag (docs/automation-and-ui.md).
+* A name for the step of `build_last_update_freshness_checks` (else `freshness_check_<hash>` in the Gantt chart, logs
+  and launchpad): `named_asset_checks` declares the same checks (same specs and metadata, so the freshness sensor
+  still finds them) under a multi_asset_check of our name whose body is the factory's function
+  (`node_def.compute_fn.decorated_fn`, an attribute of the op, not public).
 """
 
 from __future__ import annotations
