@@ -36,6 +36,7 @@ from orchestration.asset_helpers import (
     contract_result,
     contract_spec,
     fetch_df,
+    markdown_preview,
     table_counts,
 )
 from orchestration.plots import markdown_image
@@ -125,7 +126,7 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
             "transactions": advice.transactions,
             "window_spec": spec.describe(),
             "advice": MetadataValue.md(summary_markdown(advice)),
-            "preview": preview(preview),
+            "preview": markdown_preview(preview),
             "late_events_exact": advice.exact,
             **(profile.as_metadata() if profile else {}),
             "plot": MetadataValue.md(markdown_image(advice_svg(advice), "late ratio against out-of-orderness bound")),

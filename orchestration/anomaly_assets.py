@@ -34,7 +34,7 @@ from orchestration.asset_helpers import (
     contract_result,
     contract_spec,
     fetch_df,
-    preview,
+    markdown_preview,
 )
 from orchestration.plots import anomaly_svg, markdown_image
 from orchestration.settings import PipelineSettings
@@ -182,7 +182,7 @@ def _anomaly_thresholds(context: AssetExecutionContext, step: PipelineStep) -> I
             "params": MetadataValue.json(method.params()),
             "min_windows": method.min_windows,
             "z": method.z,
-            "preview": preview(preview),
+            "preview": markdown_preview(preview),
             "plot": MetadataValue.md(plot),
             "fit_s": round(fit_s, 3),
             "duration_s": round(time.monotonic() - started, 3),
@@ -273,7 +273,7 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
                 metadata={
                     "anomalies": int(count),
                     "windows_judged": int(n_windows),
-                    "top": preview(top_df.head(TOP_IN_CHECK)),
+                    "top": markdown_preview(top_df.head(TOP_IN_CHECK)),
                 },
                 description=None
                 if count == 0
@@ -306,7 +306,7 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
             "source_file": MetadataValue.path(source_file),
             "method": thresholds.METHOD,
             "params": MetadataValue.json(_method(settings).params()),
-            "preview": preview(top_df.head(PREVIEW_ROWS)),
+            "preview": markdown_preview(top_df.head(PREVIEW_ROWS)),
             "plot": MetadataValue.md(plot),
             **alert,
             "duration_s": round(time.monotonic() - started, 3),

@@ -88,7 +88,7 @@ def contract_result(con, table: str) -> AssetCheckResult:
 # --- materialization metadata ---------------------------------------------------------------
 
 
-def preview(df: pd.DataFrame) -> MetadataValue:
+def markdown_preview(df: pd.DataFrame) -> MetadataValue:
     if df.empty:
         return MetadataValue.md("_no rows_")
     return MetadataValue.md(df.head(PREVIEW_ROWS).to_markdown(index=False))

@@ -30,7 +30,7 @@ from orchestration.asset_helpers import (
     contract_result,
     contract_spec,
     fetch_df,
-    preview,
+    markdown_preview,
     table_counts,
 )
 from orchestration.dagster_compat import is_pipes_execution_error
@@ -197,7 +197,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         metadata={
             **table_counts(step, transactions_counts),
             "data_rows_in_file": records,
-            "preview": preview(transactions_preview),
+            "preview": markdown_preview(transactions_preview),
             "config": MetadataValue.json(pipeline.as_metadata()),
             **common,
         },
@@ -208,9 +208,9 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             **table_counts(step, rejected_counts),
             "rejected_ratio": round(n_rejected / records, 6) if records else 0.0,
             "implausible_time_rows": n_quarantined,
-            "implausible_time_preview": preview(quarantine_preview),
-            "top_reasons": preview(top_reasons),
-            "preview": preview(rejected_preview),
+            "implausible_time_preview": markdown_preview(quarantine_preview),
+            "top_reasons": markdown_preview(top_reasons),
+            "preview": markdown_preview(rejected_preview),
             **common,
         },
     )
@@ -422,7 +422,7 @@ def _replay_event_time_windows(
         metadata={
             **table_counts(step, window_counts["window_averages"]),
             "transactions_in": n_transactions,
-            "preview": preview(windows_preview),
+            "preview": markdown_preview(windows_preview),
             **common,
         },
     )
@@ -432,13 +432,17 @@ def _replay_event_time_windows(
             **table_counts(step, window_counts["late_events"]),
             "late_ratio": round(n_late / n_transactions, 6) if n_transactions else 0.0,
             "max_behind_watermark_ms": int(max_lateness_ms or 0),
-            "preview": preview(late_preview),
+            "preview": markdown_preview(late_preview),
             **common,
         },
     )
     yield MaterializeResult(
         asset_key="replays",
-        metadata={**table_counts(step, window_counts["replays"]), "preview": preview(replays_preview), **common},
+        metadata={
+            **table_counts(step, window_counts["replays"]),
+            "preview": markdown_preview(replays_preview),
+            **common,
+        },
     )
     yield MaterializeResult(
         asset_key="custom_aggregates",
@@ -446,7 +450,7 @@ def _replay_event_time_windows(
             **table_counts(step, window_counts["custom_aggregates"]),
             "aggregates": MetadataValue.text(", ".join(aggregates) if aggregates else "none (TXN_AGGREGATE is empty)"),
             "aggregate_count": len(aggregates),
-            "preview": preview(custom_preview),
+            "preview": markdown_preview(custom_preview),
             **common,
         },
     )
