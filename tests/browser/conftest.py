@@ -66,6 +66,20 @@ class DagsterUI:
             time.sleep(1)
         raise TimeoutError(f"run {run_id} did not finish in {timeout} s; see {self.log}")
 
+    def wait_until_serving(self, process: subprocess.Popen, what: str, timeout: float = 180) -> None:
+        """Wait until the webserver answers with the code location loaded; fail with the log if `process` exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, f"{what} exited:\n{self.log_tail()}"
+            try:
+                nodes = self.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
+                if nodes["repositoriesOrError"].get("nodes"):
+                    return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            assert time.monotonic() < deadline, f"{what} did not come up:\n{self.log_tail()}"
+            time.sleep(1)
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
 
@@ -102,17 +116,7 @@ def dagster_ui(tmp_path_factory) -> DagsterUI:
         )
     ui = DagsterUI(f"http://127.0.0.1:{port}", home, incoming, base / "warehouse.duckdb", log)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"dagster dev exited:\n{ui.log_tail()}"
-            try:
-                nodes = ui.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
-                if nodes["repositoriesOrError"].get("nodes"):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            assert time.monotonic() < deadline, f"dagster dev did not come up:\n{ui.log_tail()}"
-            time.sleep(1)
+        ui.wait_until_serving(process, "dagster dev")
         yield ui
     finally:
         try:

@@ -8,8 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import time
-import urllib.error
 from pathlib import Path
 
 import duckdb
@@ -78,17 +76,7 @@ def after_make_run(tmp_path_factory):
         )
     ui = DagsterUI(f"http://127.0.0.1:{port}", home, incoming, warehouse, dev_log)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"make dev exited:\n{ui.log_tail()}"
-            try:
-                nodes = ui.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
-                if nodes["repositoriesOrError"].get("nodes"):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            assert time.monotonic() < deadline, f"make dev did not come up:\n{ui.log_tail()}"
-            time.sleep(1)
+        ui.wait_until_serving(process, "make dev")
         yield ui, second
     finally:
         try:

@@ -50,11 +50,14 @@ def wait_until_gone(workdir: Path, timeout: float) -> list[int]:
     return left
 
 
-def kill_leftovers(workdir: Path) -> None:
-    for pid in cluster_jvms(workdir):
+def kill_leftovers(workdir: Path, launcher: bool = False) -> None:
+    """Test cleanup: SIGKILL the cluster's JVMs and, with `launcher`, a background launcher (launcher.pid)."""
+    pid_file = workdir / "launcher.pid"
+    launchers = pid_file.read_text().split() if launcher and pid_file.exists() else []
+    for pid in [*cluster_jvms(workdir), *launchers]:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
             pass
 
 
@@ -147,12 +150,7 @@ def test_make_cluster_up_returns_with_the_address_and_cluster_down_stops_it(tmp_
         assert not (workdir / "launcher.pid").exists() and not (workdir / "cluster.json").exists()
         assert "No Flink cluster" in make("cluster-down", workdir, port).stdout
     finally:
-        kill_leftovers(workdir)
-        for line in (workdir / "launcher.pid").read_text().split() if (workdir / "launcher.pid").exists() else []:
-            try:
-                os.kill(int(line), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
+        kill_leftovers(workdir, launcher=True)
 
 
 def test_a_killed_taskmanager_is_restarted_without_touching_the_jobmanager(tmp_path):
@@ -183,9 +181,4 @@ def test_a_killed_taskmanager_is_restarted_without_touching_the_jobmanager(tmp_p
         assert down.returncode == 0, down.stdout + down.stderr
         assert not wait_until_gone(workdir, GONE_WITHIN_S)
     finally:
-        kill_leftovers(workdir)
-        for line in (workdir / "launcher.pid").read_text().split() if (workdir / "launcher.pid").exists() else []:
-            try:
-                os.kill(int(line), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
+        kill_leftovers(workdir, launcher=True)
