@@ -31,7 +31,7 @@ from warehouse.windows import WindowSpec
 pytestmark = pytest.mark.flink
 
 JOB_MODULE = "flink_jobs.window_job"
-ROWS = 400_000  # a few seconds of work on the cluster: the kill lands after a checkpoint, before the end
+ROWS = 1_500_000  # seconds of work even on a quiet machine: the kill lands after a checkpoint, before the end
 CHECKPOINT_INTERVAL_MS = 500  # the first checkpoint completes early in the job
 CUSTOM = "tests.flink_jobs.custom_aggregate_examples:WeightedSum"
 SPECS = {
@@ -285,7 +285,7 @@ def stop_with_savepoint(address: str, job_id: str, target: Path, timeout: float 
 
 def test_a_restore_from_a_savepoint_mid_stream_gives_the_undisturbed_output(tmp_path, launcher):
     address, _, _ = launcher
-    rows = 300_000
+    rows = 2_000_000  # 300k rows were all read before the stop on a quiet machine
     events = behind_the_maximum(rows)
     con = transactions_db(tmp_path / "w.duckdb", events)
     staged_input = tmp_path / "staged.csv"
