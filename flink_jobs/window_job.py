@@ -21,6 +21,7 @@ Output (files ending in .csv): `<output>/windows/` with
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -79,16 +80,8 @@ def run(
     goes to `<output>/custom/`; a bad path raises ValueError before the JVM starts, a failing
     aggregate CustomAggregateError (one sentence) when the job has failed.
     """
-    spec.validate()
     aggregates = tuple(aggregates)
-    if aggregates:  # imported and checked here, before the JVM starts; the worker imports them again
-        from flink_jobs.custom_aggregates import load_aggregates
-
-        load_aggregates(list(aggregates))
-    if jvm_heap is not None and (problem := jvm_heap_problem(jvm_heap)) is not None:
-        raise ValueError(problem)
-    if progress_every_s is not None and not progress_every_s > 0:
-        raise ValueError(f"progress interval must be > 0 s, got {progress_every_s}")
+    check_options(spec, aggregates, jvm_heap, progress_every_s)
     input_path = Path(input_path).resolve()
     if not input_path.is_file():
         raise FileNotFoundError(f"staged input {input_path} does not exist")
@@ -110,57 +103,23 @@ def run(
     total_rows = count_lines(input_path) if progress is not None else None  # one staged line per transaction
 
     from pyflink.common import WatermarkStrategy
-    from pyflink.datastream import RuntimeExecutionMode
-    from pyflink.java_gateway import get_gateway
 
-    from flink_jobs.environment import create_environment, finish_class_data_archive
+    from flink_jobs.environment import finish_class_data_archive
     from flink_jobs.progress import wait_for_result
 
-    env, rest_url = create_environment(parallelism, jobmanager, jvm_heap)
-    env.set_runtime_mode(RuntimeExecutionMode.STREAMING)  # watermarks and the WindowOperator need it
-    env.add_jars(jar.as_uri())
-    # The operators never keep or change a record after passing it on (AttachWatermark changes it
-    # before): reusing objects between chained operators saves a copy per record (1M rows: 10.3 s
-    # -> 7.7 s of job runtime here).
-    env.get_config().enable_object_reuse()
-    env.configure(_recovery_configuration(checkpoint_dir, checkpoint_interval_ms, restore_from))
-    jvm = get_gateway().jvm
-    ops = jvm.txn.replay.ReplayOperators
-    duration = jvm.java.time.Duration.ofMillis
-
+    env, rest_url = streaming_environment(parallelism, jobmanager, jvm_heap, jar,
+                                          recovery_configuration(checkpoint_dir, checkpoint_interval_ms, restore_from))  # fmt: skip
     source = _text_source(input_path)
     lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "staged transactions").set_parallelism(1)
-    parsed = _java(lines).map(ops.ParseStagedLine()).name("parse").setParallelism(1)
-    events = (
-        parsed.transform("per-event watermark", parsed.getType(),
-                   ops.PerEventWatermarkOperator(spec.out_of_orderness_ms, *_cleanup_times(spec)))
-        .uid("per-event-watermark").setParallelism(1)
-    )  # fmt: skip
-    late_tag = ops.lateTag()
-    windows = (
-        events.keyBy(ops.KeyOf())
-        .window(_assigner(jvm, spec))
-        .trigger(ops.FireAtCleanup(spec.allowed_lateness_ms))
-        .allowedLateness(duration(spec.allowed_lateness_ms))
-        .sideOutputLateData(late_tag)
-        .aggregate(ops.ExactTotals(bool(aggregates)), ops.WindowLine())
-        .name(f"{spec.kind} windows")
-    )
-    if aggregates:
-        _custom_aggregates(jvm, windows, aggregates, output_dir)
-    else:
-        windows.sinkTo(_line_sink(output_dir / "windows")).name("windows sink")
-    windows.getSideOutput(late_tag).map(ops.LateLine()).name("late events").sinkTo(
-        _line_sink(output_dir / "late")
-    ).name("late sink")
+    wire_windows(lines, spec, aggregates, output_dir)
 
     job_client = env.execute_async(f"{spec.kind} windows: {input_path.name}")
     try:
         result = wait_for_result(job_client, rest_url, progress, progress_every_s, total_rows=total_rows,
-                                 user_code_failure=_custom_aggregate_failure if aggregates else None)  # fmt: skip
+                                 user_code_failure=custom_aggregate_failure if aggregates else None)  # fmt: skip
     except Exception as error:
         if aggregates:
-            _raise_custom_aggregate_failure(error, rest_url, str(job_client.get_job_id()))
+            raise_custom_aggregate_failure(error, rest_url, str(job_client.get_job_id()))
         raise
     figures = {
         "flink_job_id": str(result.get_job_id()),
@@ -178,6 +137,22 @@ def run(
     return figures
 
 
+def check_options(
+    spec: WindowSpec, aggregates: tuple[str, ...], jvm_heap: str | None, progress_every_s: float | None
+) -> None:
+    """Raise ValueError for a bad option, before the JVM starts (the aggregates are imported here; the
+    Python worker imports them again)."""
+    spec.validate()
+    if aggregates:
+        from flink_jobs.custom_aggregates import load_aggregates
+
+        load_aggregates(list(aggregates))
+    if jvm_heap is not None and (problem := jvm_heap_problem(jvm_heap)) is not None:
+        raise ValueError(problem)
+    if progress_every_s is not None and not progress_every_s > 0:
+        raise ValueError(f"progress interval must be > 0 s, got {progress_every_s}")
+
+
 def count_lines(path: Path, block: int = 1 << 20) -> int:
     """Lines of a file (a last line without its newline counts): the progress lines' total (90 MB in ~0.1 s)."""
     lines, last = 0, b"\n"
@@ -188,8 +163,12 @@ def count_lines(path: Path, block: int = 1 << 20) -> int:
     return lines + (last != b"\n")
 
 
-def starting_line(input_path: Path, output_dir: Path, spec: WindowSpec, options: dict) -> str:
-    """The job's first log line, in words."""
+def starting_line(input_path: Path | list[Path], output_dir: Path, spec: WindowSpec, options: dict) -> str:
+    """The job's first log line, in words (a list of inputs: a stream run)."""
+    if isinstance(input_path, list):
+        restore = options.get("restore_from")
+        input_path = (f"{len(input_path)} stream file(s) from {input_path[0]}, "  # type: ignore[assignment]
+                      + (f"restoring {restore}" if restore else "from the stream's start"))  # fmt: skip
     where = f"cluster {options['jobmanager']}" if options.get("jobmanager") else "a local mini-cluster"
     heap = f", JVM heap {options['jvm_heap']}" if options.get("jvm_heap") and not options.get("jobmanager") else ""
     custom = options.get("aggregates") or ()
@@ -220,7 +199,61 @@ def default_checkpoint_interval_ms(jobmanager: str | None) -> int:
     return CHECKPOINT_INTERVAL_MS if jobmanager else 0
 
 
-def _recovery_configuration(checkpoint_dir: Path, interval_ms: int, restore_from: str | None):
+def streaming_environment(parallelism: int, jobmanager: str | None, jvm_heap: str | None, jar: Path, recovery):
+    """(environment, REST URL or None) in streaming mode, with the operators' jar and `recovery` (a Configuration)."""
+    from pyflink.datastream import RuntimeExecutionMode
+
+    from flink_jobs.environment import create_environment
+
+    env, rest_url = create_environment(parallelism, jobmanager, jvm_heap)
+    env.set_runtime_mode(RuntimeExecutionMode.STREAMING)  # watermarks and the WindowOperator need it
+    env.add_jars(jar.as_uri())
+    # The operators never keep or change a record after passing it on (AttachWatermark changes it
+    # before): reusing objects between chained operators saves a copy per record (1M rows: 10.3 s
+    # -> 7.7 s of job runtime here).
+    env.get_config().enable_object_reuse()
+    env.configure(recovery)
+    return env, rest_url
+
+
+def wire_windows(lines, spec: WindowSpec, aggregates: tuple[str, ...], output_dir: Path, run_token: str = "") -> None:
+    """Staged lines -> parse -> per-event watermark -> Flink's WindowOperator -> the sinks under `output_dir`.
+
+    The stateful operators have fixed uids, so a savepoint of one run restores into the next (stream
+    mode: flink_jobs/stream_job.py); the sinks' uids end with `run_token`, so a run never resumes
+    another run's part files (their state is dropped on restore: each run commits its own output)."""
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    ops = jvm.txn.replay.ReplayOperators
+    duration = jvm.java.time.Duration.ofMillis
+    parsed = _java(lines).map(ops.ParseStagedLine()).name("parse").setParallelism(1)
+    events = (
+        parsed.transform("per-event watermark", parsed.getType(),
+                   ops.PerEventWatermarkOperator(spec.out_of_orderness_ms, *_cleanup_times(spec)))
+        .uid("per-event-watermark").setParallelism(1)
+    )  # fmt: skip
+    late_tag = ops.lateTag()
+    windows = (
+        events.keyBy(ops.KeyOf())
+        .window(_assigner(jvm, spec))
+        .trigger(ops.FireAtCleanup(spec.allowed_lateness_ms))
+        .allowedLateness(duration(spec.allowed_lateness_ms))
+        .sideOutputLateData(late_tag)
+        .aggregate(ops.ExactTotals(bool(aggregates)), ops.WindowLine())
+        .name(f"{spec.kind} windows")
+        .uid(f"{spec.kind}-windows")
+    )
+    if aggregates:
+        _custom_aggregates(jvm, windows, aggregates, output_dir, run_token)
+    else:
+        windows.sinkTo(_line_sink(output_dir / "windows")).name("windows sink").uid(f"windows-sink{run_token}")
+    windows.getSideOutput(late_tag).map(ops.LateLine()).name("late events").sinkTo(
+        _line_sink(output_dir / "late")
+    ).name("late sink").uid(f"late-sink{run_token}")
+
+
+def recovery_configuration(checkpoint_dir: Path, interval_ms: int, restore_from: str | None):
     """Checkpointing (exactly once, into `checkpoint_dir`), the restart strategy, and the savepoint
     or retained checkpoint to start from."""
     from pyflink.common import Configuration
@@ -242,7 +275,7 @@ def _recovery_configuration(checkpoint_dir: Path, interval_ms: int, restore_from
     return conf
 
 
-def _custom_aggregates(jvm, windows, aggregates: tuple[str, ...], output_dir: Path) -> None:
+def _custom_aggregates(jvm, windows, aggregates: tuple[str, ...], output_dir: Path, run_token: str) -> None:
     """Window lines with their events -> windows/ (events dropped) and, batched, through ONE Python
     call per batch into custom/ (see flink_jobs/custom_aggregates.py)."""
     from pyflink.common import Types
@@ -253,15 +286,15 @@ def _custom_aggregates(jvm, windows, aggregates: tuple[str, ...], output_dir: Pa
     extra = jvm.txn.replay.CustomAggregateOperators
     windows.map(extra.WithoutEvents()).name("window lines").sinkTo(_line_sink(output_dir / "windows")).name(
         "windows sink"
-    )
+    ).uid(f"windows-sink{run_token}")
     batches = windows.transform("window batches", Types.STRING().get_java_type_info(), extra.WindowBatches(BATCH_CHARS))
     answers = DataStream(batches).map(BatchAggregator(aggregates), output_type=Types.STRING()).name("custom aggregates")
     _java(answers).map(extra.ResultLines()).name("custom aggregate lines").sinkTo(
         _line_sink(output_dir / "custom")
-    ).name("custom aggregates sink")
+    ).name("custom aggregates sink").uid(f"custom-sink{run_token}")
 
 
-def _custom_aggregate_failure(text: str) -> Exception | None:
+def custom_aggregate_failure(text: str) -> Exception | None:
     """The custom aggregate's failure in a Flink exception text, as its one sentence (or None)."""
     from flink_jobs.custom_aggregates import CustomAggregateError, failure_sentence
 
@@ -269,7 +302,7 @@ def _custom_aggregate_failure(text: str) -> Exception | None:
     return CustomAggregateError(sentence) if sentence else None
 
 
-def _raise_custom_aggregate_failure(error: Exception, rest_url: str | None, job_id: str) -> None:
+def raise_custom_aggregate_failure(error: Exception, rest_url: str | None, job_id: str) -> None:
     """Replace Flink's Java stack trace by the custom aggregate's one sentence, when it is one."""
     from flink_jobs.custom_aggregates import CustomAggregateError, failure_sentence
 
@@ -325,9 +358,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Count, sum, min and max of transaction amounts per key in Flink event-time windows "
         "(tumbling, sliding or session), with a watermark after every event.",
     )
-    parser.add_argument(
-        "--input", required=True, type=Path, help="staged lines: source_row,event_time_ms,amount,hex(key)"
-    )
+    parser.add_argument("--input", type=Path, help="staged lines: source_row,event_time_ms,amount,hex(key)")
+    parser.add_argument("--stream-input", type=Path, action="append", default=[], metavar="PATH",
+                        help="stream mode (flink_jobs/stream_job.py): a staged file of the stream, in stream order "
+                        "(repeatable); the job restores --restore-from and leaves a savepoint per file in "
+                        "--savepoint-dir")  # fmt: skip
+    parser.add_argument("--savepoint-dir", type=Path, default=None, help="stream mode: where the savepoints go")
     parser.add_argument("--output", required=True, type=Path, help="output folder (windows/ and late/)")
     parser.add_argument("--window-kind", choices=KINDS, default=KINDS[0])
     parser.add_argument(
@@ -354,7 +390,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"checkpoint storage (default <output>/{CHECKPOINTS}; a cluster must see it)")  # fmt: skip
     parser.add_argument("--restore-from", default=None, metavar="PATH",
                         help="start from this savepoint or retained checkpoint, continuing the output in <output>")  # fmt: skip
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.input is None) == (not args.stream_input):
+        parser.error("give either --input or one or more --stream-input")
+    if args.stream_input and args.savepoint_dir is None:
+        parser.error("--stream-input needs --savepoint-dir")
+    return args
 
 
 def _cleanup_times(spec: WindowSpec) -> tuple[int, int]:
@@ -413,18 +454,26 @@ def main(argv: list[str] | None = None) -> int:
                 with open_dagster_pipes() as pipes:
                     return _failed(args.output, str(error), pipes.log.error)
             return _failed(args.output, str(error), None)
+    job = run
+    first_input = args.input
+    if args.stream_input:
+        from flink_jobs import stream_job
+
+        job = functools.partial(stream_job.run_stream, savepoint_dir=args.savepoint_dir)
+        first_input = args.stream_input
+        del options["checkpoint_dir"]
     if pipes_process:
         with open_dagster_pipes() as pipes:
-            pipes.log.info(starting_line(args.input, args.output, spec, options))
+            pipes.log.info(starting_line(first_input, args.output, spec, options))
             try:
-                figures = run(args.input, args.output, spec, progress=pipes.log.info, **options)
+                figures = job(first_input, args.output, spec, progress=pipes.log.info, **options)
             except fixable as error:
                 return _failed(args.output, str(error), pipes.log.error)
             pipes.log.info(finished_line(figures))
             pipes.report_custom_message(figures)
     else:
         try:
-            figures = run(args.input, args.output, spec,
+            figures = job(first_input, args.output, spec,
                           progress=lambda line: print(line, file=sys.stderr, flush=True), **options)  # fmt: skip
         except fixable as error:
             return _failed(args.output, str(error), None)

@@ -34,9 +34,9 @@ from orchestration.asset_helpers import (
     table_counts,
 )
 from orchestration.dagster_compat import is_pipes_execution_error
-from orchestration.settings import REPO_ROOT, PipelineSettings
+from orchestration.settings import REPO_ROOT, PipelineSettings, ReplayMode
 from orchestration.write_audit_publish import PipelineStep
-from warehouse import advice, bulk_ingest, quality, reconcile, schema, segments, time_outliers
+from warehouse import advice, bulk_ingest, quality, reconcile, schema, segments, stream, time_outliers
 from warehouse import flink_output as flink_output_files
 from warehouse.ingest import InputFileError
 
@@ -292,7 +292,10 @@ def replay_event_time_windows(
 ) -> Iterator:
     """Submit the PyFlink window job (through Dagster Pipes) and load its output into DuckDB."""
     with PipelineStep(context, pipeline) as step:
-        yield from _replay_event_time_windows(context, step, pipes_subprocess_client)
+        if step.settings.replay_mode == ReplayMode.stream:
+            yield from _replay_stream(context, step, pipes_subprocess_client)
+        else:
+            yield from _replay_event_time_windows(context, step, pipes_subprocess_client)
 
 
 def _replay_event_time_windows(
@@ -457,17 +460,135 @@ def _replay_event_time_windows(
     yield from checks
 
 
+def _replay_stream(
+    context: AssetExecutionContext, step: PipelineStep, pipes_subprocess_client: PipesSubprocessClient
+) -> Iterator:
+    """Stream mode (warehouse/stream.py): replay the file, and every file after it in stream order, after
+    the state Flink saved for the files before it; the windows still open stay provisional."""
+    from flink_jobs.custom_aggregates import parse_spec
+
+    started = time.monotonic()
+    pipeline, store = step.settings, step.store
+    source_file = str(pipeline.source_path)
+    spec = pipeline.window_spec()
+    aggregates = parse_spec(pipeline.aggregates)
+    run_id = context.run.run_id
+    run_dir = store.run_dir(run_id)
+    flink_output = run_dir / "flink_output"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with step.staging() as con:
+        plan = stream.plan(con, source_file, spec)
+        carried = stream.reopen(con, plan, spec)
+        inputs, n_transactions = stream.stage_inputs(con, plan, run_dir)
+        context.log.info(stream.describe_plan(plan, carried))
+        figures: dict[str, object] = {}
+        if plan.replay:
+            figures = _run_window_job(context, step, pipes_subprocess_client, aggregates, inputs, flink_output,
+                                      n_transactions, store.savepoint_dir / run_id, plan.restore_from)  # fmt: skip
+            stream.load_output(con, flink_output, plan, spec)
+        savepoints = list(figures.get("savepoints") or [])  # type: ignore[call-overload]
+        stream.record(con, plan, savepoints, run_id)
+        for f in plan.replay:
+            n_w, n_l = (
+                schema.fetch_one(
+                    con,
+                    f"SELECT count(*) FROM {segments.file_rows(con, t, f.source_file)} AS x WHERE source_file = ?",
+                    [f.source_file],
+                )[0]  # fmt: skip
+                for t in ("window_averages", "late_events")
+            )
+            con.execute(
+                "INSERT INTO replays VALUES ($f, $run, now(), $kind, $size, $slide, $gap, $ooo, $lateness, $tx, $w, $late)",
+                {"f": f.source_file, "run": run_id, "kind": spec.kind, "size": spec.size_ms, "slide": spec.slide_ms,
+                 "gap": spec.gap_ms, "ooo": spec.out_of_orderness_ms, "lateness": spec.allowed_lateness_ms,
+                 "tx": f.transactions, "w": n_w, "late": n_l},
+            )  # fmt: skip
+        loaded = time.monotonic()
+        if plan.replay:
+            reconcile.build_expected_stream(con, spec, plan.start_max, plan.closed_up_to)
+            windows_report, late_report = reconcile.compare_with_expected(
+                con, stream.run_rows_sql(con, "window_averages", plan), stream.run_late_sql(con, plan)
+            )
+            con.execute("DROP TABLE IF EXISTS _expected_windows; DROP TABLE IF EXISTS _expected_late")
+            windows_report["finality_mismatches"] = stream.finality_mismatches(con, plan, spec)
+            windows_report["equal"] = windows_report["equal"] and not windows_report["finality_mismatches"]
+        else:
+            windows_report, late_report = stream.empty_reports()
+        context.log.info(f"Reconciled the stream run in {time.monotonic() - loaded:.1f} s")
+        con.execute("DROP TABLE IF EXISTS _stream_events")
+        conservation = stream.conservation_check(con, plan, spec, carried, windows_report["expected_pairs"],
+                                                 late_report["expected"])  # fmt: skip
+        shapes = [quality.window_shape_check(con, spec, f.source_file) for f in plan.replay]
+        n_windows, n_provisional, n_late, n_custom = stream.run_counts(con, plan)
+        checks = [
+            check_result("window_averages", "transactions_conserved", conservation, AssetCheckSeverity.ERROR),
+            _reconciliation_check(windows_report, late_report),
+            check_result(
+                "window_averages",
+                "windows_aligned_and_bounded",
+                next((o for o in shapes if not o.passed), shapes[-1] if shapes else stream.passed()),
+                AssetCheckSeverity.ERROR,
+            ),  # fmt: skip
+            contract_result(con, "window_averages"),
+            contract_result(con, "late_events"),
+            contract_result(con, "replays"),
+            contract_result(con, "custom_aggregates"),
+            check_result(
+                "late_events",
+                "late_ratio_within_limit",
+                quality.ratio_check(n_late, n_transactions, pipeline.max_late_ratio, "late events", "transactions"),
+                AssetCheckSeverity.WARN,
+            ),
+        ]
+        stream_preview = fetch_df(
+            con,
+            "SELECT position, source_file, median_event_time_ms, transactions, watermark_ms, run_id = ? AS replayed_now "
+            "FROM stream_files ORDER BY position DESC LIMIT ?",
+            [run_id, PREVIEW_ROWS],
+        )
+        window_counts = {
+            table: step.table_metadata(con, table, n)
+            for table, n in (("window_averages", n_windows), ("late_events", n_late), ("custom_aggregates", n_custom))
+        }
+        window_counts["replays"] = step.table_metadata(con, "replays", len(plan.replay))
+        (stream_length,) = schema.fetch_one(con, "SELECT count(*) FROM stream_files")
+    published = step.audit_and_publish(checks)
+    common = {
+        "source_file": MetadataValue.path(source_file),
+        "replay_mode": "stream",
+        "window_spec": spec.describe(),
+        "duration_s": round(time.monotonic() - started, 3),
+        "stream_files": int(stream_length),
+        "files_replayed": len(plan.replay),
+        "files_replayed_list": MetadataValue.json([f.source_file for f in plan.replay]),
+        "restored_from": plan.restore_from or "the stream's start",
+        "carried_events": carried,
+        "provisional_windows": n_provisional,
+        "stream_order": markdown_preview(stream_preview),
+        "config": MetadataValue.json(pipeline.as_metadata()),
+        **{f"flink_{k}" if not k.startswith("flink_") else k: v for k, v in figures.items() if k != "savepoints"},
+        "flink_records_in": n_transactions,
+        **published,
+    }
+    for table in ("window_averages", "late_events", "replays", "custom_aggregates"):
+        yield MaterializeResult(asset_key=table, metadata={**table_counts(step, window_counts[table]), **common})
+    yield from checks
+
+
 def _run_window_job(
     context: AssetExecutionContext,
     step: PipelineStep,
     pipes_subprocess_client: PipesSubprocessClient,
     aggregates: list[str],
-    staged_input: Path,
+    staged_input: Path | list[Path],
     flink_output: Path,
     n_transactions: int,
+    savepoint_dir: Path | None = None,
+    restore_from: str | None = None,
 ) -> dict[str, object]:
     """Run the PyFlink window job through Dagster Pipes; the figures it reported. A file without valid
-    transactions starts no job (its tables are emptied)."""
+    transactions starts no job (its tables are emptied). A list of inputs is a stream run
+    (flink_jobs/stream_job.py): it restores `restore_from` and leaves a savepoint per input in `savepoint_dir`."""
     from flink_jobs.output import read_failure
 
     pipeline, spec = step.settings, step.settings.window_spec()
@@ -476,9 +597,14 @@ def _run_window_job(
     if not n_transactions:
         context.log.info("No valid transactions: the Flink job is not started and the tables are emptied.")
         return figures
+    if isinstance(staged_input, list):
+        inputs = [arg for path in staged_input for arg in ("--stream-input", str(path))]
+        inputs += ["--savepoint-dir", str(savepoint_dir)] + (["--restore-from", restore_from] if restore_from else [])
+    else:
+        inputs = ["--input", str(staged_input)]
     command = [
         sys.executable, "-m", "flink_jobs.window_job",
-        "--input", str(staged_input),
+        *inputs,
         "--output", str(flink_output),
         *spec.job_arguments(),
         "--parallelism", str(pipeline.flink_parallelism),

@@ -37,6 +37,7 @@ ENV_VARS: dict[str, str] = {
     "warehouse": "TXN_WAREHOUSE",
     "source_timezone": "TXN_SOURCE_TIMEZONE",
     "key_column": "TXN_KEY_COLUMN",
+    "replay_mode": "TXN_REPLAY_MODE",
     "window_kind": "TXN_WINDOW_KIND",
     "window_size_ms": "TXN_WINDOW_SIZE_MS",
     "window_slide_ms": "TXN_WINDOW_SLIDE_MS",
@@ -75,6 +76,15 @@ class WindowKind(StrEnum):
     session = "session"
 
 
+class ReplayMode(StrEnum):
+    """How a warehouse's files are replayed (TXN_REPLAY_MODE; docs/stream-mode.md): `file`, each file on its
+    own (a fresh watermark, every window fired at its end); `stream`, the files as one event-time stream
+    carried in Flink's state from run to run."""
+
+    file = "file"
+    stream = "stream"
+
+
 def with_launchpad_keys(problem: str) -> str:
     """A problem sentence naming each variable's launchpad key (resources.pipeline.config.<key>) beside it."""
     keys = [field for field, var in ENV_VARS.items() if re.search(rf"(?<![A-Z_]){var}(?![A-Z_])", problem)]
@@ -88,6 +98,11 @@ class PipelineSettings(ConfigurableResource):
         default="UTC", description="IANA zone for timestamps without an offset (TXN_SOURCE_TIMEZONE)."
     )
     key_column: str = Field(default="transaction_id", description="Column windows are keyed by (TXN_KEY_COLUMN).")
+    replay_mode: ReplayMode = Field(
+        default=ReplayMode.file,
+        description="file: each file replayed on its own; stream: the warehouse's files as one event-time stream, "
+        "Flink's state carried from run to run (TXN_REPLAY_MODE).",
+    )
     window_kind: WindowKind = Field(
         default=WindowKind(windows.DEFAULT_KIND), description="tumbling, sliding or session (TXN_WINDOW_KIND)."
     )
@@ -182,8 +197,10 @@ class PipelineSettings(ConfigurableResource):
             if annotation == int | None:
                 annotation = int
             try:
-                values[field] = annotation(raw) if annotation in (int, float, WindowKind) else raw
+                values[field] = annotation(raw) if annotation in (int, float, WindowKind, ReplayMode) else raw
             except ValueError:
+                if annotation is ReplayMode:
+                    raise ValueError(f"{var}={raw!r} is not a replay mode: use file or stream") from None
                 if annotation is WindowKind:
                     raise ValueError(
                         f"{var}={raw!r} is not a window kind: use one of {', '.join(k.value for k in WindowKind)}"

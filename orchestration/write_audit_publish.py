@@ -36,7 +36,7 @@ from dagster import (
 from orchestration.automation import run_tags
 from orchestration.dagster_compat import RUNS_IN_PROGRESS, set_run_tags
 from orchestration.settings import PipelineSettings, with_launchpad_keys
-from warehouse import replays
+from warehouse import replays, stream
 from warehouse.store import WarehouseStore
 
 # Tables in the order a full run writes them (the assets' deps enforce it); the last one of the run's
@@ -121,6 +121,8 @@ class PipelineStep:
             return
         with self.store.connect_published() as con:
             conflict = replays.config_conflict(con, self.settings.window_spec(), str(self.store.path))
+            if conflict is None:
+                conflict = stream.mode_conflict(con, self.settings.replay_mode.value, str(self.store.path))
         if conflict:
             raise Failure(description=conflict)
 

@@ -16,7 +16,7 @@ import duckdb
 from warehouse import schema, segments
 
 TABLE = "custom_aggregates"
-_COLUMNS = {
+COLUMNS = {
     "aggregate": "VARCHAR", "hex_key": "VARCHAR", "window_start_ms": "BIGINT", "window_end_ms": "BIGINT",
     "value": "DOUBLE",
 }  # fmt: skip
@@ -38,11 +38,11 @@ def load_output(con: duckdb.DuckDBPyConnection, output_dir: Path, source_file: s
     if not files:
         return 0
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    columns = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in _COLUMNS.items())
+    columns = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in COLUMNS.items())
     before = schema.fetch_one(con, f"SELECT count(*) FROM {TABLE} WHERE source_file = ?", [source_file])[0]
     con.execute(
         f"INSERT INTO {segments.insert_target(con, TABLE)} SELECT $f, decode(unhex(hex_key)), epoch_ms(window_start_ms)::TIMESTAMPTZ, "
-        "epoch_ms(window_end_ms)::TIMESTAMPTZ, window_start_ms, window_end_ms, aggregate, value "
+        "epoch_ms(window_end_ms)::TIMESTAMPTZ, window_start_ms, window_end_ms, aggregate, value, true "
         f"FROM read_csv([{listed}], header=false, auto_detect=false, delim=',', quote='', escape='', "
         f"columns={{{columns}}}) ORDER BY aggregate, 2, window_start_ms, window_end_ms",
         {"f": source_file},

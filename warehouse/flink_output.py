@@ -39,14 +39,14 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _files(directory: Path) -> list[str]:
+def output_files(directory: Path) -> list[str]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
     return sorted(str(p) for p in directory.rglob(_OUTPUT_GLOB) if not p.name.startswith("."))
 
 
-def _read_csv(files: list[str], columns: dict[str, str]) -> str:
+def read_csv_sql(files: list[str], columns: dict[str, str]) -> str:
     listed = ", ".join(_quote(Path(f)) for f in files)
     cols = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in columns.items())
     return f"read_csv([{listed}], header=false, auto_detect=false, delim=',', quote='', escape='', columns={{{cols}}})"
@@ -76,23 +76,23 @@ def late_window_sql(spec: WindowSpec, ts: str) -> tuple[str, str]:
 def load_output(con: duckdb.DuckDBPyConnection, output_dir: Path, source_file: str, spec: WindowSpec) -> None:
     """Insert the job's output into window_averages and late_events (inside the caller's transaction)."""
     output_dir = Path(output_dir)
-    window_files = _files(output_dir / "windows")
+    window_files = output_files(output_dir / "windows")
     if window_files:
         con.execute(
             f"INSERT INTO {segments.insert_target(con, 'window_averages')} SELECT $f, decode(unhex(hex_key)), "
             "epoch_ms(window_start_ms)::TIMESTAMPTZ, epoch_ms(window_end_ms)::TIMESTAMPTZ, "
             "sum_amount::DOUBLE / txn_count, txn_count, sum_amount, min_amount, max_amount, "
-            f"window_start_ms, window_end_ms FROM {_read_csv(window_files, WINDOW_COLUMNS)} "
+            f"window_start_ms, window_end_ms, true FROM {read_csv_sql(window_files, WINDOW_COLUMNS)} "
             "ORDER BY 2, window_start_ms, window_end_ms",
             {"f": source_file},
         )
-    late_files = _files(output_dir / "late")
+    late_files = output_files(output_dir / "late")
     if late_files:
         start, end = late_window_sql(spec, "event_time_ms")
         con.execute(
             f"INSERT INTO {segments.insert_target(con, 'late_events')} SELECT $f, source_row, decode(unhex(hex_key)), "
             "epoch_ms(event_time_ms)::TIMESTAMPTZ, amount, event_time_ms, watermark_ms, "
             f"epoch_ms({start})::TIMESTAMPTZ, epoch_ms({end})::TIMESTAMPTZ "
-            f"FROM {_read_csv(late_files, LATE_COLUMNS)} ORDER BY source_row",
+            f"FROM {read_csv_sql(late_files, LATE_COLUMNS)} ORDER BY source_row",
             {"f": source_file},
         )

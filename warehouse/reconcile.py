@@ -28,7 +28,15 @@ from warehouse import schema, segments
 from warehouse.flink_output import late_window_sql
 from warehouse.windows import WindowSpec
 
-__all__ = ["OverlappedRecomputation", "build_expected", "compare_tables", "expected_late_events", "expected_windows"]
+__all__ = [
+    "OverlappedRecomputation",
+    "build_expected",
+    "build_expected_stream",
+    "compare_tables",
+    "compare_with_expected",
+    "expected_late_events",
+    "expected_windows",
+]
 
 _MAX_EXAMPLES = 5
 
@@ -106,7 +114,7 @@ def _session_rows(con: duckdb.DuckDBPyConnection, spec: WindowSpec, watermarked:
     """Temp table `_session_rows(source_row, key, event_time_ms, amount, watermark_ms, session_id)`
     (`watermarked`: the file's `_WATERMARKED` rows)."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE _watermarked AS {watermarked}",
-                {k: params[k] for k in ("source_file", "ooo")})  # fmt: skip
+                {k: v for k, v in params.items() if f"${k}" in watermarked})  # fmt: skip
     arrays = con.execute(
         "SELECT key, event_time_ms, coalesce(watermark_ms, -9223372036854775808) AS w, source_row "
         "FROM _watermarked ORDER BY key, source_row"
@@ -134,8 +142,41 @@ def build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file
     """Temp tables `_expected_windows` and `_expected_late` for one source file."""
     spec.validate()
     params = {"source_file": source_file, "ooo": spec.out_of_orderness_ms, "lateness": spec.allowed_lateness_ms}
-    late_start, late_end = late_window_sql(spec, "event_time_ms")
     watermarked = _WATERMARKED.format(transactions=segments.file_rows(con, "transactions", source_file))
+    _build(con, spec, watermarked, params)
+
+
+# The stream's events (`_stream_events`, warehouse/stream.py): the events carried in the windows open before
+# the run's first file (never judged again: no watermark), then the run's files in stream order. The
+# watermark before a run event is the running max of everything before it and of the stream before the
+# run ($start_max), minus the out-of-orderness, minus 1.
+_STREAM_WATERMARKED = """
+SELECT seq AS source_row, key, event_time_ms, amount,
+       CASE WHEN carried THEN NULL ELSE
+           greatest(max(event_time_ms) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                    CAST($start_max AS BIGINT)) - CAST($ooo AS BIGINT) - 1 END AS watermark_ms
+FROM _stream_events
+"""
+
+
+def build_expected_stream(con: duckdb.DuckDBPyConnection, spec: WindowSpec, start_max: int | None,
+                          closed_up_to: int | None) -> None:  # fmt: skip
+    """Temp tables `_expected_windows` and `_expected_late` for a stream run, from the temp table
+    `_stream_events(seq, key, event_time_ms, amount, carried)`: every window the run fires or leaves open,
+    i.e. whose cleanup time is after `closed_up_to` (the stream's watermark before the run; None: its start).
+    Late events keep `seq` as their source_row."""
+    spec.validate()
+    params = {"ooo": spec.out_of_orderness_ms, "lateness": spec.allowed_lateness_ms, "start_max": start_max}
+    _build(con, spec, _STREAM_WATERMARKED, params)
+    if closed_up_to is not None:
+        con.execute(
+            "DELETE FROM _expected_windows WHERE window_end_ms - 1 + CAST($lateness AS BIGINT) <= CAST($w AS BIGINT)",
+            {"lateness": spec.allowed_lateness_ms, "w": closed_up_to},
+        )
+
+
+def _build(con: duckdb.DuckDBPyConnection, spec: WindowSpec, watermarked: str, params: dict[str, Any]) -> None:
+    late_start, late_end = late_window_sql(spec, "event_time_ms")
     window_columns = (
         "count(*) AS txn_count, sum(amount) AS sum_amount, min(amount) AS min_amount, max(amount) AS max_amount"
     )
@@ -148,7 +189,9 @@ def build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file
         )
         late_rows = "SELECT * FROM _session_rows WHERE session_id < 0"
     else:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _pairs AS {_aligned_pairs_sql(spec, watermarked)}", params)
+        pairs = _aligned_pairs_sql(spec, watermarked)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _pairs AS {pairs}",
+                    {k: v for k, v in params.items() if f"${k}" in pairs})  # fmt: skip
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _expected_windows AS SELECT key, window_start_ms, window_end_ms, "
             f"{window_columns} FROM _pairs WHERE NOT late GROUP BY key, window_start_ms, window_end_ms"
@@ -296,11 +339,24 @@ class OverlappedRecomputation:
 
 def _compare_with_expected(con: duckdb.DuckDBPyConnection, source_file: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """compare_tables once `build_expected` made the temp tables on `con`."""
+    windows = segments.file_rows(con, "window_averages", source_file)
+    late = (
+        "SELECT source_row, key, event_time_ms, amount, watermark_ms, epoch_ms(window_start) AS window_start_ms, "
+        f"epoch_ms(window_end) AS window_end_ms FROM {segments.file_rows(con, 'late_events', source_file)} "
+        f"AS late_events WHERE source_file = {_literal(source_file)}"
+    )
+    return compare_with_expected(
+        con, f"SELECT * FROM {windows} AS window_averages WHERE source_file = {_literal(source_file)}", late
+    )
+
+
+def compare_with_expected(con: duckdb.DuckDBPyConnection, actual_windows: str, actual_late: str
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The window and late-event reports of `actual_windows` (rows of window_averages) and `actual_late`
+    (source_row, key, event_time_ms, amount, watermark_ms, window_start_ms, window_end_ms) against the
+    temp tables `_expected_windows` and `_expected_late`."""
     try:
-        params = {"source_file": source_file}
-        windows = segments.file_rows(con, "window_averages", source_file)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _actual_windows AS SELECT * FROM {windows} AS window_averages "
-                    "WHERE source_file = $source_file", params)  # fmt: skip
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _actual_windows AS {actual_windows}")
         # avg_amount is derived from the exact sum on load; a stored mean that differs (also in
         # the sign of a zero) is a mismatch
         avg_differs = (
@@ -320,9 +376,7 @@ def _compare_with_expected(con: duckdb.DuckDBPyConnection, source_file: str) -> 
             )
         late = _report(
             con,
-            "SELECT source_row, key, event_time_ms, amount, watermark_ms, epoch_ms(window_start) AS window_start_ms, "
-            f"epoch_ms(window_end) AS window_end_ms FROM {segments.file_rows(con, 'late_events', source_file)} "
-            f"AS late_events WHERE source_file = {_literal(source_file)}",
+            actual_late,
             "SELECT * FROM _expected_late",
             "source_row",
             _LATE_VALUES,

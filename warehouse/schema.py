@@ -23,6 +23,12 @@ class Column(NamedTuple):
 _C = Column
 _SOURCE_FILE = _C("source_file", "VARCHAR", "Absolute path of the replayed CSV; replaying a file replaces its rows")
 _KEY = _C("key", "VARCHAR", "Value of the key column (TXN_KEY_COLUMN) the windows are keyed by")
+_IS_FINAL = _C(
+    "is_final",
+    "BOOLEAN",
+    "False for a window still open at the end of the stream (TXN_REPLAY_MODE=stream): its contents so far, "
+    "replaced by the next file's run; always true in file mode",
+)
 
 # table -> ordered columns. Asset names equal table names. The pipeline inserts by position, so
 # the order is part of the contract.
@@ -97,6 +103,7 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
         _C("max_amount", AMOUNT_TYPE, "Largest amount in the window"),
         _C("window_start_ms", "BIGINT", "Window start as UTC epoch milliseconds"),
         _C("window_end_ms", "BIGINT", "Window end as UTC epoch milliseconds (exclusive)"),
+        _IS_FINAL,
     ),
     "late_events": (
         _SOURCE_FILE,
@@ -130,6 +137,7 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
             "DOUBLE",
             "get_result of the window's accumulator over its on-time events; NULL when it returned None",
         ),
+        _IS_FINAL,
     ),
     "replays": (
         _SOURCE_FILE,
@@ -144,6 +152,30 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
         _C("transactions", "BIGINT", "Transactions replayed"),
         _C("windows", "BIGINT", "Windows written"),
         _C("late_events", "BIGINT", "Late events written"),
+    ),
+    "stream_files": (
+        _C(
+            "position",
+            "BIGINT",
+            "1-based place of the file in the stream (TXN_REPLAY_MODE=stream): by median event time",
+        ),
+        _SOURCE_FILE,
+        _C("median_event_time_ms", "BIGINT", "Median event time of the file's transactions: the stream order's key"),
+        _C("transactions", "BIGINT", "Valid transactions of the file"),
+        _C("max_event_time_ms", "BIGINT", "Latest event time of the file"),
+        _C("stream_max_event_time_ms", "BIGINT", "Latest event time of the stream up to and including this file"),
+        _C(
+            "watermark_ms",
+            "BIGINT",
+            "The stream's watermark after this file: stream_max_event_time_ms - out-of-orderness - 1",
+        ),
+        _C(
+            "savepoint",
+            "VARCHAR",
+            "Flink savepoint holding the stream's state after this file (open windows, watermark)",
+        ),
+        _C("run_id", "VARCHAR", "Dagster run that last replayed the file"),
+        _C("replayed_at", "TIMESTAMP WITH TIME ZONE", "When that run replayed it (UTC)"),
     ),
     "anomaly_thresholds": (
         _KEY,
@@ -179,7 +211,7 @@ del _C
 
 # Columns that record which run wrote a row (its id and clock). Everything else in every table is a
 # function of the input files and the configuration: same files + same config -> identical rows.
-RUN_COLUMNS = frozenset({"run_id", "replayed_at"})
+RUN_COLUMNS = frozenset({"run_id", "replayed_at", "savepoint"})
 
 # table -> ordered (column, DuckDB type)
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {

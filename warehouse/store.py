@@ -126,6 +126,8 @@ class WarehouseStore:
             raise ValueError(f"warehouse path {self.path} is a directory, expected a DuckDB file")
         self.staging_dir = self.path.parent / ".staging" / self.path.name
         self.segment_dir = self.path.parent / f"{self.path.name}.segments"
+        # Stream mode: the Flink savepoints of the stream's state, one folder per run (see warehouse/stream.py)
+        self.savepoint_dir = self.path.parent / f"{self.path.name}.savepoints"
         self.segment_retention_s = segment_retention_s
 
     # --- paths -----------------------------------------------------------------------------

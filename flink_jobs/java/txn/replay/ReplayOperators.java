@@ -1,6 +1,11 @@
 package txn.replay;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.math.BigDecimal;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -43,6 +48,8 @@ public final class ReplayOperators {
         public BigDecimal amount;
         public String hexKey;
         public long watermark = Long.MIN_VALUE;
+        /** Set on the marker that ends a file of a stream (see {@link ParseStagedLine}); no transaction. */
+        public String readMarker;
 
         public Event() {}
     }
@@ -58,10 +65,20 @@ public final class ReplayOperators {
         }
     }
 
-    /** Parses a staged line {@code source_row,event_time_ms,amount,hex_key}. */
+    /**
+     * Parses a staged line {@code source_row,event_time_ms,amount,hex_key}. A line {@code #<path>}
+     * (the last line of a file replayed as part of a stream) is a marker, not a transaction: the
+     * watermark operator creates that file once every line before it has been sent on, which tells
+     * the job's driver that the file is read (it then takes a savepoint: flink_jobs/stream_job.py).
+     */
     public static class ParseStagedLine implements MapFunction<String, Event> {
         @Override
         public Event map(String line) {
+            if (line.startsWith("#")) {
+                Event marker = new Event();
+                marker.readMarker = line.substring(1);
+                return marker;
+            }
             int a = line.indexOf(',');
             int b = line.indexOf(',', a + 1);
             int c = line.indexOf(',', b + 1);
@@ -164,6 +181,10 @@ public final class ReplayOperators {
         @Override
         public void processElement(StreamRecord<Event> record) {
             Event event = record.getValue();
+            if (event.readMarker != null) { // the file is read: every event before it has been sent on
+                touch(event.readMarker);
+                return;
+            }
             long time = event.eventTimeMs;
             event.watermark = maxTimestamp == Long.MIN_VALUE ? Long.MIN_VALUE : maxTimestamp - outOfOrdernessMs - 1;
             output.collect(record.replace(event, time));
@@ -184,6 +205,18 @@ public final class ReplayOperators {
                 emitted = Long.MAX_VALUE;
                 super.processWatermark(mark);
             }
+        }
+    }
+
+    private static void touch(String marker) {
+        Path path = Paths.get(marker);
+        try {
+            Files.createDirectories(path.getParent());
+            if (!Files.exists(path)) {
+                Files.createFile(path);
+            }
+        } catch (IOException error) {
+            throw new UncheckedIOException("cannot create the read marker " + marker, error);
         }
     }
 
