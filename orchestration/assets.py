@@ -505,7 +505,7 @@ def _replay_stream(
             )  # fmt: skip
         loaded = time.monotonic()
         if plan.replay:
-            reconcile.build_expected_stream(con, spec, plan.start_max, plan.closed_up_to)
+            reconcile.build_expected_stream(con, spec, plan.recompute_start_max, plan.closed_up_to)
             windows_report, late_report = reconcile.compare_with_expected(
                 con, stream.run_rows_sql(con, "window_averages", plan), stream.run_late_sql(con, plan)
             )

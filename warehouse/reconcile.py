@@ -146,15 +146,14 @@ def build_expected(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file
     _build(con, spec, watermarked, params)
 
 
-# The stream's events (`_stream_events`, warehouse/stream.py): the events carried in the windows open before
-# the run's first file (never judged again: no watermark), then the run's files in stream order. The
-# watermark before a run event is the running max of everything before it and of the stream before the
-# run ($start_max), minus the out-of-orderness, minus 1.
+# The stream's events (`_stream_events`, warehouse/stream.py): kept events replayed again (seq < 0: their
+# windows are open before the run, or they may be), then the run's files, in stream order. The watermark
+# before an event is the running max of everything before it and of the stream before the first of them
+# ($start_max), minus the out-of-orderness, minus 1.
 _STREAM_WATERMARKED = """
 SELECT seq AS source_row, key, event_time_ms, amount,
-       CASE WHEN carried THEN NULL ELSE
-           greatest(max(event_time_ms) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-                    CAST($start_max AS BIGINT)) - CAST($ooo AS BIGINT) - 1 END AS watermark_ms
+       greatest(max(event_time_ms) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                CAST($start_max AS BIGINT)) - CAST($ooo AS BIGINT) - 1 AS watermark_ms
 FROM _stream_events
 """
 
@@ -162,12 +161,14 @@ FROM _stream_events
 def build_expected_stream(con: duckdb.DuckDBPyConnection, spec: WindowSpec, start_max: int | None,
                           closed_up_to: int | None) -> None:  # fmt: skip
     """Temp tables `_expected_windows` and `_expected_late` for a stream run, from the temp table
-    `_stream_events(seq, key, event_time_ms, amount, carried)`: every window the run fires or leaves open,
-    i.e. whose cleanup time is after `closed_up_to` (the stream's watermark before the run; None: its start).
-    Late events keep `seq` as their source_row."""
+    `_stream_events(seq, key, event_time_ms, amount, carried)` and the stream's maximum before its first
+    event (`start_max`): every window the run fires or leaves open, i.e. whose cleanup time is after
+    `closed_up_to` (the stream's watermark before the run; None: its start), and the late events of the
+    run's own events (seq >= 0, kept as their source_row)."""
     spec.validate()
     params = {"ooo": spec.out_of_orderness_ms, "lateness": spec.allowed_lateness_ms, "start_max": start_max}
     _build(con, spec, _STREAM_WATERMARKED, params)
+    con.execute("DELETE FROM _expected_late WHERE source_row < 0")  # kept events were judged by their own run
     if closed_up_to is not None:
         con.execute(
             "DELETE FROM _expected_windows WHERE window_end_ms - 1 + CAST($lateness AS BIGINT) <= CAST($w AS BIGINT)",
