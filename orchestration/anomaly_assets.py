@@ -39,7 +39,7 @@ from orchestration.asset_helpers import (
 from orchestration.plots import anomaly_svg, markdown_image
 from orchestration.settings import PipelineSettings
 from orchestration.write_audit_publish import PipelineStep
-from warehouse import alerts, quality, schema, segments, thresholds
+from warehouse import alerts, quality, schema, segments, stream, thresholds
 from warehouse import anomalies as anomaly_rows
 
 PLOT_KEYS = 4  # keys drawn in each anomaly plot
@@ -229,6 +229,8 @@ def anomalies(context: AssetExecutionContext, pipeline: PipelineSettings) -> Ite
         run_id = context.run.run_id
         with step.staging() as con:
             con.execute("BEGIN")
+            for rewritten in stream.files_rewritten_by(con, run_id, source_file):  # stream mode: a rebuild
+                anomaly_rows.replace_anomalies(con, rewritten, run_id)
             count = anomaly_rows.replace_anomalies(con, source_file, run_id)
             con.execute("COMMIT")
             windows = segments.file_rows(con, "window_averages", source_file)

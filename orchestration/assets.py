@@ -252,6 +252,14 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             {"flink", "python", "duckdb"},
             deps=["transactions"],
         ),
+        asset_spec(
+            "stream_files",
+            "Stream mode (TXN_REPLAY_MODE=stream): the warehouse's files in stream order (median event time), "
+            "each with the stream's watermark after it and the savepoint of Flink's state after it; empty in "
+            "file mode.",
+            {"flink", "duckdb"},
+            deps=["transactions"],
+        ),
     ],
     check_specs=[
         AssetCheckSpec(
@@ -279,6 +287,7 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
         contract_spec("late_events"),
         contract_spec("replays"),
         contract_spec("custom_aggregates"),
+        contract_spec("stream_files"),
         AssetCheckSpec(
             "late_ratio_within_limit",
             asset="late_events",
@@ -371,6 +380,7 @@ def _replay_event_time_windows(
             contract_result(con, "late_events"),
             contract_result(con, "replays"),
             contract_result(con, "custom_aggregates"),
+            contract_result(con, "stream_files"),
             check_result(
                 "late_events",
                 "late_ratio_within_limit",
@@ -399,6 +409,7 @@ def _replay_event_time_windows(
             "late_events": step.table_metadata(con, "late_events", n_late),
             "replays": step.table_metadata(con, "replays", n_replays),
             "custom_aggregates": step.table_metadata(con, "custom_aggregates", n_custom),
+            "stream_files": step.table_metadata(con, "stream_files", 0),
         }
         custom_preview = fetch_df(
             con,
@@ -456,6 +467,10 @@ def _replay_event_time_windows(
             "preview": markdown_preview(custom_preview),
             **common,
         },
+    )
+    yield MaterializeResult(
+        asset_key="stream_files",
+        metadata={**table_counts(step, window_counts["stream_files"]), "replay_mode": "file", **common},
     )
     yield from checks
 
@@ -533,6 +548,7 @@ def _replay_stream(
             contract_result(con, "late_events"),
             contract_result(con, "replays"),
             contract_result(con, "custom_aggregates"),
+            contract_result(con, "stream_files"),
             check_result(
                 "late_events",
                 "late_ratio_within_limit",
@@ -552,6 +568,7 @@ def _replay_stream(
         }
         window_counts["replays"] = step.table_metadata(con, "replays", len(plan.replay))
         (stream_length,) = schema.fetch_one(con, "SELECT count(*) FROM stream_files")
+        window_counts["stream_files"] = step.table_metadata(con, "stream_files", int(stream_length))
     published = step.audit_and_publish(checks)
     common = {
         "source_file": MetadataValue.path(source_file),
@@ -570,7 +587,7 @@ def _replay_stream(
         "flink_records_in": n_transactions,
         **published,
     }
-    for table in ("window_averages", "late_events", "replays", "custom_aggregates"):
+    for table in ("window_averages", "late_events", "replays", "custom_aggregates", "stream_files"):
         yield MaterializeResult(asset_key=table, metadata={**table_counts(step, window_counts[table]), **common})
     yield from checks
 

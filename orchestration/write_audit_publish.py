@@ -43,7 +43,7 @@ from warehouse.store import WarehouseStore
 # selection publishes the warehouse.
 PIPELINE_TABLES = (
     "transactions", "rejected_rows", "watermark_advice", "window_averages", "late_events", "replays",
-    "custom_aggregates", "anomaly_thresholds", "anomalies",
+    "custom_aggregates", "stream_files", "anomaly_thresholds", "anomalies",
 )  # fmt: skip
 
 
@@ -103,6 +103,11 @@ class PipelineStep:
                 removed = self.store.discard_all_except(active | {self.run_id})
                 if removed:
                     self.context.log.info(f"Removed staging leftovers of finished runs: {', '.join(removed)}")
+                savepoints = self.store.remove_unlisted_savepoints(active | {self.run_id})
+                if savepoints:
+                    self.context.log.info(
+                        f"Removed {len(savepoints)} stream savepoint(s) no longer listed by the warehouse"
+                    )
                 unlisted = self.store.remove_unlisted_segments()
                 if unlisted:
                     self.context.log.info(f"Removed {len(unlisted)} segment file(s) no longer listed by the warehouse")

@@ -24,7 +24,7 @@ SELECT w.source_file, w.key, w.window_start, w.window_end, w.avg_amount,
        {score_sql("w.avg_amount", "t.log_center", "t.log_scale", "w.txn_count")} AS score,
        t.method, t.params, w.txn_count, w.window_start_ms, w.window_end_ms, $run_id AS run_id
 FROM {{windows}} w JOIN anomaly_thresholds t USING (key)
-WHERE w.source_file = $source_file
+WHERE w.source_file = $source_file AND w.is_final
 """
 
 # Largest score first; ties in a fixed order so that the alert and the preview are deterministic.

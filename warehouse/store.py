@@ -371,6 +371,31 @@ class WarehouseStore:
                 removed.append(run_id)
         return removed
 
+    def remove_unlisted_savepoints(self, keep: Iterable[str]) -> list[Path]:
+        """Delete stream-mode savepoints (`savepoint_dir/<run id>/…`) that the published `stream_files` does
+        not list, except those of the runs in `keep` (in progress) and of leased runs; returns them."""
+        if not self.savepoint_dir.is_dir() or not self.path.exists():
+            return []
+        with self.connect_published() as con:
+            tables = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'stream_files'")
+            if not tables.fetchall()[0][0]:
+                return []
+            listed = {str(Path(row[0].removeprefix("file:")).resolve())
+                      for row in con.execute("SELECT savepoint FROM stream_files WHERE savepoint IS NOT NULL").fetchall()}  # fmt: skip
+        keep = set(keep)
+        removed = []
+        for run in sorted(self.savepoint_dir.iterdir()):
+            if run.name in keep or (_RUN_ID.fullmatch(run.name) and self.is_leased(run.name)):
+                continue
+            for savepoint in sorted(run.glob("*/savepoint-*")):
+                if str(savepoint.resolve()) not in listed:
+                    shutil.rmtree(savepoint, ignore_errors=True)
+                    removed.append(savepoint)
+            for folder in sorted(run.glob("*")) + [run]:  # the emptied ones
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        return removed
+
     # --- reading ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def connect_published(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -395,3 +395,13 @@ def conservation_check(con: duckdb.DuckDBPyConnection, plan: Plan, spec: WindowS
             "late_events_not_in_transactions": int(strangers),
         },  # fmt: skip
     )
+
+
+def files_rewritten_by(con: duckdb.DuckDBPyConnection, run_id: str, source_file: str) -> list[str]:
+    """The other files whose windows the run rewrote (a rebuild replays the files after its own): their
+    anomalies are judged again. [] in file mode."""
+    rows = con.execute(
+        "SELECT source_file FROM stream_files WHERE run_id = ? AND source_file <> ? ORDER BY position",
+        [run_id, source_file],
+    ).fetchall()
+    return [row[0] for row in rows]

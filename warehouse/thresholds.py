@@ -97,7 +97,8 @@ def score_sql(avg: str, center: str, scale: str, n: str) -> str:
     return f"(({y_sql(avg)} - {center}) * sqrt(greatest({n}, 1)) / {scale})"
 
 
-# Per key, a histogram of the key's windows over the whole history (the fit's input), and per key
+# Per key, a histogram of the key's final windows over the whole history (the fit's input; a provisional
+# window of stream mode is still changing, docs/stream-mode.md), and per key
 # and file the counts, the largest average and which run wrote the file's windows (the ledger that
 # says which windows the histogram holds). Internal tables of the catalog, not of the data contract.
 _SUMMARY_TABLES = (
@@ -113,12 +114,12 @@ def y_bin_sql(avg: str) -> str:
 
 _HISTOGRAM_ROWS_SQL = f"""
 SELECT key, {y_bin_sql("avg_amount")} AS y_bin, txn_count, count(*) AS windows
-FROM {{windows}} AS window_averages GROUP BY ALL
+FROM {{windows}} AS window_averages WHERE is_final GROUP BY ALL
 """
 
 _KEY_FILE_ROWS_SQL = """
 SELECT key, source_file, {run_id} AS run_id, count(*), sum(txn_count), max(avg_amount)::DOUBLE
-FROM {windows} AS window_averages GROUP BY key, source_file
+FROM {windows} AS window_averages WHERE is_final GROUP BY key, source_file
 """
 
 
@@ -342,7 +343,7 @@ def _rebuild_histogram(con: duckdb.DuckDBPyConnection, writer_sql: str, run_id: 
         "INSERT INTO threshold_key_files "
         "SELECT w.key, w.source_file, k.run_id, w.window_count, w.txn_count, w.max_avg "
         "FROM (SELECT key, source_file, count(*) AS window_count, sum(txn_count) AS txn_count, "
-        "             max(avg_amount)::DOUBLE AS max_avg FROM window_averages GROUP BY key, source_file) w "
+        "             max(avg_amount)::DOUBLE AS max_avg FROM window_averages WHERE is_final GROUP BY key, source_file) w "
         f"JOIN ({_FILE_WRITERS_SQL}) k ON k.source_file IS NOT DISTINCT FROM w.source_file",
         {"run": run_id},
     )

@@ -49,6 +49,7 @@ ALL_CHECKS_PASS = {
     "late_events.late_ratio_within_limit": True,
     "replays.matches_contract": True,
     "custom_aggregates.matches_contract": True,
+    "stream_files.matches_contract": True,
     "watermark_advice.matches_contract": True,
     "watermark_advice.file_in_time_order": True,
     "anomaly_thresholds.threshold_for_every_eligible_key": True,

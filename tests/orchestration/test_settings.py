@@ -30,6 +30,7 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "TXN_WAREHOUSE": str(tmp_path / "out" / "wh.duckdb"),
         "TXN_SOURCE_TIMEZONE": "Europe/Berlin",
         "TXN_KEY_COLUMN": "account_id",
+        "TXN_REPLAY_MODE": "stream",
         "TXN_WINDOW_KIND": "sliding",
         "TXN_WINDOW_SIZE_MS": "60000",
         "TXN_WINDOW_SLIDE_MS": "20000",
@@ -113,6 +114,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert settings.source_timezone == "Europe/Berlin"
     assert settings.key_column == "account_id"
     assert settings.window_kind == "sliding"
+    assert settings.replay_mode == "stream"
     assert settings.window_size_ms == 60000 and type(settings.window_size_ms) is int
     assert settings.window_slide_ms == 20000 and type(settings.window_slide_ms) is int
     assert settings.session_gap_ms == 30000 and type(settings.session_gap_ms) is int
@@ -415,9 +417,11 @@ def test_every_invalid_setting_is_reported_at_once(tmp_path: Path) -> None:
         time_jump_confirm_rows=0,
     )
     problems = settings.problems()
-    # every variable but the source (any path) and the kind (valid here, so that the other window
+    # every variable but the source (any path), the replay mode (an enum) and the kind (valid here, so that the other window
     # parameters are judged)
-    expected_vars = {var for field, var in ENV_VARS.items() if field not in ("source_csv", "window_kind")}
+    expected_vars = {
+        var for field, var in ENV_VARS.items() if field not in ("source_csv", "window_kind", "replay_mode")
+    }
     assert len(problems) == len(expected_vars), problems
     for var in expected_vars:
         assert sum(mentions(p, var) for p in problems) == 1, (var, problems)

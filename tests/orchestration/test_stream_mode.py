@@ -171,6 +171,14 @@ def test_backfill_correction_and_replaying_a_file_again_rebuild_the_stream(tmp_p
     expected = whole(a, b, c)
     assert corrected["windows"] == expected["windows"] and corrected["late"] == expected["late"]
 
+    # every savepoint the stream lists is on disk; the ones rebuilds replaced are gone once a later run starts
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        listed = {
+            Path(r[0].removeprefix("file:")) for r in con.execute("SELECT savepoint FROM stream_files").fetchall()
+        }
+    on_disk = set(warehouse.with_name(warehouse.name + ".savepoints").glob("*/*/savepoint-*"))
+    assert listed <= on_disk and len(on_disk) <= len(listed) + 2  # + the two the last rebuild replaced
+
 
 def test_a_failed_run_leaves_the_stream_as_it_was_and_the_next_run_continues(tmp_path):
     rows = three_day_rows(seed=9)

@@ -366,7 +366,7 @@ def test_the_per_file_steps_read_only_the_files_own_rows(tmp_path: Path, kind: s
         con.execute(
             f"INSERT INTO {windows} SELECT $f, key, epoch_ms(window_start_ms), epoch_ms(window_end_ms), "
             "sum_amount::DOUBLE / txn_count, txn_count, sum_amount, min_amount, max_amount, window_start_ms, "
-            "window_end_ms FROM _expected_windows",
+            "window_end_ms, true FROM _expected_windows",
             {"f": source_file},
         )
         late = segments.replace_file(con, "late_events", source_file)

@@ -64,7 +64,7 @@ def load_windows(con: duckdb.DuckDBPyConnection, windows: Windows, source_file: 
     con.execute(
         f"INSERT INTO {table} SELECT source_file, key, epoch_ms(s)::TIMESTAMPTZ, epoch_ms(e)::TIMESTAMPTZ, "
         "avg_amount, txn_count, (avg_amount * txn_count)::DECIMAL(38,4), avg_amount::DECIMAL(18,4), "
-        "avg_amount::DECIMAL(18,4), s, e FROM loaded_windows"
+        "avg_amount::DECIMAL(18,4), s, e, true FROM loaded_windows"
     )
     con.unregister("loaded_windows")
 
