@@ -1,4 +1,4 @@
-"""The four things we need from Dagster that have no public name in the pinned 1.13, each wrapped once.
+"""The five things we need from Dagster that have no public name in the pinned 1.13, each wrapped once.
 
 * Which runs may still use their staging files: `IN_PROGRESS_RUN_STATUSES` is private and its meaning moved
   between versions (1.13 holds SUSPENDED but not QUEUED), so the list is spelled out from the public `DagsterRunStatus`.
@@ -11,11 +11,14 @@
   and launchpad): `named_asset_checks` declares the same checks (same specs and metadata, so the freshness sensor
   still finds them) under a multi_asset_check of our name whose body is the factory's function
   (`node_def.compute_fn.decorated_fn`, an attribute of the op, not public).
+* The `ResourceDefinition` a `ConfigurableResource` binds as (`get_resource_definition()`, which `Definitions` itself
+  calls; not in the API docs): its public `configured` is how the `pipeline` resource's run config is checked when a
+  run is launched (orchestration/settings.py, `checked_at_launch`).
 """
 
 from __future__ import annotations
 
-from dagster import DagsterRunStatus
+from dagster import DagsterRunStatus, ResourceDefinition
 
 RUNS_IN_PROGRESS = (
     DagsterRunStatus.QUEUED,
@@ -52,3 +55,8 @@ def named_asset_checks(checks_def, name: str, description: str):
         yield from body(context)
 
     return named
+
+
+def resource_definition(resource) -> ResourceDefinition:
+    """The ResourceDefinition that `resource` (a ConfigurableResource) binds as in `Definitions`."""
+    return resource.get_resource_definition()

@@ -2,7 +2,8 @@
 
 The environment is read here and nowhere else at load time: `PipelineSettings.from_env()` (the
 `pipeline` resource, overridable per run) and `AutomationSettings.from_env()` (freshness, schedule
-and sensors, fixed for the life of the code location).
+and sensors, fixed for the life of the code location). The `pipeline` resource is bound through
+`checked_at_launch`: a run whose pipeline config has a problem is refused when it is launched.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from orchestration.advice_assets import watermark_advice
 from orchestration.anomaly_assets import anomalies, anomaly_thresholds
 from orchestration.assets import WINDOW_ASSETS, ingest_transactions, replay_event_time_windows
 from orchestration.automation import build_automation, window_freshness_policy
-from orchestration.settings import REPO_ROOT, AutomationSettings, PipelineSettings
+from orchestration.settings import REPO_ROOT, AutomationSettings, PipelineSettings, checked_at_launch
 from orchestration.write_audit_publish import require_pipeline_tables
 
 # Every table asset, in the order a full run writes them.
@@ -46,7 +47,7 @@ def build_definitions(automation_settings: AutomationSettings, pipeline: Pipelin
         sensors=automation.sensors,
         executor=in_process_executor,
         resources={
-            "pipeline": pipeline,
+            "pipeline": checked_at_launch(pipeline),
             "pipes_subprocess_client": PipesSubprocessClient(cwd=str(REPO_ROOT)),
         },
     )

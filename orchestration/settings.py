@@ -1,7 +1,8 @@
 """Pipeline configuration: one Dagster resource, defaulted from environment variables.
 
 Every field can be set with its environment variable (read when the definitions load) or
-overridden per run in the Dagster launchpad under `resources: pipeline: config:`.
+overridden per run in the Dagster launchpad under `resources: pipeline: config:`. The definitions bind
+the resource through `checked_at_launch`, so an invalid config is a config error when a run is launched.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, DagsterInvalidConfigError, ResourceDefinition
 from pydantic import Field
 
 from flink_jobs.output import jvm_heap_problem, parallelism_problem
 from flink_jobs.window_job import DEFAULT_JVM_HEAP, DEFAULT_PARALLELISM
+from orchestration.dagster_compat import resource_definition
 from warehouse import windows
 from warehouse.advice import parse_targets
 from warehouse.store import DEFAULT_MEMORY_LIMIT, memory_limit_problem, warehouse_path_problem
@@ -300,6 +302,44 @@ class PipelineSettings(ConfigurableResource):
             field: value.value if isinstance(value, Enum) else value
             for field, value in ((field, getattr(self, field)) for field in ENV_VARS)
         }
+
+
+def config_error(problems: list[str], config: Mapping[str, object]) -> DagsterInvalidConfigError:
+    """Dagster's config error for these problems: one line each, the sentence naming the variable and its key."""
+    lines = "".join(f"\n    {with_launchpad_keys(problem)}" for problem in problems)
+    return DagsterInvalidConfigError(
+        "Invalid config of resource pipeline, so no step ran and nothing was written; fix the environment "
+        f"variable, or the [launchpad] key under resources: pipeline: config:{lines}",
+        [],  # no per-field errors: a problem can involve two fields (a slide larger than the size)
+        config,
+    )
+
+
+def refuse_config_problems(config: Mapping[str, object]) -> Mapping[str, object]:
+    """The `pipeline` resource's config unchanged, or a DagsterInvalidConfigError with every `problems()`."""
+    problems = PipelineSettings(**config).problems()
+    if problems:
+        raise config_error(problems, config)
+    return config
+
+
+def checked_at_launch(pipeline: PipelineSettings) -> ResourceDefinition:
+    """`pipeline` as the definitions' `pipeline` resource: same schema and TXN_* defaults, config checked at launch.
+
+    Dagster applies a resource's config mapping (`configured`) when it resolves a run's config to plan the run
+    (`ResolvedRunConfig.build`), before the run exists: in the code server when the launchpad or a Materialize
+    button launches, in the daemon for schedule and sensor runs, in `dagster asset materialize` and `materialize()`.
+    Mapping the config to itself through `problems()` makes what the per-field schema cannot express (a slide
+    larger than the size) a config error like a window kind typo: no run is created and no step starts. A
+    DagsterError passes Dagster's user-code boundary unwrapped. (Pydantic validators would run only when the
+    resource is built, inside the first step.)
+    """
+    definition = resource_definition(pipeline)
+    return definition.configured(
+        refuse_config_problems,
+        config_schema=definition.config_field,
+        description="Pipeline settings (TXN_* variables, overridable per run), checked when a run is launched.",
+    )
 
 
 # Read once when the definitions load (not per run): the freshness policy, the schedule and the sensor.

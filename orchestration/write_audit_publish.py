@@ -73,6 +73,8 @@ class PipelineStep:
 
     def __enter__(self) -> PipelineStep:
         freeze_long_lived_objects()
+        # The definitions refuse such a config at launch (settings.checked_at_launch); this catches a run whose
+        # resource is a bare PipelineSettings (materialize() in tests, another Definitions).
         problems = self._pipeline.problems()
         if problems:
             raise Failure(

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from orchestration.automation import SOURCE_FILE_TAG
+from orchestration.settings import PipelineSettings
 from tests.browser.conftest import ARTIFACTS, SENSOR_INTERVAL_S, DagsterUI
 
 pytestmark = [pytest.mark.flink, pytest.mark.browser]
@@ -66,6 +67,31 @@ def test_graphql_lists_assets_checks_schedule_and_sensors(dagster_ui: DagsterUI)
     assert schedules == {"daily_replay": "STOPPED"}  # off by default
     assert sensors["incoming_csv_sensor"] == "RUNNING"
     assert {"pipeline_failure_summary", "freshness_checks_sensor"} <= set(sensors)
+
+
+# What the launchpad's "Launch run" button sends (the UI shows a PythonError in its "Error" dialog).
+LAUNCH_MUTATION = """mutation Launch($executionParams: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $executionParams) { __typename
+    ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+
+
+def test_the_launchpad_refuses_a_slide_larger_than_the_size_before_a_run_exists(dagster_ui: DagsterUI):
+    """The config passes the launchpad's schema check; the launch is refused by the code server's config
+    mapping (orchestration/settings.py, checked_at_launch), so no run and no step exists."""
+    config = PipelineSettings(warehouse=str(dagster_ui.warehouse)).as_metadata()
+    config.update(window_kind="sliding", window_size_ms=1000, window_slide_ms=5000)
+    before = [r for r in dagster_ui.runs() if r["jobName"] == "replay_transactions"]  # (not the sensors' runs)
+    selector = {"repositoryLocationName": "orchestration", "repositoryName": "__repository__",
+                "pipelineName": "replay_transactions"}  # fmt: skip
+    data = dagster_ui.graphql_as_the_ui(
+        LAUNCH_MUTATION,
+        {"executionParams": {"selector": selector, "runConfigData": {"resources": {"pipeline": {"config": config}}}}},
+    )["launchPipelineExecution"]
+    assert data["__typename"] == "PythonError", data
+    assert "DagsterInvalidConfigError: Invalid config of resource pipeline" in data["message"], data["message"]
+    assert "TXN_WINDOW_SLIDE_MS (5000) must not exceed TXN_WINDOW_SIZE_MS (1000)" in data["message"]
+    assert "[launchpad: window_size_ms, window_slide_ms]" in data["message"]
+    assert [r for r in dagster_ui.runs() if r["jobName"] == "replay_transactions"] == before
 
 
 @pytest.mark.skipif(

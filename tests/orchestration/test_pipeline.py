@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -305,6 +306,31 @@ def test_cli_materializes_without_an_activated_venv(tmp_path):
         (300.0, 1),
     ]
     con.close()
+
+
+def test_cli_refuses_a_slide_larger_than_the_size_before_any_run(tmp_path):
+    # `dagster asset materialize` with run config, as from the launchpad: a config error, no run in the instance
+    warehouse, home = tmp_path / "cli.duckdb", tmp_path / "dagster_home"
+    home.mkdir()
+    config = PipelineSettings(source_csv=str(LAB_EXAMPLE), warehouse=str(warehouse)).as_metadata()
+    config.update(window_kind="sliding", window_size_ms=1000, window_slide_ms=5000)
+    done = subprocess.run(
+        [str(DAGSTER), "asset", "materialize", "-m", "orchestration", "--select", "*",
+         "--config-json", json.dumps({"resources": {"pipeline": {"config": config}}})],
+        cwd=REPO_ROOT,
+        env=venv_free_env(TXN_SOURCE_CSV=str(LAB_EXAMPLE), TXN_WAREHOUSE=str(warehouse), DAGSTER_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "DagsterInvalidConfigError: Invalid config of resource pipeline" in done.stderr, done.stderr[-4000:]
+    assert "TXN_WINDOW_SLIDE_MS (5000) must not exceed TXN_WINDOW_SIZE_MS (1000)" in done.stderr
+    assert "[launchpad: window_size_ms, window_slide_ms]" in done.stderr
+    assert "STEP_START" not in done.stderr + done.stdout
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs() == []
+    assert not warehouse.exists()
 
 
 def test_contract_broken_by_another_writer_blocks_the_run(tmp_path):

@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance, DagsterInvalidConfigError
 
+from orchestration.definitions import build_definitions
 from orchestration.settings import (
     AUTOMATION_ENV_VARS,
     ENV_VARS,
@@ -16,6 +18,8 @@ from orchestration.settings import (
     AutomationSettings,
     PipelineSettings,
     WindowKind,
+    checked_at_launch,
+    refuse_config_problems,
     with_launchpad_keys,
 )
 from warehouse import windows
@@ -425,6 +429,81 @@ def test_every_invalid_setting_is_reported_at_once(tmp_path: Path) -> None:
     assert len(problems) == len(expected_vars), problems
     for var in expected_vars:
         assert sum(mentions(p, var) for p in problems) == 1, (var, problems)
+
+
+# --------------------------------------------------------------------------- #
+# checked_at_launch: a config problem is a config error before the run exists
+# --------------------------------------------------------------------------- #
+SLIDE_LARGER_THAN_SIZE = {"window_kind": "sliding", "window_size_ms": 1000, "window_slide_ms": 5000}
+
+
+def launch_jobs(settings: PipelineSettings):
+    """The real definitions' jobs: the implicit asset job (the UI's Materialize, `dagster asset materialize`)
+    and replay_transactions (the launchpad, the schedule and the sensor)."""
+    defs = build_definitions(AutomationSettings(), settings)
+    return [defs.resolve_implicit_global_asset_job_def(), defs.resolve_job_def("replay_transactions")]
+
+
+def assert_refused_before_any_run(job, instance: DagsterInstance, run_config: dict, expected: list[str]) -> str:
+    with pytest.raises(DagsterInvalidConfigError) as refused:
+        job.execute_in_process(run_config=run_config, instance=instance)
+    message = str(refused.value)
+    for text in expected:
+        assert text in message, message
+    assert instance.get_runs() == [], "a run was created: its steps could start"
+    return message
+
+
+@pytest.mark.parametrize("job_index", [0, 1], ids=["asset_job", "replay_transactions"])
+def test_a_cross_field_problem_in_the_run_config_is_a_config_error_before_any_run(
+    tmp_path: Path, job_index: int
+) -> None:
+    settings = valid_settings(tmp_path)  # valid: the launchpad's run config brings the problem
+    job = launch_jobs(settings)[job_index]
+    config = {**settings.as_metadata(), **SLIDE_LARGER_THAN_SIZE}
+    with DagsterInstance.ephemeral() as instance:
+        message = assert_refused_before_any_run(
+            job,
+            instance,
+            {"resources": {"pipeline": {"config": config}}},
+            ["TXN_WINDOW_SLIDE_MS (5000) must not exceed TXN_WINDOW_SIZE_MS (1000)",
+             "[launchpad: window_size_ms, window_slide_ms]", "resources: pipeline: config:"],
+        )  # fmt: skip
+    assert len(message.splitlines()) == 2, message  # what to fix where, then the problem's one sentence
+    assert not settings.warehouse_path.exists()
+
+
+def test_a_problem_of_the_environment_is_refused_at_launch_too(tmp_path: Path) -> None:
+    # TXN_WINDOW_SLIDE_MS=1000 with tumbling windows and TXN_ALERT_MAX_ITEMS=0: no run config at all
+    settings = valid_settings(tmp_path, window_slide_ms=1000, alert_max_items=0)
+    with DagsterInstance.ephemeral() as instance:
+        for job in launch_jobs(settings):
+            assert_refused_before_any_run(
+                job, instance, {}, ["TXN_WINDOW_SLIDE_MS applies to sliding windows only",
+                                    "[launchpad: window_kind, window_slide_ms]",
+                                    "TXN_ALERT_MAX_ITEMS must be >= 1", "[launchpad: alert_max_items]"],
+            )  # fmt: skip
+
+
+def test_a_valid_run_config_is_launched_unchanged(tmp_path: Path) -> None:
+    settings = valid_settings(tmp_path)
+    config = {**settings.as_metadata(), "window_kind": "sliding", "window_size_ms": 10_000, "window_slide_ms": 2500}
+    assert refuse_config_problems(config) is config
+    with DagsterInstance.ephemeral() as instance:
+        for job in launch_jobs(settings):  # the run exists (NOT_STARTED): its plan was made with this config
+            run = instance.create_run_for_job(job, run_config={"resources": {"pipeline": {"config": config}}})
+            assert run.run_config["resources"]["pipeline"]["config"] == config
+        assert len(instance.get_runs()) == 2
+
+
+def test_the_checked_resource_keeps_the_settings_schema_and_values(tmp_path: Path) -> None:
+    # the launchpad scaffolds the same keys, defaulted to the environment's values
+    settings = valid_settings(tmp_path, window_kind="sliding", window_slide_ms=2500)
+    checked = checked_at_launch(settings)
+    scaffold = checked.config_schema.default_value
+    assert set(checked.config_schema.config_type.fields) == set(ENV_VARS)
+    assert scaffold["window_kind"] == "sliding" and scaffold["window_slide_ms"] == 2500
+    assert scaffold["warehouse"] == settings.warehouse
 
 
 # --------------------------------------------------------------------------- #
