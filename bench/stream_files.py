@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20_000, help="rows per daily file")
     parser.add_argument("--keys", type=int, default=50)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--alone-every", type=int, default=0,
+                        help="also replay every n-th day alone in file mode right after its stream run (0: only "
+                        "the first and the last day, before the stream): ratios taken side by side")  # fmt: skip
     parser.add_argument("--results", type=Path, default=Path("bench/results/stream_files.md"))
     args = parser.parse_args(argv)
     spec = {"window_kind": "session", "session_gap_ms": 60_000}
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(scratch)
         files = write_days(work / "in", args.days, args.rows, args.keys, args.seed)
         alone = {}
-        for label, path in (("first", files[0]), ("last", files[-1])):
+        for label, path in (("first", files[0]), ("last", files[-1])) if not args.alone_every else ():
             alone[label] = run_once(path, work / f"alone_{label}.duckdb", "file", spec)
             print(f"file mode, {path.name} alone: {alone[label]['wall_s']} s", flush=True)
         runs = []
@@ -109,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         for index, path in enumerate(files, start=1):
             figures = run_once(path, warehouse, "stream", spec)
             figures.update(day=index, savepoint_kib=savepoint_kib(warehouse))
+            if args.alone_every and (index % args.alone_every == 1 or index == len(files)):
+                figures["alone_wall_s"] = run_once(path, work / f"alone_{index}.duckdb", "file", spec)["wall_s"]
             runs.append(figures)
             print(f"stream, day {index}: {figures}", flush=True)
     load_end = os.getloadavg()
     k = min(5, len(runs) // 2) or 1
     first, last = statistics.median(r["wall_s"] for r in runs[:k]), statistics.median(r["wall_s"] for r in runs[-k:])
-    one_file = statistics.median(a["wall_s"] for a in alone.values())
+    side_by_side = [(r["day"], r["wall_s"], r["alone_wall_s"]) for r in runs if "alone_wall_s" in r]
+    one_file = statistics.median([a["wall_s"] for a in alone.values()] + [alone_s for _, _, alone_s in side_by_side])
     summary = {
         "command": "bench/stream_files.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started": started_at.isoformat(timespec="seconds"),
@@ -130,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         "one_file_alone_s": one_file,
         "last_days_over_one_file": round(last / one_file, 3),
         "alone": alone,
+        "side_by_side": side_by_side,
+        "side_by_side_median_ratio": round(statistics.median(w / a for _, w, a in side_by_side), 3)
+        if side_by_side
+        else None,
         "runs": runs,
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -147,12 +157,20 @@ def main(argv: list[str] | None = None) -> int:
         f"(last / first **{summary['last_over_first']}×**)",
         f"- one file alone in file mode (median of the first and the last day): **{one_file:.2f} s**; "
         f"the last days in stream mode / one file alone: **{summary['last_days_over_one_file']}×**",
+        *(
+            [
+                f"- side by side (the day's stream run, then the same file alone in file mode): median stream / alone "
+                f"**{summary['side_by_side_median_ratio']}×** over days {', '.join(str(d) for d, _, _ in side_by_side)}"
+            ]
+            if side_by_side
+            else []
+        ),
         "",
-        "| day | run wall s | Flink job wall s | files replayed | provisional windows | savepoint KiB |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| day | run wall s | Flink job wall s | files replayed | provisional windows | savepoint KiB | alone, file mode s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {r['day']} | {r['wall_s']} | {r['flink_wall_s']} | {r['files_replayed']} | "
-            f"{r['provisional_windows']} | {r['savepoint_kib']} |"
+            f"{r['provisional_windows']} | {r['savepoint_kib']} | {r.get('alone_wall_s', '')} |"
             for r in runs
         ),
         "",

@@ -3,6 +3,11 @@ continue one another give the windows and late events of ONE replay of their con
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -64,14 +69,14 @@ MEDIAN = "flink_jobs.aggregates.median:MedianAmount"
 CUSTOM_COLUMNS = "key, window_start_ms, window_end_ms, aggregate, value"
 
 
-def three_day_rows(seed: int = 3) -> list[str]:
-    """Rows over ~3 minutes: four keys with some rows 2-16 s behind (late across the cuts too), and key
-    `span` every second, whose session (gap 3 s) runs through every file."""
+def three_day_rows(seed: int = 3, n: int = 900) -> list[str]:
+    """Rows over ~3 minutes (n = 900): four keys with some rows 2-16 s behind (late across the cuts too), and
+    key `span` every second, whose session (gap 3 s) runs through every file."""
     import random
 
     rng = random.Random(seed)
     rows, t = [], 1_715_421_600_000  # 2024-05-11 10:00:00 UTC
-    for i in range(900):
+    for i in range(n):
         t += rng.randint(50, 400)
         behind = rng.randint(2_000, 16_000) if rng.random() < 0.08 else 0
         rows.append((t - behind, f"k{rng.randint(1, 4)}", f"{rng.randint(1, 50_000) / 100:.2f}"))
@@ -205,3 +210,65 @@ def test_a_warehouse_holds_one_replay_mode(tmp_path):
     message = failure_message(refused)
     assert "holds files replayed in file mode" in message and "TXN_REPLAY_MODE=file" in message
     assert stream_tables(warehouse) == before
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid`'s child processes, recursively (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_stream_job_once_it_reads(run_root: Path, stop: threading.Event) -> list[int]:
+    """SIGKILL the stream job's driver and its JVM as soon as its first file is in the monitored folder."""
+    killed: list[int] = []
+    while not stop.is_set() and not killed:
+        if any(run_root.glob(".staging/*/*.files/flink_output/stream_input/0*")):
+            time.sleep(0.2)  # the job is reading it
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    args = cmdline.read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"flink_jobs.window_job" in args and b"--stream-input" in args:
+                    pid = int(cmdline.parent.name)
+                    for victim in [pid, *descendants(pid)]:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(victim, signal.SIGKILL)
+                        killed.append(victim)
+            break
+        time.sleep(0.05)
+    return killed
+
+
+def test_a_run_killed_mid_stream_leaves_the_stream_and_the_next_run_continues(tmp_path):
+    rows = three_day_rows(seed=13, n=60_000)
+    a, b = (write(tmp_path / "in" / f"day_{i + 1}.csv", part) for i, part in enumerate((rows[:600], rows[600:])))
+    warehouse = tmp_path / "stream.duckdb"
+    assert run_pipeline(a, warehouse, replay_mode="stream").success
+    before = stream_tables(warehouse)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=lambda: killed.extend(kill_stream_job_once_it_reads(tmp_path, stop)))
+    killer.start()
+    try:
+        interrupted = run_pipeline(b, warehouse, replay_mode="stream")
+    finally:
+        stop.set()
+        killer.join()
+    assert killed and not interrupted.success
+    assert stream_tables(warehouse) == before  # the published stream is the one after day 1
+    assert run_pipeline(b, warehouse, replay_mode="stream").success  # continues from day 1's savepoint
+    whole = write(tmp_path / "whole.csv", rows)
+    assert run_pipeline(whole, tmp_path / "whole.duckdb").success
+    expected, actual = stream_tables(tmp_path / "whole.duckdb"), stream_tables(warehouse)
+    assert actual["windows"] == expected["windows"] and actual["late"] == expected["late"]
