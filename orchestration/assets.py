@@ -114,9 +114,14 @@ def _ingest_transactions(context: AssetExecutionContext, step: PipelineStep) -> 
             f"Ingested {records:,} rows of {source.name} ({time.monotonic() - started:.1f} s, "
             + ("DuckDB's CSV reader)" if loaded.fast else f"exact parser: {loaded.fallback_reason})")
         )
+        stream_time = (
+            stream.stream_time_before(con, source_file, loaded.event_time_ms)
+            if pipeline.replay_mode == ReplayMode.stream
+            else None
+        )
         n_quarantined = time_outliers.quarantine_file(
             con, source, source_file, (transactions_table, rejected_table), loaded.event_time_ms,
-            loaded.source_rows, pipeline.max_time_jump_ms, pipeline.time_jump_confirm_rows,
+            loaded.source_rows, pipeline.max_time_jump_ms, pipeline.time_jump_confirm_rows, stream_time,
         )  # fmt: skip
         del loaded
         if n_quarantined:

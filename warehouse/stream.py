@@ -405,3 +405,18 @@ def files_rewritten_by(con: duckdb.DuckDBPyConnection, run_id: str, source_file:
         [run_id, source_file],
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def stream_time_before(con: duckdb.DuckDBPyConnection, source_file: str, event_time_ms) -> int | None:
+    """Where the stream stands before `source_file` (its maximum event time after the files that come
+    before it), for the implausible-time rule (warehouse/time_outliers.py); None for the stream's first file.
+    `event_time_ms`: the file's times, whose lower median places it in the stream."""
+    import numpy as np
+
+    times = np.asarray(event_time_ms, dtype=np.int64)
+    if not len(times):
+        return None
+    median = int(np.partition(times, (len(times) - 1) // 2)[(len(times) - 1) // 2])
+    before = [f for f in recorded(con) if f.source_file != source_file
+              and (f.median_event_time_ms, f.source_file) < (median, source_file)]  # fmt: skip
+    return max(f.max_event_time_ms for f in before) if before else None

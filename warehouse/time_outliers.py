@@ -143,11 +143,13 @@ def quarantine_file(
     source_rows: np.ndarray,
     max_jump_ms: int,
     confirm_rows: int,
+    stream_time_ms: int | None = None,
 ) -> int:
     """Move the file's implausible rows from ``tables[0]`` (its transactions, just written) to
     ``tables[1]`` (its rejected rows), with their raw text and reason; returns how many moved.
-    ``event_time_ms`` and ``source_rows`` are the file's transactions in file order."""
-    found = find_implausible(event_time_ms, max_jump_ms, confirm_rows)
+    ``event_time_ms`` and ``source_rows`` are the file's transactions in file order; ``stream_time_ms``
+    is where the files before it left the stream (stream mode), None for a file on its own."""
+    found = find_implausible(event_time_ms, max_jump_ms, confirm_rows, stream_time_ms)
     if not len(found.positions):
         return 0
     transactions, rejected = tables

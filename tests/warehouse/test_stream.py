@@ -113,3 +113,15 @@ def test_the_other_mode_is_refused_in_one_sentence(con):
     con.execute("INSERT INTO stream_files (position, source_file) VALUES (1, 'd1')")
     assert stream.mode_conflict(con, "stream", "w.duckdb") is None
     assert "TXN_REPLAY_MODE=stream" in stream.mode_conflict(con, "file", "w.duckdb")
+
+
+def test_the_implausible_time_rule_starts_where_the_earlier_files_left_the_stream(con):
+    import numpy as np
+
+    assert stream.stream_time_before(con, "d1", np.array(day(1))) is None  # the first file judges itself
+    for n in (1, 3):
+        add_file(con, f"d{n}", day(n))
+        replay(con, f"d{n}")
+    assert stream.stream_time_before(con, "d4", np.array(day(4))) == max(day(3))
+    assert stream.stream_time_before(con, "d2", np.array(day(2))) == max(day(1))  # a backfill: only d1 is before
+    assert stream.stream_time_before(con, "d3", np.array(day(3))) == max(day(1))  # not itself
