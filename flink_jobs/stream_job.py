@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flink_jobs import window_job
-from flink_jobs.output import FAILURE_FILE, count_output_rows
+from flink_jobs.output import FAILURE_FILE
 from warehouse.windows import WindowSpec
 
 STREAM_INPUT = "stream_input"  # the folder the source monitors, under the job's output folder
@@ -122,21 +122,8 @@ def run_stream(
         feeder.join(timeout=60)
     if feeder.error is not None:
         raise feeder.error
-    figures = {
-        "flink_job_id": str(result.get_job_id()),
-        "flink_net_runtime_ms": result.get_net_runtime(),
-        "windows": count_output_rows(output_dir / "windows"),
-        "late_events": count_output_rows(output_dir / "late"),
-        "parallelism": parallelism,
-        "window_spec": spec.describe(),
-        "wall_seconds": round(time.monotonic() - started, 3),
-        "stream_files": len(inputs),
-        "savepoints": feeder.savepoints,
-        "restored_from": restore_from or "",
-    }
-    if aggregates:
-        figures["custom_aggregates"] = list(aggregates)
-        figures["custom_aggregate_rows"] = count_output_rows(output_dir / "custom")
+    figures = window_job.job_figures(result, output_dir, spec, parallelism, aggregates, started)
+    figures.update(stream_files=len(inputs), savepoints=feeder.savepoints, restored_from=restore_from or "")
     return figures
 
 

@@ -121,6 +121,14 @@ def run(
         if aggregates:
             raise_custom_aggregate_failure(error, rest_url, str(job_client.get_job_id()))
         raise
+    figures = job_figures(result, output_dir, spec, parallelism, aggregates, started)
+    finish_class_data_archive()  # the first run on this JDK and Flink: keep its classes for the next
+    return figures
+
+
+def job_figures(result, output_dir: Path, spec: WindowSpec, parallelism: int, aggregates: tuple[str, ...],
+                started: float) -> dict:  # fmt: skip
+    """The figures a finished job reports (its JobExecutionResult and what it wrote under `output_dir`)."""
     figures = {
         "flink_job_id": str(result.get_job_id()),
         "flink_net_runtime_ms": result.get_net_runtime(),
@@ -133,7 +141,6 @@ def run(
     if aggregates:
         figures["custom_aggregates"] = list(aggregates)
         figures["custom_aggregate_rows"] = count_output_rows(output_dir / "custom")
-    finish_class_data_archive()  # the first run on this JDK and Flink: keep its classes for the next
     return figures
 
 

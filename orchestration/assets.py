@@ -42,6 +42,8 @@ from warehouse.ingest import InputFileError
 
 # The assets whose FreshnessPolicy comes from AutomationSettings (set in orchestration/definitions.py).
 WINDOW_ASSETS = ("window_averages", "late_events")
+# The tables the replay step writes (its assets), in the order their contract checks run.
+REPLAY_TABLES = ("window_averages", "late_events", "replays", "custom_aggregates", "stream_files")
 
 
 # --- transactions + rejected_rows -----------------------------------------------------------
@@ -381,11 +383,7 @@ def _replay_event_time_windows(
                 quality.window_shape_check(con, spec, source_file),
                 AssetCheckSeverity.ERROR,
             ),
-            contract_result(con, "window_averages"),
-            contract_result(con, "late_events"),
-            contract_result(con, "replays"),
-            contract_result(con, "custom_aggregates"),
-            contract_result(con, "stream_files"),
+            *(contract_result(con, table) for table in REPLAY_TABLES),
             check_result(
                 "late_events",
                 "late_ratio_within_limit",
@@ -549,11 +547,7 @@ def _replay_stream(
                 next((o for o in shapes if not o.passed), shapes[-1] if shapes else stream.passed()),
                 AssetCheckSeverity.ERROR,
             ),  # fmt: skip
-            contract_result(con, "window_averages"),
-            contract_result(con, "late_events"),
-            contract_result(con, "replays"),
-            contract_result(con, "custom_aggregates"),
-            contract_result(con, "stream_files"),
+            *(contract_result(con, table) for table in REPLAY_TABLES),
             check_result(
                 "late_events",
                 "late_ratio_within_limit",
