@@ -28,6 +28,7 @@ EXPECTED_CHECKS = {
     "late_events": {"matches_contract", "late_ratio_within_limit", "freshness_check"},
     "replays": {"matches_contract"},
     "custom_aggregates": {"matches_contract"},
+    "stream_files": {"matches_contract"},
     "watermark_advice": {"matches_contract", "file_in_time_order"},
     "anomaly_thresholds": {"threshold_for_every_eligible_key", "matches_contract"},
     "anomalies": {"no_new_anomalies", "every_anomaly_above_its_threshold", "matches_contract"},
