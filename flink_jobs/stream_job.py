@@ -88,9 +88,12 @@ def run_stream(
 
     from flink_jobs.progress import wait_for_result
 
-    recovery = window_job.recovery_configuration(output_dir / window_job.CHECKPOINTS, checkpoint_interval_ms,
+    def recovery():
+        conf = window_job.recovery_configuration(output_dir / window_job.CHECKPOINTS, checkpoint_interval_ms,
                                                  restore_from)  # fmt: skip
-    recovery.set_string("execution.state-recovery.ignore-unclaimed-state", "true")
+        conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")
+        return conf
+
     env, rest_url = window_job.streaming_environment(parallelism, jobmanager, jvm_heap, jar, recovery)
     token = "-" + uuid.uuid4().hex[:12]
     source = (

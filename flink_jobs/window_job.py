@@ -108,7 +108,7 @@ def run(
     from flink_jobs.progress import wait_for_result
 
     env, rest_url = streaming_environment(parallelism, jobmanager, jvm_heap, jar,
-                                          recovery_configuration(checkpoint_dir, checkpoint_interval_ms, restore_from))  # fmt: skip
+                                          lambda: recovery_configuration(checkpoint_dir, checkpoint_interval_ms, restore_from))  # fmt: skip
     source = _text_source(input_path)
     lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "staged transactions").set_parallelism(1)
     wire_windows(lines, spec, aggregates, output_dir)
@@ -206,8 +206,11 @@ def default_checkpoint_interval_ms(jobmanager: str | None) -> int:
     return CHECKPOINT_INTERVAL_MS if jobmanager else 0
 
 
-def streaming_environment(parallelism: int, jobmanager: str | None, jvm_heap: str | None, jar: Path, recovery):
-    """(environment, REST URL or None) in streaming mode, with the operators' jar and `recovery` (a Configuration)."""
+def streaming_environment(parallelism: int, jobmanager: str | None, jvm_heap: str | None, jar: Path,
+                          recovery: Callable[[], object]):  # fmt: skip
+    """(environment, REST URL or None) in streaming mode, with the operators' jar and `recovery()`'s
+    Configuration. A callable: making a Configuration starts PyFlink's gateway, which must come after
+    create_environment has chosen a local or a remote one."""
     from pyflink.datastream import RuntimeExecutionMode
 
     from flink_jobs.environment import create_environment
@@ -219,7 +222,7 @@ def streaming_environment(parallelism: int, jobmanager: str | None, jvm_heap: st
     # before): reusing objects between chained operators saves a copy per record (1M rows: 10.3 s
     # -> 7.7 s of job runtime here).
     env.get_config().enable_object_reuse()
-    env.configure(recovery)
+    env.configure(recovery())
     return env, rest_url
 
 
