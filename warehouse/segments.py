@@ -34,7 +34,16 @@ _CATALOG_TABLES = (
     "CREATE TABLE IF NOT EXISTS segments (table_name VARCHAR, source_file VARCHAR, path VARCHAR, "
     "row_count BIGINT, run_id VARCHAR)",
     "CREATE TABLE IF NOT EXISTS staged.replaced (table_name VARCHAR, source_file VARCHAR)",
+    # segments written before a column was added to their table (ADDED_COLUMNS): read with its default
+    "CREATE TABLE IF NOT EXISTS segments_without (table_name VARCHAR, path VARCHAR, column_name VARCHAR)",
 )
+# Columns added to the contract after warehouses were written, at the end of their table, with the value
+# rows written before them have. A warehouse of an earlier version gets them on its next run: its staged
+# table gains the column, and its segments (immutable Parquet) are read with the default.
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "window_averages": {"is_final": "true"},  # stream mode (warehouse/stream.py); every earlier window is final
+    "custom_aggregates": {"is_final": "true"},
+}
 
 
 class MissingSegments(FileNotFoundError):
@@ -94,6 +103,8 @@ def prepare(con: duckdb.DuckDBPyConnection, segment_dir: Path | None = None) -> 
             con.execute("COMMIT")
             converted.append(table)
         con.execute(f"CREATE TABLE IF NOT EXISTS staged.{table} ({cols})")
+        if _add_columns(con, table):
+            converted.append(table)
         tables.append(table)
     # Every change to `segments` or `staged.replaced` (replace_file, seal) rewrites the views, so they
     # are current unless missing, relinked or converted here. Rewriting them on every connection cost
@@ -107,6 +118,52 @@ def prepare(con: duckdb.DuckDBPyConnection, segment_dir: Path | None = None) -> 
     stale = tuple(table for table in tables if relinked or table in converted or table not in views)
     if stale:
         refresh_views(con, stale)
+
+
+def _add_columns(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Give `table`'s staged rows the ADDED_COLUMNS they lack, and note its segments as written without
+    them; True when it did (once per warehouse and column)."""
+    present = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = 'staged' AND table_name = ?",
+            [table],
+        ).fetchall()
+    }
+    added = False
+    for column, default in ADDED_COLUMNS.get(table, {}).items():
+        if column in present:
+            continue
+        sql_type = dict(schema.TABLES[table])[column]
+        con.execute("BEGIN")
+        con.execute(f"ALTER TABLE staged.{table} ADD COLUMN {column} {sql_type} DEFAULT {default}")
+        con.execute(
+            "INSERT INTO segments_without SELECT table_name, path, ? FROM segments WHERE table_name = ?",
+            [column, table],
+        )
+        con.execute("COMMIT")
+        added = True
+    return added
+
+
+def parquet_rows_sql(con: duckdb.DuckDBPyConnection, table: str, paths: list[str]) -> str:
+    """SELECT of the rows of `table`'s segments at `paths`, in the contract's columns: segments written
+    before a column was added get its default (ADDED_COLUMNS)."""
+    added = ADDED_COLUMNS.get(table)
+    old = set()
+    if added:
+        old = {row[0] for row in con.execute(
+            "SELECT DISTINCT path FROM segments_without WHERE table_name = ?", [table]).fetchall()} & set(paths)  # fmt: skip
+    parts = []
+    current = [p for p in paths if p not in old]
+    if current:
+        parts.append(f"SELECT * FROM read_parquet([{', '.join(sql_literal(p) for p in current)}])")
+    if old:
+        defaults = ", ".join(f"{default} AS {column}" for column, default in added.items())  # type: ignore[union-attr]
+        listed = ", ".join(sql_literal(p) for p in sorted(old))
+        parts.append(f"SELECT *, {defaults} FROM read_parquet([{listed}])")
+    return " UNION ALL ".join(parts)
 
 
 def _relink(con: duckdb.DuckDBPyConnection, segment_dir: Path) -> bool:
@@ -125,6 +182,7 @@ def _relink(con: duckdb.DuckDBPyConnection, segment_dir: Path) -> bool:
         raise MissingSegments(f"{len(missing)} listed segment file(s) are missing, such as {sorted(missing)[0]}")
     for candidate, path in moved:
         con.execute("UPDATE segments SET path = ? WHERE path = ?", [candidate, path])
+        con.execute("UPDATE segments_without SET path = ? WHERE path = ?", [candidate, path])
     return bool(moved)
 
 
@@ -157,8 +215,7 @@ def _rows_sql(con: duckdb.DuckDBPyConnection, table: str, source_file: str | Non
     staged = f"SELECT * FROM staged.{table}{where}"
     if not paths:
         return staged
-    listed = ", ".join(sql_literal(path) for path in paths)
-    return f"SELECT * FROM read_parquet([{listed}]) UNION ALL {staged}"
+    return f"{parquet_rows_sql(con, table, paths)} UNION ALL {staged}"
 
 
 def replace_file(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -> str:

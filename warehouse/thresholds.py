@@ -300,7 +300,7 @@ def _segment_rows(con: duckdb.DuckDBPyConnection, source_file: str | None, write
     ]
     if not paths:
         return None
-    return f"(SELECT * FROM read_parquet([{', '.join(segments.sql_literal(p) for p in paths)}]))"
+    return f"({segments.parquet_rows_sql(con, 'window_averages', paths)})"
 
 
 def _add_file(con: duckdb.DuckDBPyConnection, rows: str, sign: int) -> None:

@@ -406,3 +406,31 @@ def test_the_per_file_steps_read_only_the_files_own_rows(tmp_path: Path, kind: s
         for path in hidden:
             path.with_name(path.name + ".hidden").rename(path)
         con.close()
+
+
+def test_a_warehouse_written_before_is_final_reads_its_windows_as_final(store: WarehouseStore) -> None:
+    """An earlier version's warehouse: its window segments and staged table have no is_final column. The next
+    run adds the column to the staged table, and the old segments read with is_final = true."""
+    window = "'old.csv', 'k', epoch_ms(0), epoch_ms(5000), 1.5, 2, 3, 1, 2, 0, 5000"
+    with store.connect_staging("run1") as con:
+        target = segments.replace_file(con, "window_averages", "old.csv")
+        con.execute(f"INSERT INTO {target} VALUES ({window}, true)")
+    store.publish("run1")
+    with duckdb.connect(str(store.path)) as con:  # make it as an earlier version left it
+        (path,) = con.execute("SELECT path FROM segments WHERE table_name = 'window_averages'").fetchall()[0]
+        con.execute(f"COPY (SELECT * EXCLUDE (is_final) FROM read_parquet('{path}')) TO '{path}' (FORMAT parquet)")
+        con.execute("DROP VIEW window_averages")
+        con.execute("ALTER TABLE staged.window_averages DROP COLUMN is_final")
+        con.execute("DROP TABLE segments_without")
+    with store.connect_staging("run2") as con:
+        assert schema.contract_mismatches(con, "window_averages") == []
+        assert con.execute("SELECT source_file, is_final FROM window_averages").fetchall() == [("old.csv", True)]
+        target = segments.replace_file(con, "window_averages", "new.csv")
+        con.execute(f"INSERT INTO {target} VALUES ({window.replace('old.csv', 'new.csv')}, false)")
+    store.publish("run2")
+    with store.connect_published() as con:
+        rows = con.execute("SELECT source_file, is_final FROM window_averages ORDER BY 1").fetchall()
+        assert rows == [("new.csv", False), ("old.csv", True)]
+        assert con.execute(
+            "SELECT is_final FROM " + segments.file_rows(con, "window_averages", "old.csv") + " AS w"
+        ).fetchall() == [(True,)]
