@@ -79,7 +79,10 @@ def test_every_contract_table_reads_as_the_contract_says(store: WarehouseStore) 
             ).fetchall()
         )
     assert {t for t, kind in kinds.items() if kind == "VIEW"} == set(segments.SEGMENTED)
-    assert {t for t, kind in kinds.items() if kind == "BASE TABLE"} == set(segments.NATIVE) | {"segments"}
+    assert {t for t, kind in kinds.items() if kind == "BASE TABLE"} == set(segments.NATIVE) | {
+        "segments",
+        "segments_without",
+    }
 
 
 def test_a_replaced_file_is_hidden_and_its_staged_rows_shown(store: WarehouseStore) -> None:
