@@ -496,9 +496,9 @@ def _replay_stream(
     run_dir.mkdir(parents=True, exist_ok=True)
     with step.staging() as con:
         plan = stream.plan(con, source_file, spec)
-        carried = stream.reopen(con, plan, spec)
+        reopened = stream.reopen(con, plan)
         inputs, n_transactions = stream.stage_inputs(con, plan, run_dir)
-        context.log.info(stream.describe_plan(plan, carried))
+        context.log.info(stream.describe_plan(plan, reopened.carried))
         figures: dict[str, object] = {}
         if plan.replay:
             figures = _run_window_job(context, step, pipes_subprocess_client, aggregates, inputs, flink_output,
@@ -523,7 +523,7 @@ def _replay_stream(
             )  # fmt: skip
         loaded = time.monotonic()
         if plan.replay:
-            reconcile.build_expected_stream(con, spec, plan.recompute_start_max, plan.closed_up_to)
+            reconcile.build_expected_stream(con, spec, reopened.start_max, plan.closed_up_to)
             windows_report, late_report = reconcile.compare_with_expected(
                 con, stream.run_rows_sql(con, "window_averages", plan), stream.run_late_sql(con, plan)
             )
@@ -534,10 +534,10 @@ def _replay_stream(
             windows_report, late_report = stream.empty_reports()
         context.log.info(f"Reconciled the stream run in {time.monotonic() - loaded:.1f} s")
         con.execute("DROP TABLE IF EXISTS _stream_events")
-        conservation = stream.conservation_check(con, plan, spec, carried, windows_report["expected_pairs"],
-                                                 late_report["expected"])  # fmt: skip
+        counts = stream.run_counts(con, plan)
+        conservation = stream.conservation_check(con, plan, spec, reopened.carried, counts,
+                                                 windows_report["expected_pairs"], late_report["expected"])  # fmt: skip
         shapes = [quality.window_shape_check(con, spec, f.source_file) for f in plan.replay]
-        n_windows, n_provisional, n_late, n_custom = stream.run_counts(con, plan)
         checks = [
             check_result("window_averages", "transactions_conserved", conservation, AssetCheckSeverity.ERROR),
             _reconciliation_check(windows_report, late_report),
@@ -551,7 +551,9 @@ def _replay_stream(
             check_result(
                 "late_events",
                 "late_ratio_within_limit",
-                quality.ratio_check(n_late, n_transactions, pipeline.max_late_ratio, "late events", "transactions"),
+                quality.ratio_check(
+                    counts.late, n_transactions, pipeline.max_late_ratio, "late events", "transactions"
+                ),
                 AssetCheckSeverity.WARN,
             ),
         ]
@@ -563,7 +565,11 @@ def _replay_stream(
         )
         window_counts = {
             table: step.table_metadata(con, table, n)
-            for table, n in (("window_averages", n_windows), ("late_events", n_late), ("custom_aggregates", n_custom))
+            for table, n in (
+                ("window_averages", counts.windows),
+                ("late_events", counts.late),
+                ("custom_aggregates", counts.custom),
+            )  # fmt: skip
         }
         window_counts["replays"] = step.table_metadata(con, "replays", len(plan.replay))
         (stream_length,) = schema.fetch_one(con, "SELECT count(*) FROM stream_files")
@@ -578,8 +584,8 @@ def _replay_stream(
         "files_replayed": len(plan.replay),
         "files_replayed_list": MetadataValue.json([f.source_file for f in plan.replay]),
         "restored_from": plan.restore_from or "the stream's start",
-        "carried_events": carried,
-        "provisional_windows": n_provisional,
+        "carried_events": reopened.carried,
+        "provisional_windows": counts.provisional,
         "stream_order": markdown_preview(stream_preview),
         "config": MetadataValue.json(pipeline.as_metadata()),
         **{f"flink_{k}" if not k.startswith("flink_") else k: v for k, v in figures.items() if k != "savepoints"},

@@ -161,7 +161,7 @@ FROM _stream_events
 def build_expected_stream(con: duckdb.DuckDBPyConnection, spec: WindowSpec, start_max: int | None,
                           closed_up_to: int | None) -> None:  # fmt: skip
     """Temp tables `_expected_windows` and `_expected_late` for a stream run, from the temp table
-    `_stream_events(seq, key, event_time_ms, amount, carried)` and the stream's maximum before its first
+    `_stream_events(seq, key, event_time_ms, amount)` and the stream's maximum before its first
     event (`start_max`): every window the run fires or leaves open, i.e. whose cleanup time is after
     `closed_up_to` (the stream's watermark before the run; None: its start), and the late events of the
     run's own events (seq >= 0, kept as their source_row)."""

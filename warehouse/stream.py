@@ -57,7 +57,6 @@ class Plan:
     replay: list[StreamFile]
     left: list[str] = field(default_factory=list)  # files of the old stream that are no longer in it (emptied)
     previous_last: str | None = None  # the old stream's last file: it holds the provisional windows
-    recompute_start_max: int | None = None  # the stream's maximum before the recomputation's first event (reopen)
 
     @property
     def restore_from(self) -> str | None:
@@ -119,12 +118,21 @@ def plan(con: duckdb.DuckDBPyConnection, source_file: str, spec: WindowSpec) -> 
     return Plan(kept=kept, replay=replay, left=left, previous_last=old[-1].source_file if old else None)
 
 
-def reopen(con: duckdb.DuckDBPyConnection, plan: Plan, spec: WindowSpec) -> int:
+@dataclass(frozen=True)
+class Reopened:
+    """The kept events the recomputation replays before the run's own (in `_stream_events`)."""
+
+    carried: int  # their number
+    start_max: int | None  # the stream's maximum event time before the first of them (None: the stream's start)
+
+
+def reopen(con: duckdb.DuckDBPyConnection, plan: Plan) -> Reopened:
     """Delete what the plan's files wrote (and the old stream's provisional windows), keeping in the temp
-    table `_stream_events` the kept events the recomputation replays before the run's own: every event
-    of the kept files from the first one that may hold an event of a reopened window. Returns their number."""
-    rewritten = set(plan.rewritten)
-    targets = [f for f in rewritten]
+    table `_stream_events(seq, key, event_time_ms, amount)` the kept events the recomputation replays
+    before the run's own: every event of the kept files from the first one that may hold an event of a
+    reopened window (seq < 0, in stream order)."""
+    targets = list(plan.rewritten)
+    rewritten = set(targets)
     if plan.previous_last and plan.previous_last not in rewritten:
         targets.append(plan.previous_last)  # only its provisional windows go
     reopened = []
@@ -137,8 +145,7 @@ def reopen(con: duckdb.DuckDBPyConnection, plan: Plan, spec: WindowSpec) -> int:
                 "SELECT NULL::VARCHAR AS key, NULL::BIGINT AS window_start_ms, NULL::BIGINT AS window_end_ms LIMIT 0"))  # fmt: skip
     (earliest,) = schema.fetch_one(con, "SELECT min(window_start_ms) FROM _reopened")
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _stream_events (seq BIGINT, source_file VARCHAR, source_row BIGINT, "
-        f"key VARCHAR, event_time_ms BIGINT, amount {schema.AMOUNT_TYPE}, carried BOOLEAN)"
+        f"CREATE OR REPLACE TEMP TABLE _stream_events (seq BIGINT, key VARCHAR, event_time_ms BIGINT, amount {schema.AMOUNT_TYPE})"
     )
     # Every event of the kept files from the first one that may hold an event of a reopened window: no
     # reopened window holds an earlier event, and replaying these with their own watermarks rebuilds the
@@ -146,13 +153,13 @@ def reopen(con: duckdb.DuckDBPyConnection, plan: Plan, spec: WindowSpec) -> int:
     # and a later open one may overlap in time).
     first = next((i for i, f in enumerate(plan.kept) if earliest is not None and f.max_event_time_ms >= earliest),
                  len(plan.kept))  # fmt: skip
-    plan.recompute_start_max = plan.kept[first - 1].stream_max_event_time_ms if first > 0 else None
+    start_max = plan.kept[first - 1].stream_max_event_time_ms if first > 0 else None
     carried_from = plan.kept[first:]
     for index, f in enumerate(carried_from):
         txns = segments.file_rows(con, "transactions", f.source_file)
         con.execute(
             f"INSERT INTO _stream_events SELECT {index - len(carried_from)} * (1::BIGINT << {ROW_BITS}) + source_row, "
-            f"source_file, source_row, key, event_time_ms, amount, true FROM {txns} AS t WHERE source_file = $f",
+            f"key, event_time_ms, amount FROM {txns} AS t WHERE source_file = $f",
             {"f": f.source_file},
         )
     (carried,) = schema.fetch_one(con, "SELECT count(*) FROM _stream_events")
@@ -170,7 +177,7 @@ def reopen(con: duckdb.DuckDBPyConnection, plan: Plan, spec: WindowSpec) -> int:
                 con.execute(f"INSERT INTO {target} SELECT * FROM _kept_rows")
                 con.execute("DROP TABLE _kept_rows")
     con.execute("DROP TABLE IF EXISTS _reopened")
-    return int(carried)
+    return Reopened(carried=int(carried), start_max=start_max)
 
 
 def stage_inputs(con: duckdb.DuckDBPyConnection, plan: Plan, directory: Path) -> tuple[list[Path], int]:
@@ -188,8 +195,7 @@ def stage_inputs(con: duckdb.DuckDBPyConnection, plan: Plan, directory: Path) ->
             {"f": f.source_file},
         )
         con.execute(
-            f"INSERT INTO _stream_events SELECT {seq}, source_file, source_row, key, event_time_ms, amount, false "
-            f"FROM {txns} AS t WHERE source_file = $f",
+            f"INSERT INTO _stream_events SELECT {seq}, key, event_time_ms, amount FROM {txns} AS t WHERE source_file = $f",
             {"f": f.source_file},
         )
         paths.append(path)
@@ -316,17 +322,29 @@ def run_late_sql(con: duckdb.DuckDBPyConnection, plan: Plan) -> str:
     return " UNION ALL ".join(parts)
 
 
-def run_counts(con: duckdb.DuckDBPyConnection, plan: Plan) -> tuple[int, int, int, int]:
-    """(windows, provisional windows, late events, custom aggregate rows) the run wrote."""
+@dataclass(frozen=True)
+class RunCounts:
+    """What the run wrote: windows (of them provisional), transactions counted in them, late events, custom rows."""
+
+    windows: int = 0
+    provisional: int = 0
+    counted: int = 0
+    late: int = 0
+    custom: int = 0
+
+
+def run_counts(con: duckdb.DuckDBPyConnection, plan: Plan) -> RunCounts:
+    """The run's rows, one scan of each table."""
     if not plan.replay:
-        return 0, 0, 0, 0
-    windows, provisional = schema.fetch_one(
+        return RunCounts()
+    windows, provisional, counted = schema.fetch_one(
         con,
-        f"SELECT count(*), count(*) FILTER (WHERE NOT is_final) FROM ({run_rows_sql(con, 'window_averages', plan)})",
+        "SELECT count(*), count(*) FILTER (WHERE NOT is_final), coalesce(sum(txn_count), 0) "
+        f"FROM ({run_rows_sql(con, 'window_averages', plan)})",
     )
     (late,) = schema.fetch_one(con, f"SELECT count(*) FROM ({run_rows_sql(con, 'late_events', plan)})")
     (custom,) = schema.fetch_one(con, f"SELECT count(*) FROM ({run_rows_sql(con, 'custom_aggregates', plan)})")
-    return int(windows), int(provisional), int(late), int(custom)
+    return RunCounts(int(windows), int(provisional), int(counted), int(late), int(custom))
 
 
 def describe_plan(plan: Plan, carried: int) -> str:
@@ -356,26 +374,20 @@ def passed() -> CheckOutcome:
 
 
 def conservation_check(con: duckdb.DuckDBPyConnection, plan: Plan, spec: WindowSpec, carried: int,
-                       counted_pairs: int, expected_late: int) -> CheckOutcome:  # fmt: skip
-    """Nothing lost in the run: the windows it wrote count `counted_pairs` (event, window) pairs, the
-    recomputation's, its late events are the recomputation's number, and each is a transaction of its file."""
+                       counts: RunCounts, counted_pairs: int, expected_late: int) -> CheckOutcome:  # fmt: skip
+    """Nothing lost in the run: the windows it wrote (`counts`) count `counted_pairs` (event, window) pairs,
+    the recomputation's, its late events are the recomputation's number, and each is a transaction of its file."""
     transactions = sum(f.transactions for f in plan.replay)
-    counted = late = strangers = 0
-    if plan.replay:
-        (counted,) = schema.fetch_one(
-            con, f"SELECT coalesce(sum(txn_count), 0) FROM ({run_rows_sql(con, 'window_averages', plan)})"
-        )
-        (late,) = schema.fetch_one(con, f"SELECT count(*) FROM ({run_rows_sql(con, 'late_events', plan)})")
-        for f in plan.replay:
-            txns = segments.file_rows(con, "transactions", f.source_file)
-            lates = segments.file_rows(con, "late_events", f.source_file)
-            strangers += schema.fetch_one(
-                con,
-                f"SELECT count(*) FROM {lates} AS l WHERE source_file = $f AND NOT EXISTS "
-                f"(SELECT 1 FROM {txns} AS t WHERE t.source_file = $f AND t.source_row = l.source_row)",
-                {"f": f.source_file},
-            )[0]
-    counted = int(counted)
+    counted, late, strangers = counts.counted, counts.late, 0
+    for f in plan.replay:
+        txns = segments.file_rows(con, "transactions", f.source_file)
+        lates = segments.file_rows(con, "late_events", f.source_file)
+        strangers += schema.fetch_one(
+            con,
+            f"SELECT count(*) FROM {lates} AS l WHERE source_file = $f AND NOT EXISTS "
+            f"(SELECT 1 FROM {txns} AS t WHERE t.source_file = $f AND t.source_row = l.source_row)",
+            {"f": f.source_file},
+        )[0]
     ok = strangers == 0 and counted == counted_pairs and late == expected_late
     return CheckOutcome(
         passed=bool(ok),
