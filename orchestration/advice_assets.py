@@ -6,7 +6,9 @@ and needs no second replay. One row per target of TXN_ADVICE_TARGETS, one for
 TXN_MAX_LATE_RATIO (what late_ratio_within_limit cites) and one for the configured bound
 (`is_current`). The materialization carries the disorder profile (how far events lag the latest
 event seen), a plot of late ratio against bound, and a diagnosis when the file is not in time order,
-which the WARN check `file_in_time_order` also reports.
+which the WARN check `file_in_time_order` also reports. In stream mode the latest event seen starts at
+the stream's maximum before the file, so the figures are the stream's, as the job's restored watermark
+makes them.
 
 Like every step it writes the run's staging copy and publishes only as the run's last step
 (orchestration/write_audit_publish.py, PIPELINE_TABLES). Dagster orders steps by their deps alone, and this
@@ -40,9 +42,9 @@ from orchestration.asset_helpers import (
     table_counts,
 )
 from orchestration.plots import markdown_image
-from orchestration.settings import PipelineSettings
+from orchestration.settings import PipelineSettings, ReplayMode
 from orchestration.write_audit_publish import PipelineStep
-from warehouse import quality
+from warehouse import quality, stream
 from warehouse.advice import Advice, advise, human_ms, parse_targets, write_advice
 
 WIDTH, HEIGHT = 720, 300  # HEIGHT: down to the axis title; the legend rows come below
@@ -88,7 +90,12 @@ def _watermark_advice(context: AssetExecutionContext, step: PipelineStep) -> Ite
     spec = pipeline.window_spec()
     targets = parse_targets(pipeline.advice_targets)  # validated by problems() already
     with step.staging() as con:
-        advice = advise(con, source_file, spec, targets, limit=pipeline.max_late_ratio)
+        stream_max_before = None
+        if pipeline.replay_mode == ReplayMode.stream:  # judged after the files before it, as the job judges it
+            _, median, _ = stream.file_figures(con, source_file)
+            stream_max_before = stream.max_before(con, source_file, median)
+        advice = advise(con, source_file, spec, targets, limit=pipeline.max_late_ratio,
+                        stream_max_before=stream_max_before)  # fmt: skip
         con.execute("BEGIN")
         n_rows = write_advice(con, advice)
         con.execute("COMMIT")

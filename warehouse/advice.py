@@ -233,8 +233,8 @@ SELECT source_row, ts, latest_before,
             ELSE greatest(0, latest_before - ({end_last}) - {lateness} + 1) END AS bound_needed
 FROM (
     SELECT source_row, event_time_ms AS ts,
-           max(event_time_ms) OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-               AS latest_before
+           greatest(max(event_time_ms) OVER (ORDER BY source_row ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                    {stream_max_before}) AS latest_before
     FROM {transactions} AS transactions
     WHERE source_file = $source_file
 )
@@ -335,10 +335,15 @@ def advise(
     *,
     limit: float | None = None,
     profile: bool = True,
+    stream_max_before: int | None = None,
 ) -> Advice:
     """The advice for one file of ``transactions``: a row for the configured bound, one per target
     (and one for ``limit``, TXN_MAX_LATE_RATIO, if given), the plot's curve and, with ``profile``,
-    the disorder profile. Only reads ``transactions`` (temporary tables aside)."""
+    the disorder profile. Only reads ``transactions`` (temporary tables aside).
+
+    ``stream_max_before``: in stream mode, the stream's maximum event time before the file
+    (warehouse/stream.py); the file's events are judged against it too, as Flink's restored watermark
+    judges them. None: the file is its own stream (file mode, or the stream's first file)."""
     started = time.monotonic()
     spec = spec.validate()
     sources: dict[float, list[str]] = {}
@@ -354,7 +359,12 @@ def advise(
     gap, lateness = int(spec.gap_ms), int(spec.allowed_lateness_ms)
     transactions = segments.file_rows(con, "transactions", source_file)  # no other file's segment is opened
     con.execute(
-        _EVENTS_SQL.format(end_last=_latest_window_end_sql(spec), lateness=lateness, transactions=transactions),
+        _EVENTS_SQL.format(
+            end_last=_latest_window_end_sql(spec),
+            lateness=lateness,
+            transactions=transactions,
+            stream_max_before="NULL::BIGINT" if stream_max_before is None else f"{int(stream_max_before)}::BIGINT",
+        ),
         {"source_file": source_file},
     )
     try:

@@ -428,7 +428,14 @@ def stream_time_before(con: duckdb.DuckDBPyConnection, source_file: str, event_t
     times = np.asarray(event_time_ms, dtype=np.int64)
     if not len(times):
         return None
-    median = int(np.partition(times, (len(times) - 1) // 2)[(len(times) - 1) // 2])
+    return max_before(con, source_file, int(np.partition(times, (len(times) - 1) // 2)[(len(times) - 1) // 2]))
+
+
+def max_before(con: duckdb.DuckDBPyConnection, source_file: str, median_event_time_ms: int | None) -> int | None:
+    """The stream's maximum event time after the files that come before a file with this median (the
+    order's rule: median, then path), not counting the file itself; None if none comes before it."""
+    if median_event_time_ms is None:
+        return None
     before = [f for f in recorded(con) if f.source_file != source_file
-              and (f.median_event_time_ms, f.source_file) < (median, source_file)]  # fmt: skip
+              and (f.median_event_time_ms, f.source_file) < (median_event_time_ms, source_file)]  # fmt: skip
     return max(f.max_event_time_ms for f in before) if before else None

@@ -47,6 +47,17 @@ def tables(warehouse: Path) -> dict[str, list[tuple]]:
         }
 
 
+def advised_late(warehouse: Path) -> dict[str, int]:
+    """watermark_advice's late events at the configured bound, per file."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return dict(con.execute("SELECT source_file, late_events FROM watermark_advice WHERE is_current").fetchall())
+
+
+def late_per_file(warehouse: Path) -> dict[str, int]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return dict(con.execute("SELECT source_file, count(*) FROM late_events GROUP BY source_file").fetchall())
+
+
 def test_sample_cut_in_two_equals_one_replay_of_the_whole(tmp_path):
     first, second = cut(SAMPLE, tmp_path / "in", [6000])
     whole = run_pipeline(SAMPLE, tmp_path / "whole.duckdb")
@@ -63,6 +74,7 @@ def test_sample_cut_in_two_equals_one_replay_of_the_whole(tmp_path):
     assert actual["late"] == expected["late"]
     assert len(set((w[0], w[1], w[2]) for w in actual["windows"])) == len(actual["windows"])  # no duplicates
     assert actual["stream"] == [(1, str(first)), (2, str(second))]
+    assert advised_late(warehouse) == {str(p): late_per_file(warehouse).get(str(p), 0) for p in (first, second)}
 
 
 MEDIAN = "flink_jobs.aggregates.median:MedianAmount"
@@ -132,6 +144,8 @@ def test_three_files_equal_their_concatenation(tmp_path, config):
     assert actual["late"] == expected["late"] and actual["late"]
     assert actual["custom"] == expected["custom"]
     assert all(n > 0 for n in provisional)  # every run ended with open windows, shown as provisional
+    if config["window_kind"] != "session":  # the advice for the configured bound is exact for aligned windows
+        assert advised_late(warehouse) == {str(path): late_per_file(warehouse).get(str(path), 0) for path in files}
     if config["window_kind"] == "session":  # the `span` session runs through all three files: one row
         spans = [w for w in actual["windows"] if w[0] == "span"]
         assert len(spans) == 1 and spans[0][3] == sum(1 for r in rows if r.startswith("span"))

@@ -96,6 +96,33 @@ def test_advised_bound_is_minimal_and_its_late_count_exact(tmp_path, spec, start
     assert result.for_target(0.0).late_events == 0
 
 
+@pytest.mark.parametrize("spec", ALIGNED, ids=lambda s: s.describe())
+def test_in_stream_mode_the_file_is_judged_after_the_stream_before_it(tmp_path, spec):
+    """The second half of a stream, advised with the first half's maximum: its counts are those of one
+    replay of the whole stream, counted over the second half's events, at every bound."""
+    events = disordered_events(seed=23)
+    shifted = [(row, key, ts - 10_000, amount) for row, key, ts, amount in events[1500:1520]]
+    events[1500:1520] = shifted  # 10 s behind the first half's maximum: late across the cut
+    first, second = events[:1500], events[1500:]
+    con = transactions_db(tmp_path / "w.duckdb", second)
+    stream_max = max(ts for _, _, ts, _ in first)
+    result = advice.advise(con, "input.csv", spec, TARGETS, stream_max_before=stream_max)
+    alone = advice.advise(con, "input.csv", spec, TARGETS)
+    rows_of_second = {row for row, *_ in second}
+
+    def late_in_second(bound: int) -> int:
+        whole = replay(events, dataclasses.replace(spec, out_of_orderness_ms=bound))
+        return sum(1 for e in whole.late if e[0] in rows_of_second)
+
+    assert result.exact and result.transactions == len(second)
+    assert result.current.late_events == late_in_second(spec.out_of_orderness_ms)
+    assert result.current.late_events > alone.current.late_events  # the first half's maximum makes events late
+    for row in result.rows[1:]:
+        assert row.late_events == late_in_second(row.out_of_orderness_ms), row
+        if row.out_of_orderness_ms > 0:  # minimal: one millisecond less misses the target
+            assert late_in_second(row.out_of_orderness_ms - 1) / len(second) > row.target_late_ratio, row
+
+
 def test_curve_falls_monotonically_and_matches_the_replay(tmp_path):
     spec = WindowSpec.of("tumbling", size_ms=2000, allowed_lateness_ms=100)
     events = disordered_events(seed=5)
