@@ -257,13 +257,12 @@ def load_output(con: duckdb.DuckDBPyConnection, output_dir: Path, plan: Plan, sp
 
 
 def record(con: duckdb.DuckDBPyConnection, plan: Plan, savepoints: list[str], run_id: str) -> None:
-    """Rewrite `stream_files`: the kept files as they were, the replayed ones with their new savepoints."""
+    """Rewrite `stream_files` after the kept files (a prefix of the stream by position, left as it is):
+    the replayed ones with their new savepoints. Only the rows after the prefix are touched, so an
+    append costs one row, not one per file of the stream (0.13 s at 45 files when every row was rewritten)."""
     if len(savepoints) != len(plan.replay):
         raise ValueError(f"{len(plan.replay)} files replayed but {len(savepoints)} savepoints")
-    con.execute("DELETE FROM stream_files")
-    for f in plan.kept:
-        con.execute(f"INSERT INTO stream_files VALUES ({', '.join('?' * len(_FIELDS))})",
-                    [getattr(f, name) for name in _FIELDS])  # fmt: skip
+    con.execute("DELETE FROM stream_files WHERE position > ?", [plan.kept[-1].position if plan.kept else 0])
     for f, savepoint in zip(plan.replay, savepoints):
         con.execute(
             "INSERT INTO stream_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
