@@ -71,22 +71,23 @@ def window_shape_check(con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_
     Only the replayed file's windows are read: the other files' windows were checked when they
     were published, and the `replays` table keeps one window config per warehouse.
     """
-    windows = segments.file_rows(con, "window_averages", source_file)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE window_shape AS {_alignment_sql(spec, windows)}", {"f": source_file})
-    try:
-        checked, misaligned, wrong_length, disagree, out_of_bounds = schema.fetch_one(
-            con,
-            "SELECT count(*), count(*) FILTER (WHERE misaligned), count(*) FILTER (WHERE wrong_length), "
-            "count(*) FILTER (WHERE timestamps_disagree), count(*) FILTER (WHERE out_of_bounds) FROM window_shape",
-        )
+    shapes = _alignment_sql(spec, segments.file_rows(con, "window_averages", source_file))
+    # one aggregate pass; the examples are looked up only when a window breaks a rule (no copy of the
+    # windows: 6.8M windows, 1.5 -> 0.6 s)
+    checked, misaligned, wrong_length, disagree, out_of_bounds = schema.fetch_one(
+        con,
+        "SELECT count(*), count(*) FILTER (WHERE misaligned), count(*) FILTER (WHERE wrong_length), "
+        f"count(*) FILTER (WHERE timestamps_disagree), count(*) FILTER (WHERE out_of_bounds) FROM ({shapes})",
+        {"f": source_file},
+    )
+    bad = []
+    if misaligned or wrong_length or disagree or out_of_bounds:
         bad = con.execute(
             "SELECT key, window_start_ms, window_end_ms, txn_count, sum_amount::VARCHAR, min_amount::VARCHAR, "
-            "max_amount::VARCHAR FROM window_shape "
-            "WHERE misaligned OR wrong_length OR timestamps_disagree OR out_of_bounds "
-            f"ORDER BY key, window_start_ms LIMIT {EXAMPLES}"
+            f"max_amount::VARCHAR FROM ({shapes}) WHERE misaligned OR wrong_length OR timestamps_disagree "
+            f"OR out_of_bounds ORDER BY key, window_start_ms LIMIT {EXAMPLES}",
+            {"f": source_file},
         ).fetchall()
-    finally:
-        con.execute("DROP TABLE IF EXISTS window_shape")
     passed = misaligned == wrong_length == disagree == out_of_bounds == 0
     description = None
     if not passed:

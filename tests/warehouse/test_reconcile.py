@@ -357,6 +357,18 @@ def duplicate_window(con, result):
     con.execute(f"INSERT INTO window_averages SELECT * FROM window_averages WHERE {where}", params)
 
 
+def duplicate_window_in_place_of_another(con, result):
+    """The counts stay equal: only the join of every expected window finds what is wrong."""
+    duplicate_window(con, result)
+    where, params = _where(_window(result, 4))
+    con.execute(f"DELETE FROM window_averages WHERE {where}", params)
+
+
+def replace_window_by_another(con, result):
+    delete_window(con, result)
+    add_window(con, result)
+
+
 def _late_where(result: ReplayResult) -> str:
     return f"source_file = '{FILE}' AND source_row = {result.late[1][0]}"
 
@@ -392,6 +404,16 @@ CORRUPTIONS = {
     "avg one ulp": (corrupt_avg_ulp, {"value_mismatches": 1}, {}),
     "avg -0.0 for 0.0": (corrupt_negative_zero, {"value_mismatches": 1}, {}),
     "duplicated window": (duplicate_window, {"duplicates_actual": 1, "actual": 1}, {}),
+    "a window duplicated in place of another": (
+        duplicate_window_in_place_of_another,
+        {"missing": 1, "duplicates_actual": 1, "compared": -1},
+        {},
+    ),
+    "a window replaced by an unexpected one": (
+        replace_window_by_another,
+        {"missing": 1, "unexpected": 1, "compared": -1},
+        {},
+    ),
     "missing late event": (delete_late, {}, {"missing": 1, "actual": -1, "compared": -1}),
     "unexpected late event": (add_late, {}, {"unexpected": 1, "actual": 1}),
     "duplicated late event": (duplicate_late, {}, {"duplicates_actual": 1, "actual": 1}),
