@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -39,9 +38,7 @@ from orchestration.settings import REPO_ROOT, PipelineSettings, ReplayMode
 from orchestration.write_audit_publish import PipelineStep
 from warehouse import advice, bulk_ingest, quality, reconcile, schema, segments, stream, time_outliers
 from warehouse import flink_output as flink_output_files
-from warehouse.background import OnOwnCursor
 from warehouse.ingest import InputFileError
-from warehouse.windows import WindowSpec
 
 # The assets whose FreshnessPolicy comes from AutomationSettings (set in orchestration/definitions.py).
 WINDOW_ASSETS = ("window_averages", "late_events")
@@ -335,17 +332,8 @@ def _replay_event_time_windows(
     with step.staging() as con:
         n_transactions = flink_output_files.stage_input(con, source_file, staged_input)
         staged_s = time.monotonic() - started
-        # The recomputation, the transactions' segment and the advice the late-ratio check cites need
-        # only the staged transactions: they are built while the Flink job runs (warehouse/background.py).
-        with (
-            segments.BackgroundSegment(
-                con, store.segment_dir, context.run.run_id, "transactions", source_file
-            ) as transactions_segment,
-            reconcile.OverlappedRecomputation(con, spec, source_file) as recomputation,
-            OnOwnCursor(
-                con, _late_ratio_advice, source_file, spec, pipeline.max_late_ratio, name="advice"
-            ) as late_ratio_advice,
-        ):
+        # The recomputation needs only the staged transactions: it runs while the Flink job does.
+        with reconcile.OverlappedRecomputation(con, spec, source_file) as recomputation:
             figures = _run_window_job(context, step, pipes_subprocess_client, aggregates, staged_input,
                                       flink_output, n_transactions)  # fmt: skip
             flink_s = time.monotonic() - started - staged_s
@@ -379,8 +367,6 @@ def _replay_event_time_windows(
             )
             windows_report, late_report = recomputation.compare()
             context.log.info(f"Reconciled in {time.monotonic() - loaded:.1f} s after the load")
-            transactions_segment.seal(con)
-            advised = late_ratio_advice.result()
         checks = [
             check_result(
                 "window_averages",
@@ -401,9 +387,7 @@ def _replay_event_time_windows(
             check_result(
                 "late_events",
                 "late_ratio_within_limit",
-                advice.late_ratio_check(
-                    con, source_file, spec, pipeline.max_late_ratio, n_late, n_transactions, advised
-                ),
+                advice.late_ratio_check(con, source_file, spec, pipeline.max_late_ratio, n_late, n_transactions),
                 AssetCheckSeverity.WARN,
             ),
         ]
@@ -611,13 +595,6 @@ def _replay_stream(
     for table in ("window_averages", "late_events", "replays", "custom_aggregates", "stream_files"):
         yield MaterializeResult(asset_key=table, metadata={**table_counts(step, window_counts[table]), **common})
     yield from checks
-
-
-def _late_ratio_advice(
-    con: duckdb.DuckDBPyConnection, source_file: str, spec: WindowSpec, limit: float
-) -> advice.Advice:
-    """The advice `advice.late_ratio_check` cites (see its docstring)."""
-    return advice.advise(con, source_file, spec, limit=limit, profile=False)
 
 
 def _run_window_job(

@@ -473,7 +473,6 @@ def late_ratio_check(
     limit: float,
     late_events: int,
     transactions: int,
-    advised: Advice | None = None,
 ) -> quality.CheckOutcome:
     """late_ratio_within_limit: late events / transactions <= TXN_MAX_LATE_RATIO. It cites the
     watermark advice for the limit (the same computation as the watermark_advice row whose
@@ -481,12 +480,9 @@ def late_ratio_check(
 
     ``late_events`` and ``transactions`` are the replay's own counts (the Flink job's). The advice
     is recomputed here rather than read from the table: the two steps of a run are not ordered,
-    and the advice costs well under a second at 1M rows. ``advised``: that advice, computed ahead
-    (``advise(con, source_file, spec, limit=limit, profile=False)``; the window step does it while the
-    Flink job runs)."""
+    and the advice costs well under a second."""
     base = quality.ratio_check(late_events, transactions, limit, "late events", "transactions")
-    if advised is None:
-        advised = advise(con, source_file, spec, limit=limit, profile=False)
+    advised = advise(con, source_file, spec, limit=limit, profile=False)
     row = advised.for_target(limit)
     metadata = {
         **base.metadata,

@@ -18,13 +18,13 @@ the watermark before a row is the running max of the previous rows' `event_time_
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
 import numpy as np
 
 from warehouse import schema, segments
-from warehouse.background import OnOwnCursor
 from warehouse.flink_output import late_window_sql
 from warehouse.windows import WindowSpec
 
@@ -280,7 +280,7 @@ def _windows_if_identical(con: duckdb.DuckDBPyConnection, actual_windows: str) -
     GROUP BY over the key columns, so they are distinct and each matches a different actual row: when
     none is unmatched and the counts are equal, the actual rows are exactly the expected ones, duplicates
     included. Reading the actual rows where they are, with a hash join, instead of copying them and
-    taking `EXCEPT ALL`: 10M rows, 6.8M windows, 13.3 -> 3.1 s (bench/results/issue25.md).
+    taking `EXCEPT ALL`: 10M rows, 6.8M windows, 13.3 -> 3.1 s (docs/windows.md).
     """
     mean = "e.sum_amount::DOUBLE / e.txn_count"
     matches = " AND ".join(
@@ -312,26 +312,34 @@ def compare_tables(
 
 
 class OverlappedRecomputation:
-    """The recomputation of one file, built in the background (`background.OnOwnCursor`) while the Flink
-    job runs (it needs only the file's transactions), and compared once the job's output is loaded.
+    """The recomputation of one file, built on a connection of its own in a background thread while the
+    Flink job runs (it needs only the file's transactions), and compared once the job's output is loaded.
 
     Use as a context manager around the job: ``compare()`` waits for the build and returns what
     ``compare_tables`` returns; leaving the block early interrupts a build still running.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, spec: WindowSpec, source_file: str) -> None:
+        self._con = con.cursor()
         self._source_file = source_file
-        self._built = OnOwnCursor(con, build_expected, spec, source_file, name="recompute")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recompute")
+        self._built = self._pool.submit(build_expected, self._con, spec, source_file)
 
     def __enter__(self) -> OverlappedRecomputation:
         return self
 
     def compare(self) -> tuple[dict[str, Any], dict[str, Any]]:
         self._built.result()
-        return _compare_with_expected(self._built.cursor, self._source_file)
+        return _compare_with_expected(self._con, self._source_file)
 
     def __exit__(self, *exc_info: object) -> None:
-        self._built.__exit__(*exc_info)  # the expected tables are the cursor's temporary tables
+        if not self._built.done():
+            self._con.interrupt()
+        self._pool.shutdown(wait=True)
+        try:
+            _drop_expected(self._con)
+        finally:
+            self._con.close()
 
 
 def _compare_with_expected(con: duckdb.DuckDBPyConnection, source_file: str) -> tuple[dict[str, Any], dict[str, Any]]:

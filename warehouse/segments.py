@@ -25,7 +25,6 @@ from pathlib import Path
 import duckdb
 
 from warehouse import schema
-from warehouse.background import OnOwnCursor
 
 # Tables whose rows grow with every file: Parquet segments. The rest of the contract stays native.
 SEGMENTED = ("transactions", "rejected_rows", "window_averages", "late_events", "custom_aggregates", "anomalies")
@@ -286,97 +285,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def write_segment(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str, table: str,
-                  source_file: str | None) -> tuple[str, int] | None:  # fmt: skip
-    """Write the staged rows of (table, source file), in insertion order, to the run's segment file for
-    them, flushed to disk; (path, rows), or None when nothing is staged. The file is not listed yet:
-    `seal` or `seal_written` lists it, and a run that fails first leaves it unlisted (removed after
-    the retention, as every unlisted segment)."""
-    (rows,) = con.execute(
-        f"SELECT count(*) FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?", [source_file]
-    ).fetchall()[0]
-    if not rows:
-        return None
-    path = segment_dir / segment_name(table, source_file, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    con.execute(
-        f"COPY (SELECT * FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?) "
-        f"TO {sql_literal(str(partial))} "
-        "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)",  # level 3: 20 % slower, 3 % smaller
-        [source_file],
-    )
-    _fsync(partial)
-    os.replace(partial, path)
-    _fsync(path.parent)
-    return str(path), int(rows)
-
-
-def _list_segment(con: duckdb.DuckDBPyConnection, table: str, source_file: str | None,
-                  written: tuple[str, int] | None, run_id: str) -> None:  # fmt: skip
-    """Drop the segments of (table, source file) that this run replaced, and list the one it wrote."""
-    params = {"t": table, "f": source_file}
-    replaced = con.execute(
-        "SELECT count(*) FROM staged.replaced WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f", params
-    ).fetchall()[0][0]
-    if replaced:
-        con.execute("DELETE FROM segments WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f", params)
-    if written is not None:
-        path, rows = written
-        con.execute(
-            "INSERT INTO segments VALUES ($t, $f, $p, $n, $run)", {**params, "p": path, "n": rows, "run": run_id}
-        )
-
-
-def seal_written(con: duckdb.DuckDBPyConnection, table: str, source_file: str, written: tuple[str, int] | None,
-                 run_id: str) -> None:  # fmt: skip
-    """What `seal` does for one (table, source file), before the publish, with the segment `write_segment`
-    wrote (in the background while the Flink job runs: the step no longer writes it in the publish).
-
-    The caller guarantees that the run stages no more rows of (table, source file) after the write.
-    The segment is listed in the run's staging catalog only, so the publish makes it visible or a
-    failed run drops it, as with `seal`."""
-    con.execute("BEGIN")
-    _list_segment(con, table, source_file, written, run_id)
-    con.execute(f"DELETE FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?", [source_file])
-    con.execute(
-        "DELETE FROM staged.replaced WHERE table_name = $t AND source_file = $f", {"t": table, "f": source_file}
-    )
-    refresh_views(con, (table,))
-    con.execute("COMMIT")
-
-
-class BackgroundSegment:
-    """`write_segment` of one (table, source file) in the background (`background.OnOwnCursor`), started at
-    once; `seal(con)` waits for it and lists it (`seal_written`).
-
-    The window step writes the file's transactions so while the Flink job runs, and the publish then has
-    that many rows less to write (10M transactions: 4.5 s). Leaving the block without `seal` interrupts
-    the write and deletes the file.
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str, table: str,
-                 source_file: str) -> None:  # fmt: skip
-        self._key = (table, source_file, run_id)
-        self._path = segment_dir / segment_name(table, source_file, run_id)
-        self._written = OnOwnCursor(con, write_segment, segment_dir, run_id, table, source_file, name="segment")
-        self._sealed = False
-
-    def __enter__(self) -> BackgroundSegment:
-        return self
-
-    def seal(self, con: duckdb.DuckDBPyConnection) -> None:
-        table, source_file, run_id = self._key
-        seal_written(con, table, source_file, self._written.result(), run_id)
-        self._sealed = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._written.__exit__(*exc_info)
-        if not self._sealed:
-            self._path.unlink(missing_ok=True)
-            self._path.with_name(self._path.name + ".partial").unlink(missing_ok=True)
-
-
 def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> None:
     """Write the staged rows as segments and record them (the publish retires what is no longer listed).
 
@@ -395,7 +303,35 @@ def seal(con: duckdb.DuckDBPyConnection, segment_dir: Path, run_id: str) -> None
             ).fetchall()
         ]
         for source_file in files:
-            _list_segment(con, table, source_file, write_segment(con, segment_dir, run_id, table, source_file), run_id)
+            params = {"t": table, "f": source_file}
+            replaced = con.execute(
+                "SELECT count(*) FROM staged.replaced WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f",
+                params,
+            ).fetchall()[0][0]
+            if replaced:
+                con.execute(
+                    "DELETE FROM segments WHERE table_name = $t AND source_file IS NOT DISTINCT FROM $f", params
+                )
+            rows = con.execute(
+                f"SELECT count(*) FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?", [source_file]
+            ).fetchall()
+            if rows[0][0]:
+                path = segment_dir / segment_name(table, source_file, run_id)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(path.name + ".partial")
+                con.execute(
+                    f"COPY (SELECT * FROM staged.{table} WHERE source_file IS NOT DISTINCT FROM ?) "
+                    f"TO {sql_literal(str(partial))} "
+                    "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)",  # level 3: 20 % slower, 3 % smaller
+                    [source_file],
+                )
+                _fsync(partial)
+                os.replace(partial, path)
+                _fsync(path.parent)
+                con.execute(
+                    "INSERT INTO segments VALUES ($t, $f, $p, $n, $run)",
+                    {**params, "p": str(path), "n": rows[0][0], "run": run_id},
+                )
         con.execute(f"DELETE FROM staged.{table}")
     con.execute("DELETE FROM staged.replaced")
     refresh_views(con)

@@ -159,49 +159,6 @@ def test_inserts_without_a_replace_add_a_segment(store: WarehouseStore) -> None:
 
 
 # --------------------------------------------------------------------------- #
-# a segment written before the publish (the window step, beside the Flink job)
-# --------------------------------------------------------------------------- #
-def test_a_segment_written_in_the_background_is_what_the_publish_lists(store: WarehouseStore) -> None:
-    publish(store, "run1", "a.csv", "old1", "old2")
-    publish(store, "run1b", "b.csv", "b1")
-    with store.connect_published() as con:
-        old_segment = [path for f, path, _ in listed(con) if f == "a.csv"]
-    with store.connect_staging("run2") as con:
-        replace_rejected(con, "a.csv", "new1", "new2", "new3")
-        staged_view = rejected(con)
-        with segments.BackgroundSegment(con, store.segment_dir, "run2", "rejected_rows", "a.csv") as segment:
-            segment.seal(con)
-        # the rows now come from the new segment, listed in the run's catalog only; nothing is staged
-        assert rejected(con) == staged_view
-        assert con.execute("SELECT count(*) FROM staged.rejected_rows").fetchall() == [(0,)]
-        assert [(f, n) for f, _, n in listed(con)] == [("a.csv", 3), ("b.csv", 1)]
-        new_segment = [path for f, path, _ in listed(con) if f == "a.csv"]
-        assert new_segment[0].endswith(segments.segment_name("rejected_rows", "a.csv", "run2"))
-    with store.connect_published() as con:  # not published yet
-        assert [path for f, path, _ in listed(con) if f == "a.csv"] == old_segment
-    store.publish("run2")
-    with store.connect_published() as con:
-        assert rejected(con) == staged_view
-        assert [path for f, path, _ in listed(con) if f == "a.csv"] == new_segment
-        assert len(listed(con)) == 2
-
-
-def test_a_background_segment_left_without_seal_is_deleted_and_never_listed(store: WarehouseStore) -> None:
-    publish(store, "run1", "a.csv", "old1")
-    with store.connect_staging("run2") as con:
-        replace_rejected(con, "a.csv", "new1")
-        with segments.BackgroundSegment(con, store.segment_dir, "run2", "rejected_rows", "a.csv"):
-            pass
-        assert rejected(con) == [("a.csv", "new1")]  # still staged
-    path = store.segment_dir / segments.segment_name("rejected_rows", "a.csv", "run2")
-    assert not path.exists() and not path.with_name(path.name + ".partial").exists()
-    store.publish("run2")  # the publish writes it as it always did
-    with store.connect_published() as con:
-        assert rejected(con) == [("a.csv", "new1")]
-        assert [p for _, p, _ in listed(con)] == [str(path)]
-
-
-# --------------------------------------------------------------------------- #
 # publish: one new immutable file per (table, file); the others untouched
 # --------------------------------------------------------------------------- #
 def test_publishing_one_file_leaves_the_other_files_segments_byte_for_byte(store: WarehouseStore) -> None:
