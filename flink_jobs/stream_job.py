@@ -36,6 +36,9 @@ READ_MARKERS = "read_markers"
 DISCOVERY_INTERVAL_MS = 50  # how often the source looks for the next file
 MARKER_POLL_S = 0.02
 SAVEPOINT_RETRY_S = 120.0  # how long a savepoint is retried while tasks are still starting
+# Flink's reasons (CheckpointFailureReason) for refusing a savepoint while a task is still being deployed
+# or restored: the JobManager's, and a task's own decline.
+_NOT_RUNNING_YET = ("Not all required tasks are currently running", "Checkpoint was declined (tasks not ready)")
 
 
 class StreamFeedError(RuntimeError):
@@ -188,7 +191,7 @@ class _Feeder(threading.Thread):
             try:
                 return str(self._client.triggerSavepoint(target.as_uri(), self._format).get())
             except Exception as error:
-                if "Not all required tasks are currently running" not in str(error) or time.monotonic() > deadline:
+                if not any(m in str(error) for m in _NOT_RUNNING_YET) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
 

@@ -9,7 +9,10 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
     AssetSpec,
+    DagsterEventType,
     FreshnessPolicy,
     MetadataValue,
     TableColumn,
@@ -31,6 +34,15 @@ def column_schema(table: str) -> TableSchema:
             TableColumn(column.name, column.type, description=column.description) for column in schema.CONTRACT[table]
         ]
     )
+
+
+def materialized_in_this_run(context: AssetExecutionContext, asset: str) -> bool:
+    """Whether an earlier step of this run materialized `asset` (read from the run's event log)."""
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    key = AssetKey(asset)
+    return any(r.event_log_entry.dagster_event.asset_key == key for r in records if r.event_log_entry.dagster_event)
 
 
 def table_counts(step: PipelineStep, counts: dict[str, object]) -> dict[str, object]:

@@ -189,6 +189,9 @@ def _build(con: duckdb.DuckDBPyConnection, spec: WindowSpec, watermarked: str, p
             "FROM _session_rows WHERE session_id >= 0 GROUP BY key, session_id"
         )
         late_rows = "SELECT * FROM _session_rows WHERE session_id < 0"
+    elif _windows_per_event(spec) == 1:
+        _one_window_per_event(con, spec, watermarked, params)
+        late_rows = "SELECT source_row, key, event_time_ms, amount, watermark_ms FROM _late_pairs"
     else:
         pairs = _aligned_pairs_sql(spec, watermarked)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _pairs AS {pairs}",
@@ -198,9 +201,7 @@ def _build(con: duckdb.DuckDBPyConnection, spec: WindowSpec, watermarked: str, p
             f"{window_columns} FROM _pairs WHERE NOT late GROUP BY key, window_start_ms, window_end_ms"
         )
         late_rows = (
-            "SELECT source_row, key, event_time_ms, amount, watermark_ms FROM _pairs WHERE late"
-            if _windows_per_event(spec) == 1  # one pair per row (tumbling): no GROUP BY needed
-            else "SELECT source_row, any_value(key) AS key, any_value(event_time_ms) AS event_time_ms, "
+            "SELECT source_row, any_value(key) AS key, any_value(event_time_ms) AS event_time_ms, "
             "any_value(amount) AS amount, any_value(watermark_ms) AS watermark_ms "
             "FROM _pairs GROUP BY source_row HAVING bool_and(late)"
         )
@@ -208,8 +209,33 @@ def _build(con: duckdb.DuckDBPyConnection, spec: WindowSpec, watermarked: str, p
         "CREATE OR REPLACE TEMP TABLE _expected_late AS SELECT source_row, key, event_time_ms, amount, "
         f"watermark_ms, {late_start} AS window_start_ms, {late_end} AS window_end_ms FROM ({late_rows}) "
     )
-    con.execute("DROP TABLE IF EXISTS _pairs")
-    con.execute("DROP TABLE IF EXISTS _session_rows")
+    for table in ("_pairs", "_late_pairs", "_session_rows"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _one_window_per_event(con: duckdb.DuckDBPyConnection, spec: WindowSpec, watermarked: str,
+                          params: dict[str, Any]) -> None:  # fmt: skip
+    """`_expected_windows` and the temp table `_late_pairs` when every event has one window (tumbling,
+    or sliding with the slide equal to the size), in one pass over the watermarked events: each window
+    carries its late events as a list until they are unnested. Sliding windows need the (event, window)
+    pairs materialized, since an event is late only if it is late for all its windows; here that
+    table (30M rows: more than DuckDB's 2 GB, so it spilled) is not needed."""
+    pairs = _aligned_pairs_sql(spec, watermarked)
+    on_time = ", ".join(f"{f} FILTER (WHERE NOT late) AS {name}" for f, name in (
+        ("count(*)", "txn_count"), ("sum(amount)", "sum_amount"), ("min(amount)", "min_amount"),
+        ("max(amount)", "max_amount")))  # fmt: skip
+    late = "{'source_row': source_row, 'event_time_ms': event_time_ms, 'amount': amount, 'watermark_ms': watermark_ms}"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _expected_windows AS SELECT key, window_start_ms, window_end_ms, {on_time}, "
+        f"list({late}) FILTER (WHERE late) AS _late FROM ({pairs}) GROUP BY key, window_start_ms, window_end_ms",
+        {k: v for k, v in params.items() if f"${k}" in pairs},
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _late_pairs AS SELECT key, unnest(_late, recursive := true) "
+        "FROM _expected_windows WHERE _late IS NOT NULL"
+    )
+    con.execute("DELETE FROM _expected_windows WHERE txn_count = 0")  # windows whose every event was late
+    con.execute("ALTER TABLE _expected_windows DROP COLUMN _late")
 
 
 def _drop_expected(con: duckdb.DuckDBPyConnection) -> None:

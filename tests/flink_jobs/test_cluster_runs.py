@@ -457,7 +457,7 @@ def test_terminating_the_run_in_dagster_cancels_the_job_on_the_cluster(tmp_path,
 def test_stream_mode_on_a_cluster_equals_one_local_replay_of_the_whole(tmp_path, cluster):
     """Savepoints written and restored by a real cluster (with its checkpoints on), the marker files
     written by its TaskManager: the sample cut in two equals one local file-mode replay of the sample."""
-    from tests.orchestration.test_pipeline import run_pipeline
+    from tests.orchestration.test_pipeline import failure_messages, run_pipeline
     from tests.orchestration.test_stream_mode import cut, tables
 
     first, second = cut(SAMPLE, tmp_path / "in", [6000])
@@ -465,7 +465,7 @@ def test_stream_mode_on_a_cluster_equals_one_local_replay_of_the_whole(tmp_path,
     warehouse = tmp_path / "stream.duckdb"
     for path in (first, second):
         result = run_pipeline(path, warehouse, replay_mode="stream", flink_jobmanager=cluster.address)
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        assert result.success, failure_messages(result)
     expected, actual = tables(tmp_path / "whole.duckdb"), tables(warehouse)
     assert actual["windows"] == expected["windows"] and actual["late"] == expected["late"]
     assert actual["provisional"] > 0 and len(actual["stream"]) == 2

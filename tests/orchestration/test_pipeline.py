@@ -106,6 +106,19 @@ def failure_message(result) -> str:
     return failures[0].step_failure_data.error.message
 
 
+def failure_messages(result) -> list[str]:
+    """Every failed step's error (with its cause), for an assertion's message: a run that should have
+    succeeded says why it did not."""
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None:
+                messages.append(f"{event.step_key}: {error.message.strip()}")
+                error = error.cause
+    return messages or [e.message for e in result.all_events if e.is_failure]
+
+
 def test_lab_example_end_to_end(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     result = run_pipeline(LAB_EXAMPLE, warehouse)

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from tests.conftest import SAMPLE
-from tests.orchestration.test_pipeline import failure_message, run_pipeline
+from tests.orchestration.test_pipeline import failure_message, failure_messages, run_pipeline
 
 pytestmark = pytest.mark.flink
 
@@ -65,7 +65,7 @@ def test_sample_cut_in_two_equals_one_replay_of_the_whole(tmp_path):
     warehouse = tmp_path / "stream.duckdb"
     for path in (first, second):
         result = run_pipeline(path, warehouse, replay_mode="stream")
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        assert result.success, failure_messages(result)
         for evaluation in result.get_asset_check_evaluations():
             if evaluation.check_name in ("matches_independent_replay", "transactions_conserved"):
                 assert evaluation.passed, evaluation.metadata
@@ -137,7 +137,7 @@ def test_three_files_equal_their_concatenation(tmp_path, config):
     provisional = []
     for path in files:
         result = run_pipeline(path, warehouse, replay_mode="stream", **config)
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        assert result.success, failure_messages(result)
         provisional.append(tables(warehouse)["provisional"])
     expected, actual = stream_tables(tmp_path / "whole.duckdb"), stream_tables(warehouse)
     assert actual["windows"] == expected["windows"]
@@ -160,7 +160,7 @@ def test_backfill_correction_and_replaying_a_file_again_rebuild_the_stream(tmp_p
 
     def replay(path: Path) -> dict:
         result = run_pipeline(path, warehouse, replay_mode="stream", **config)
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        assert result.success, failure_messages(result)
         return result.asset_materializations_for_node("replay_event_time_windows")[0].metadata
 
     def whole(*parts: Path) -> dict:

@@ -390,6 +390,31 @@ def test_late_ratio_check_cites_the_advice_for_the_limit(tmp_path):
     assert within.metadata["recommended_out_of_orderness_ms"] == 0 and within.metadata["added_latency_ms"] == -1000
 
 
+def test_the_check_cites_the_stored_advice_only_when_it_was_made_for_this_config(tmp_path):
+    events = disordered_events(seed=4)
+    n = len(events)
+    con = transactions_db(tmp_path / "w.duckdb", events)
+    spec = WindowSpec.of("sliding", size_ms=4000, slide_ms=2000)
+    written = advice.advise(con, "input.csv", spec, TARGETS, limit=0.02)
+    advice.write_advice(con, written)
+    stored = advice.stored_advice(con, "input.csv", spec, 0.02, n)
+    assert stored is not None and stored.rows == written.rows and stored.exact == written.exact
+    late = replay_late(events, spec, spec.out_of_orderness_ms)
+    from_table = advice.late_ratio_check(con, "input.csv", spec, 0.02, late, n, stored)
+    recomputed = advice.late_ratio_check(con, "input.csv", spec, 0.02, late, n)
+    assert from_table.metadata.pop("advice_from") == "watermark_advice, written by this run"
+    assert recomputed.metadata.pop("advice_from") == "recomputed for this check"
+    assert (from_table.passed, from_table.description, from_table.metadata) == (
+        recomputed.passed, recomputed.description, recomputed.metadata,
+    )  # fmt: skip
+    # rows made for another bound, window, limit or number of transactions are not this run's advice
+    assert advice.stored_advice(con, "input.csv", dataclasses.replace(spec, out_of_orderness_ms=999), 0.02, n) is None
+    assert advice.stored_advice(con, "input.csv", WindowSpec.of("tumbling", size_ms=4000), 0.02, n) is None
+    assert advice.stored_advice(con, "input.csv", spec, 0.05, n) is None  # a target's row, not the limit's
+    assert advice.stored_advice(con, "input.csv", spec, 0.02, n - 1) is None
+    assert advice.stored_advice(con, "other.csv", spec, 0.02, n) is None
+
+
 def test_late_ratio_check_says_at_most_for_sessions(tmp_path):
     events = disordered_events(seed=2)
     con = transactions_db(tmp_path / "w.duckdb", events)

@@ -100,6 +100,19 @@ def test_source_rows_give_the_order_not_the_insert_order(tmp_path) -> None:
     assert late_rows(con, WindowSpec()) == [(2, "k", 0, D(2), 4999)]
 
 
+@pytest.mark.parametrize("spec", [WindowSpec(), WindowSpec.of("sliding", size_ms=5000, slide_ms=5000),
+                                  WindowSpec.of("sliding", size_ms=10_000, slide_ms=5000)], ids=lambda s: s.describe())  # fmt: skip
+def test_a_window_whose_every_event_is_late_is_no_window(tmp_path, spec: WindowSpec) -> None:
+    """Tumbling (and sliding with slide = size) take the one-pass path, wider sliding windows the pairs."""
+    events = [(1, "k", 12_000, D(1)), (2, "k", 1_000, D(2)), (3, "k", 1_500, D(3)), (4, "j", 2_000, D(4))]
+    con = transactions_db(tmp_path / "w.duckdb", events)
+    reference = replay(events, spec)
+    assert expected_windows(con, spec, FILE) == sorted(reference.windows)
+    assert late_rows(con, spec) == sorted(reference.late)
+    assert [row[0] for row in reference.late] == [2, 3, 4]  # late for every window they belong to
+    assert reference.windows and all(w[1] >= 5_000 for w in reference.windows)  # so those windows are none
+
+
 def test_files_are_replayed_independently(tmp_path) -> None:
     a = [(1, "k", 6000, D(1)), (2, "k", 0, D(2))]
     b = [(1, "k", 0, D(4)), (2, "k", 1, D(6))]
